@@ -1,0 +1,68 @@
+# nps_billing — PGXS build (like pgvector). `make test` and `make demo` install their own
+# dependencies first, so this file must parse before pg_config exists.
+EXTENSION  = nps_billing
+EXTVERSION = 0.1
+PG_CONFIG ?= pg_config
+
+MODULE_big = nps_billing
+OBJS       = $(patsubst %.cpp,%.o,$(sort $(wildcard src/*.cpp)))
+NPS_HEADERS = $(wildcard src/*.hpp)
+
+# The install script is assembled from one file per concern (sql/parts/NN_*.sql).
+SQL_PARTS  = $(sort $(wildcard sql/parts/*.sql))
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA       = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*--*.sql))
+
+TESTS      = $(sort $(wildcard test/sql/*.sql))
+REGRESS    = $(patsubst test/sql/%.sql,%,$(TESTS))
+REGRESS_OPTS = --inputdir=test --load-extension=$(EXTENSION)
+ISOLATION  = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
+
+PG_CPPFLAGS =
+SHLIB_LINK  = -lstdc++
+EXTRA_CLEAN = $(DATA_built) test/results test/output_iso test/regression.* test/log
+
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(PGXS),)
+# PostgreSQL's headers are not ours to keep warning-free: include them as system headers.
+PG_INCLUDE := $(shell $(PG_CONFIG) --includedir-server)
+override CPPFLAGS := -isystem $(PG_INCLUDE) $(CPPFLAGS)
+include $(PGXS)
+override CXXFLAGS += -std=c++17 -Wall -Wextra -Werror
+override BITCODE_CXXFLAGS += -std=c++17
+endif
+
+$(DATA_built): $(SQL_PARTS)
+	@mkdir -p sql
+	cat $(SQL_PARTS) > $@
+
+$(OBJS): $(NPS_HEADERS)
+
+.PHONY: deps test demo demo-shell bench prove
+deps:
+	@sh scripts/install-deps.sh
+
+# make test: install what is missing, build, install, run every suite in a throwaway cluster.
+test: deps
+	$(MAKE) all
+	$(MAKE) install
+	sh scripts/run-tests.sh
+
+prove:
+	pg_prove --ext .sql -r test/t
+
+demo: deps
+	$(MAKE) all
+	$(MAKE) install
+	sh scripts/demo.sh
+
+demo-shell: deps
+	$(MAKE) all
+	$(MAKE) install
+	sh scripts/demo.sh --shell
+
+bench: deps
+	$(MAKE) all
+	$(MAKE) install
+	sh scripts/bench.sh

@@ -1,0 +1,41 @@
+#!/bin/sh
+# Runs every suite (pg_regress, isolation, pgTAP) in a throwaway PostgreSQL 15 cluster made by
+# pg_virtualenv, prints one summary line and exits non-zero on any failure.
+set -u
+cd "$(dirname "$0")/.."
+if [ -z "${NPS_IN_CLUSTER:-}" ]; then
+  exec env NPS_IN_CLUSTER=1 pg_virtualenv -t -v 15 \
+    -o max_prepared_transactions=10 \
+    sh "$0" "$@"
+fi
+log=$(mktemp -d)
+failed=0; passed=0
+
+# pg_regress + isolation (PGXS installcheck)
+make -s installcheck >"$log/regress.out" 2>&1; rc=$?
+cat "$log/regress.out"
+for f in $(grep -E '^(# )?(All [0-9]+ tests passed|[0-9]+ of [0-9]+ tests failed)' "$log/regress.out" | sed 's/^# //' | tr ' ' '_'); do
+  case "$f" in
+    All_*) n=$(echo "$f" | cut -d_ -f2); passed=$((passed + n));;
+    *) bad=$(echo "$f" | cut -d_ -f1); tot=$(echo "$f" | cut -d_ -f3); failed=$((failed + bad)); passed=$((passed + tot - bad));;
+  esac
+done
+if [ $rc -ne 0 ]; then
+  for d in test/regression.diffs test/output_iso/regression.diffs; do [ -f "$d" ] && head -200 "$d"; done
+  [ "$failed" -eq 0 ] && failed=1
+fi
+
+# pgTAP through pg_prove, in a database of its own
+if ls test/t/*.sql >/dev/null 2>&1; then
+  psql -qX -v ON_ERROR_STOP=1 -d postgres -c 'DROP DATABASE IF EXISTS nps_tap' -c 'CREATE DATABASE nps_tap' >/dev/null &&
+  psql -qX -v ON_ERROR_STOP=1 -d nps_tap -c 'CREATE EXTENSION pgtap' -c 'CREATE EXTENSION nps_billing' >/dev/null
+  PGDATABASE=nps_tap pg_prove -v --ext .sql test/t/ >"$log/prove.out" 2>&1; prc=$?
+  grep -vE '^ok ' "$log/prove.out" | grep -vE '^\s*$' | tail -80
+  tests=$(sed -n 's/.*Tests=\([0-9]*\).*/\1/p' "$log/prove.out" | tail -1)
+  nfail=$(grep -cE '^not ok' "$log/prove.out")
+  passed=$((passed + ${tests:-0} - nfail)); failed=$((failed + nfail))
+  [ $prc -ne 0 ] && [ "$nfail" -eq 0 ] && failed=$((failed + 1))
+fi
+rm -rf "$log"
+echo "nps_billing: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
