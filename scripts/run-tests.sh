@@ -14,7 +14,7 @@ failed=0; passed=0
 # pg_regress + isolation (PGXS installcheck)
 make -s installcheck >"$log/regress.out" 2>&1; rc=$?
 cat "$log/regress.out"
-for f in $(grep -E '^(# )?(All [0-9]+ tests passed|[0-9]+ of [0-9]+ tests failed)' "$log/regress.out" | sed 's/^# //' | tr ' ' '_'); do
+for f in $(sed 's/^[ #]*//' "$log/regress.out" | grep -E '^(All [0-9]+ tests passed|[0-9]+ of [0-9]+ tests failed)' | tr ' ' '_'); do
   case "$f" in
     All_*) n=$(echo "$f" | cut -d_ -f2); passed=$((passed + n));;
     *) bad=$(echo "$f" | cut -d_ -f1); tot=$(echo "$f" | cut -d_ -f3); failed=$((failed + bad)); passed=$((passed + tot - bad));;

@@ -1,0 +1,115 @@
+-- Tables of capture, delivery and responses. The DBA may read and tune them; the trigger and
+-- the functions write them. All are registered with pg_extension_config_dump so pg_dump keeps
+-- their rows.
+
+CREATE TABLE @extschema@.payment_source (
+  id              serial PRIMARY KEY,
+  name            text NOT NULL UNIQUE,
+  relid           regclass NOT NULL,
+  customer_expr   text NOT NULL,
+  payment_key_expr text NOT NULL,
+  succeeded_expr  text NOT NULL,
+  failed_expr     text,
+  amount_expr     text,
+  currency_expr   text,
+  paid_at_expr    text,
+  attributes_expr text,
+  on_error        text NOT NULL DEFAULT 'record' CHECK (on_error IN ('record', 'raise')),
+  -- survey policy
+  survey_on       text[] NOT NULL DEFAULT '{succeeded}' CHECK (survey_on <@ '{succeeded,failed}'),
+  delay           interval NOT NULL DEFAULT '1 hour',
+  throttle        interval NOT NULL DEFAULT '90 days',
+  sample_rate     float8 NOT NULL DEFAULT 1.0 CHECK (sample_rate >= 0 AND sample_rate <= 1),
+  min_amount      numeric NOT NULL DEFAULT 0,
+  channel         text NOT NULL DEFAULT 'email' CHECK (channel IN ('email', 'in_app', 'sms')),
+  expires_after   interval NOT NULL DEFAULT '14 days',
+  enabled         boolean NOT NULL DEFAULT true,
+  tracked         boolean NOT NULL DEFAULT true,
+  created_at      timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE @extschema@.payment_event (
+  id          bigserial PRIMARY KEY,
+  source_id   integer NOT NULL,
+  payment_key text NOT NULL,
+  kind        text NOT NULL CHECK (kind IN ('succeeded', 'failed')),
+  customer_id text,
+  amount      numeric,
+  currency    text,
+  occurred_at timestamptz NOT NULL,
+  attributes  jsonb,
+  survey_id   bigint,
+  skip_reason text CHECK (skip_reason IN ('throttled', 'sampled_out', 'below_min_amount', 'opted_out',
+                                          'no_customer', 'not_surveyed_kind', 'disabled')),
+  UNIQUE (source_id, payment_key, kind)
+);
+CREATE INDEX payment_event_customer_idx ON @extschema@.payment_event (customer_id, occurred_at);
+
+CREATE TABLE @extschema@.survey (
+  id          bigserial PRIMARY KEY,
+  token       text NOT NULL UNIQUE,
+  source_id   integer NOT NULL,
+  event_id    bigint,
+  customer_id text,
+  channel     text NOT NULL CHECK (channel IN ('email', 'in_app', 'sms')),
+  status      text NOT NULL DEFAULT 'pending'
+              CHECK (status IN ('pending', 'sending', 'sent', 'responded', 'expired', 'failed', 'cancelled')),
+  send_after  timestamptz NOT NULL,
+  expires_at  timestamptz NOT NULL,
+  attempts    integer NOT NULL DEFAULT 0,
+  lease_owner text,
+  lease_until timestamptz,
+  sent_at     timestamptz,
+  last_error  text,
+  created_at  timestamptz NOT NULL DEFAULT now()
+);
+-- The queue: only live surveys are indexed.
+CREATE INDEX survey_queue_idx ON @extschema@.survey (send_after) WHERE status IN ('pending', 'sending');
+
+-- One row per surveyed customer: the throttle's lock point, shared by every source.
+CREATE TABLE @extschema@.customer_contact (
+  customer_id    text PRIMARY KEY,
+  last_survey_at timestamptz NOT NULL
+);
+
+CREATE TABLE @extschema@.opt_out (
+  customer_id text PRIMARY KEY,
+  since       timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE @extschema@.capture_error (
+  id          bigserial PRIMARY KEY,
+  source_id   integer NOT NULL,
+  payment_key text,
+  error       text NOT NULL,
+  sqlstate    text,
+  at          timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE @extschema@.response (
+  id           bigserial PRIMARY KEY,
+  survey_id    bigint UNIQUE,
+  customer_id  text,
+  score        @extschema@.nps_score NOT NULL,
+  category     @extschema@.nps_category GENERATED ALWAYS AS (@extschema@.category(score)) STORED,
+  comment      text,
+  channel      text,
+  responded_at timestamptz NOT NULL DEFAULT now(),
+  updated_at   timestamptz
+);
+CREATE INDEX response_responded_at_idx ON @extschema@.response (responded_at);
+CREATE INDEX response_customer_idx ON @extschema@.response (customer_id, responded_at);
+
+-- One call per statement: each call updates pg_extension's row.
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.payment_source', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.payment_source_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.payment_event', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.payment_event_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.survey', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.survey_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.customer_contact', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.opt_out', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.capture_error', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.capture_error_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.response', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.response_id_seq', '');
