@@ -69,7 +69,7 @@ Oid payment_source_relid = InvalidOid;
 bool callback_registered = false;
 
 // Shared owner-side plans (the policy is passed as parameters).
-SPIPlanPtr plan_load, plan_lookup, plan_contact, plan_event, plan_survey, plan_error, plan_set;
+SPIPlanPtr plan_load, plan_contact, plan_event, plan_unsurvey, plan_survey, plan_error, plan_set;
 
 void relcache_callback(Datum, Oid relid) {
     for (Source *s = sources; s; s = s->next)
@@ -151,15 +151,25 @@ void prepare_shared_plans() {
         "'nps_billing.payment_source'::regclass::oid, 'nps_billing.survey_id_seq'::regclass::oid "
         "FROM nps_billing.payment_source WHERE relid = $1 AND tracked",
         1, t_load, 0);
-    Oid t_lookup[] = {INT4OID, TEXTOID, TEXTOID, TEXTOID, INTERVALOID, NUMERICOID, NUMERICOID};
-    plan_lookup = keep(
-        "SELECT EXISTS (SELECT 1 FROM nps_billing.payment_event e"
-        "               WHERE e.source_id = $1 AND e.payment_key = $2 AND e.kind = $3),"
-        "       EXISTS (SELECT 1 FROM nps_billing.opt_out o WHERE o.customer_id = $4),"
-        "       COALESCE($6, 0) < $7,"
-        "       EXISTS (SELECT 1 FROM nps_billing.customer_contact c"
-        "               WHERE c.customer_id = $4 AND c.last_survey_at >= now() - $5)",
-        7, t_lookup, CURSOR_OPT_GENERIC_PLAN);
+    // The event, with every policy decision that needs a lookup taken in the same statement
+    // (opt-out, minimum amount, a recent survey of the customer). A candidate for a survey gets
+    // a survey id; ON CONFLICT DO NOTHING makes a payment count once per (source, key, kind).
+    Oid t_event[] = {INT4OID, TEXTOID, TEXTOID, TEXTOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, JSONBOID,
+                     TEXTOID, BOOLOID, INTERVALOID, NUMERICOID};
+    plan_event = keep(
+        "INSERT INTO nps_billing.payment_event (source_id, payment_key, kind, customer_id, amount, currency, "
+        "occurred_at, attributes, survey_id, skip_reason) "
+        "SELECT $1, $2, $3, $4, $5, $6, $7, $8, "
+        "       CASE WHEN d.skip IS NULL THEN nextval('nps_billing.survey_id_seq') END, d.skip "
+        "FROM (SELECT COALESCE($9, CASE"
+        "        WHEN EXISTS (SELECT 1 FROM nps_billing.opt_out o WHERE o.customer_id = $4) THEN 'opted_out'"
+        "        WHEN COALESCE($5, 0) < $12 THEN 'below_min_amount'"
+        "        WHEN $10 THEN 'sampled_out'"
+        "        WHEN EXISTS (SELECT 1 FROM nps_billing.customer_contact c"
+        "                     WHERE c.customer_id = $4 AND c.last_survey_at >= now() - $11) THEN 'throttled'"
+        "      END) AS skip OFFSET 0) d "  // OFFSET 0: d.skip is used twice; evaluate the lookups once
+        "ON CONFLICT DO NOTHING RETURNING id, survey_id",
+        12, t_event, CURSOR_OPT_GENERIC_PLAN);
     // The throttle's lock point: concurrent transactions of one customer serialize on this row.
     Oid t_contact[] = {TEXTOID, INTERVALOID};
     plan_contact = keep(
@@ -167,12 +177,11 @@ void prepare_shared_plans() {
         "ON CONFLICT (customer_id) DO UPDATE SET last_survey_at = excluded.last_survey_at "
         "WHERE cc.last_survey_at < now() - $2 RETURNING true",
         2, t_contact, CURSOR_OPT_GENERIC_PLAN);
-    Oid t_event[] = {INT4OID, TEXTOID, TEXTOID, TEXTOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, JSONBOID, INT8OID, TEXTOID};
-    plan_event = keep(
-        "INSERT INTO nps_billing.payment_event (source_id, payment_key, kind, customer_id, amount, currency, "
-        "occurred_at, attributes, survey_id, skip_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
-        "ON CONFLICT DO NOTHING RETURNING id",
-        10, t_event, CURSOR_OPT_GENERIC_PLAN);
+    // Lost the throttle race after the event was written: the event says so.
+    Oid t_unsurvey[] = {INT8OID};
+    plan_unsurvey = keep(
+        "UPDATE nps_billing.payment_event SET survey_id = NULL, skip_reason = 'throttled' WHERE id = $1",
+        1, t_unsurvey, CURSOR_OPT_GENERIC_PLAN);
     Oid t_survey[] = {INT8OID, TEXTOID, INT4OID, INT8OID, TEXTOID, TEXTOID, INTERVALOID, INTERVALOID};
     plan_survey = keep(
         "INSERT INTO nps_billing.survey (id, token, source_id, event_id, customer_id, channel, send_after, expires_at) "
@@ -403,93 +412,77 @@ void process_row(RowCtx *rc) {
         ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("payment_key expression returned NULL")));
     bool succeeded = strcmp(ev.kind, "succeeded") == 0;
 
+    // Decisions that need no lookup are taken here; the others in the event's statement.
+    const char *pre = NULL;
+    if (!s->enabled)
+        pre = "disabled";
+    else if (!(succeeded ? s->on_succeeded : s->on_failed))
+        pre = "not_surveyed_kind";
+    else if (ev.customer == NULL)
+        pre = "no_customer";
+    bool sampled_out =
+        pre == NULL && !(sample_point(ev.customer, strlen(ev.customer), ev.key, strlen(ev.key)) < s->sample_rate);
+
     as_owner(rc->owner, rc->extnsp, [&] {
-        Datum a[10];
-        char n[10];
-        // dedup, opt-out, min amount, throttle (a read: a recent survey can only get more recent)
+        Datum a[12];
+        char n[13];
         a[0] = Int32GetDatum(s->id);
         a[1] = CStringGetTextDatum(ev.key);
         a[2] = CStringGetTextDatum(ev.kind);
-        a[3] = ev.customer ? CStringGetTextDatum(ev.customer) : (Datum)0;
-        a[4] = s->throttle;
-        a[5] = ev.amount;
-        a[6] = s->min_amount;
-        const char nl[] = {' ', ' ', ' ', static_cast<char>(ev.customer ? ' ' : 'n'), ' ',
-                           static_cast<char>(ev.amount_null ? 'n' : ' '), ' ', '\0'};
-        if (SPI_execute_plan(plan_lookup, a, nl, false, 1) != SPI_OK_SELECT)
-            elog(ERROR, "nps_billing: lookup failed");
-        MemoryContextSwitchTo(rowcxt);
-        HeapTuple t = SPI_tuptable->vals[0];
-        TupleDesc d = SPI_tuptable->tupdesc;
-        bool isnull;
-        bool dup = DatumGetBool(SPI_getbinval(t, d, 1, &isnull));
-        bool opted = DatumGetBool(SPI_getbinval(t, d, 2, &isnull));
-        bool below = DatumGetBool(SPI_getbinval(t, d, 3, &isnull));
-        bool recent = DatumGetBool(SPI_getbinval(t, d, 4, &isnull));
-        SPI_freetuptable(SPI_tuptable);
-        if (dup)
-            return;
-        const char *skip = NULL;
-        if (!s->enabled)
-            skip = "disabled";
-        else if (!(succeeded ? s->on_succeeded : s->on_failed))
-            skip = "not_surveyed_kind";
-        else if (ev.customer == NULL)
-            skip = "no_customer";
-        else if (opted)
-            skip = "opted_out";
-        else if (below)
-            skip = "below_min_amount";
-        else if (!(sample_point(ev.customer, strlen(ev.customer), ev.key, strlen(ev.key)) < s->sample_rate))
-            skip = "sampled_out";
-        else if (recent)
-            skip = "throttled";
-        int64 sid = 0;
-        if (skip == NULL) {
-            Datum ca[2] = {a[3], s->throttle};
-            if (SPI_execute_plan(plan_contact, ca, NULL, false, 1) != SPI_OK_INSERT_RETURNING)
-                elog(ERROR, "nps_billing: throttle update failed");
-            MemoryContextSwitchTo(rowcxt);
-            if (SPI_processed == 1)
-                sid = nextval_internal(s->survey_seq, false);
-            else
-                skip = "throttled";
-            SPI_freetuptable(SPI_tuptable);
-        }
         a[3] = ev.customer ? CStringGetTextDatum(ev.customer) : (Datum)0;
         a[4] = ev.amount;
         a[5] = ev.currency;
         a[6] = ev.occurred_at;
         a[7] = ev.attributes;
-        a[8] = Int64GetDatum(sid);
-        a[9] = skip ? CStringGetTextDatum(skip) : (Datum)0;
-        n[0] = n[1] = n[2] = ' ';
-        n[3] = ev.customer ? ' ' : 'n';
-        n[4] = ev.amount_null ? 'n' : ' ';
-        n[5] = ev.currency_null ? 'n' : ' ';
-        n[6] = ' ';
-        n[7] = ev.attributes_null ? 'n' : ' ';
-        n[8] = sid ? ' ' : 'n';
-        n[9] = skip ? ' ' : 'n';
+        a[8] = pre ? CStringGetTextDatum(pre) : (Datum)0;
+        a[9] = BoolGetDatum(sampled_out);
+        a[10] = s->throttle;
+        a[11] = s->min_amount;
+        memset(n, ' ', sizeof n);
+        n[12] = '\0';
+        if (!ev.customer)
+            n[3] = 'n';
+        if (ev.amount_null)
+            n[4] = 'n';
+        if (ev.currency_null)
+            n[5] = 'n';
+        if (ev.attributes_null)
+            n[7] = 'n';
+        if (!pre)
+            n[8] = 'n';
         if (SPI_execute_plan(plan_event, a, n, false, 1) != SPI_OK_INSERT_RETURNING)
             elog(ERROR, "nps_billing: event insert failed");
         MemoryContextSwitchTo(rowcxt);
-        bool inserted = SPI_processed == 1;
-        int64 eid = 0;
-        if (inserted)
-            eid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+        if (SPI_processed == 0)
+            return;  // already recorded: a payment counts once per (source, key, kind)
+        bool isnull;
+        int64 eid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+        Datum sidd = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+        int64 sid = isnull ? 0 : DatumGetInt64(sidd);
         SPI_freetuptable(SPI_tuptable);
-        if (inserted && sid) {
-            char tok[23];
-            make_token(tok);
-            Datum sa[8] = {Int64GetDatum(sid),          CStringGetTextDatum(tok), Int32GetDatum(s->id),
-                           Int64GetDatum(eid),          a[3],                     CStringGetTextDatum(s->channel),
-                           s->delay,                    s->expires_after};
-            if (SPI_execute_plan(plan_survey, sa, NULL, false, 0) != SPI_OK_INSERT)
-                elog(ERROR, "nps_billing: survey insert failed");
+        if (sid == 0)
+            return;
+        Datum ca[2] = {a[3], s->throttle};
+        if (SPI_execute_plan(plan_contact, ca, NULL, false, 1) != SPI_OK_INSERT_RETURNING)
+            elog(ERROR, "nps_billing: throttle update failed");
+        MemoryContextSwitchTo(rowcxt);
+        bool granted = SPI_processed == 1;
+        SPI_freetuptable(SPI_tuptable);
+        if (!granted) {
+            Datum ua[1] = {Int64GetDatum(eid)};
+            if (SPI_execute_plan(plan_unsurvey, ua, NULL, false, 0) != SPI_OK_UPDATE)
+                elog(ERROR, "nps_billing: event update failed");
             MemoryContextSwitchTo(rowcxt);
-            Async_Notify("nps_billing_survey", s->name);
+            return;
         }
+        char tok[23];
+        make_token(tok);
+        Datum sa[8] = {Int64GetDatum(sid), CStringGetTextDatum(tok),        Int32GetDatum(s->id), Int64GetDatum(eid),
+                       a[3],               CStringGetTextDatum(s->channel), s->delay,             s->expires_after};
+        if (SPI_execute_plan(plan_survey, sa, NULL, false, 0) != SPI_OK_INSERT)
+            elog(ERROR, "nps_billing: survey insert failed");
+        MemoryContextSwitchTo(rowcxt);
+        Async_Notify("nps_billing_survey", s->name);
     });
 }
 
@@ -714,13 +707,34 @@ NPS_FUNCTION(nps_capture_trigger) {
     }
     if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
         elog(ERROR, "nps_billing: could not register the transition table");
-    if (n <= ROW_PATH_MAX) {
+    if (s->raise) {
+        // The error goes to the payment's writer: say which source raised it, not our statements.
+        MemoryContext oldcxt = CurrentMemoryContext;
+        PG_TRY();
+        {
+            if (n <= ROW_PATH_MAX) {
+                run_row_path(s, td->tg_relation, ts, owner, extnsp);
+            } else {
+                int64 nullkeys = run_set_path(s, td->tg_relation, owner, extnsp);
+                if (nullkeys > 0)
+                    ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                                    errmsg("payment_key expression returned NULL for %lld row(s)", (long long)nullkeys)));
+            }
+        }
+        PG_CATCH();
+        {
+            MemoryContextSwitchTo(oldcxt);
+            ErrorData *ed = CopyErrorData();
+            FlushErrorState();
+            ed->context = psprintf("capture of payment source \"%s\" (on_error = raise)", s->name);
+            ed->internalquery = NULL;
+            ed->internalpos = 0;
+            ed->cursorpos = 0;
+            ReThrowError(ed);
+        }
+        PG_END_TRY();
+    } else if (n <= ROW_PATH_MAX) {
         run_row_path(s, td->tg_relation, ts, owner, extnsp);
-    } else if (s->raise) {
-        int64 nullkeys = run_set_path(s, td->tg_relation, owner, extnsp);
-        if (nullkeys > 0)
-            ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-                            errmsg("payment_key expression returned NULL for %lld row(s)", (long long)nullkeys)));
     } else {
         // One subtransaction for the whole set; if anything in it fails, redo the statement row
         // by row so that only the bad rows land in capture_error.
