@@ -69,15 +69,33 @@ SELECT count(*) FROM nps_billing.payment_event;
 SELECT nps_billing.track_payments('cap_err_pay', 'cust', 'id::text', 'true', name => 'err_hijack');
 RESET ROLE;
 SELECT * FROM cap_err_events WHERE payment_key = '50';
+-- expressions run with the writer's rights on the row path without SPI too: a function the
+-- writer may not execute fails for that writer only (capture_error 42501), not for the owner
+CREATE FUNCTION cap_err_secret(int) RETURNS numeric LANGUAGE sql IMMUTABLE AS 'SELECT $1 * 2';
+REVOKE EXECUTE ON FUNCTION cap_err_secret(int) FROM PUBLIC;
+CREATE TABLE cap_err_fn (id int, cust text);
+GRANT INSERT ON cap_err_fn TO regress_cap_billing;
+SELECT nps_billing.track_payments('cap_err_fn', 'cust', 'id::text', 'true', amount => 'cap_err_secret(id)',
+                                  name => 'err_fn') > 0 AS tracked;
+INSERT INTO cap_err_fn VALUES (1, 'F1');
+SET ROLE regress_cap_billing;
+INSERT INTO cap_err_fn VALUES (2, 'F2');
+RESET ROLE;
+INSERT INTO cap_err_fn VALUES (3, 'F3');
+SELECT e.payment_key, e.amount FROM nps_billing.payment_event e JOIN nps_billing.payment_source s ON s.id = e.source_id
+WHERE s.name = 'err_fn' ORDER BY 1;
+SELECT c.payment_key, c.sqlstate, c.error FROM nps_billing.capture_error c JOIN nps_billing.payment_source s ON s.id = c.source_id
+WHERE s.name = 'err_fn';
 
 \set QUIET on
-SELECT nps_billing.untrack_payments(t) FROM unnest('{cap_err_pay,cap_err_keys,cap_err_strict}'::regclass[]) t;
+SELECT nps_billing.untrack_payments(t) FROM unnest('{cap_err_pay,cap_err_keys,cap_err_strict,cap_err_fn}'::regclass[]) t;
 DELETE FROM nps_billing.survey WHERE source_id IN (SELECT id FROM nps_billing.payment_source WHERE name LIKE 'err\_%');
 DELETE FROM nps_billing.payment_event WHERE source_id IN (SELECT id FROM nps_billing.payment_source WHERE name LIKE 'err\_%');
 DELETE FROM nps_billing.capture_error WHERE source_id IN (SELECT id FROM nps_billing.payment_source WHERE name LIKE 'err\_%');
-DELETE FROM nps_billing.customer_contact WHERE customer_id ~ '^[EKR][0-9]+$';
+DELETE FROM nps_billing.customer_contact WHERE customer_id ~ '^[EKRF][0-9]+$';
 DELETE FROM nps_billing.payment_source WHERE name LIKE 'err\_%';
 DROP VIEW cap_err_events, cap_err_errors;
-DROP TABLE cap_err_pay, cap_err_keys, cap_err_strict;
+DROP TABLE cap_err_pay, cap_err_keys, cap_err_strict, cap_err_fn;
+DROP FUNCTION cap_err_secret(int);
 DROP ROLE regress_cap_billing;
 \set QUIET off
