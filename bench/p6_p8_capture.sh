@@ -48,12 +48,18 @@ m_plain=$(median <"$tmp/plain"); m_tracked=$(median <"$tmp/tracked"); m_ref=$(me
 echo "# P6/P7 tps medians: untracked $m_plain, tracked $m_tracked, reference $m_ref (runs: $(tr '\n' ' ' <"$tmp/plain")| $(tr '\n' ' ' <"$tmp/tracked")| $(tr '\n' ' ' <"$tmp/ref"))" >&2
 
 ins() { echo "INSERT INTO $1 (customer_id, amount_cents, currency, status) SELECT 'cus_' || (g % 50000), 1000 + g % 5000, 'usd', 'succeeded' FROM generate_series(1, $P8ROWS) g"; }
-reset_p8='TRUNCATE p8_plain, p8_tracked; DELETE FROM nps_billing.payment_event WHERE source_id = (SELECT id FROM nps_billing.payment_source WHERE name = $$bench_p8$$); DELETE FROM nps_billing.survey WHERE source_id = (SELECT id FROM nps_billing.payment_source WHERE name = $$bench_p8$$); TRUNCATE nps_billing.customer_contact; VACUUM nps_billing.payment_event, nps_billing.survey; CHECKPOINT'
+# each statement separately: VACUUM / CHECKPOINT cannot run inside psql -c's implicit transaction
+reset_p8() {
+  psql -qX -c 'TRUNCATE p8_plain, p8_tracked' \
+    -c "DELETE FROM nps_billing.survey WHERE source_id = (SELECT id FROM nps_billing.payment_source WHERE name = 'bench_p8')" \
+    -c "DELETE FROM nps_billing.payment_event WHERE source_id = (SELECT id FROM nps_billing.payment_source WHERE name = 'bench_p8')" \
+    -c 'TRUNCATE nps_billing.customer_contact' -c 'VACUUM nps_billing.payment_event, nps_billing.survey' -c 'CHECKPOINT' >/dev/null
+}
 i=0
 while [ $i -lt "$REPS" ]; do
-  psql -qX -c "$reset_p8" >/dev/null
+  reset_p8
   ms "$(ins p8_plain)" >>"$tmp/p8plain"
-  psql -qX -c "$reset_p8" >/dev/null
+  reset_p8
   ms "$(ins p8_tracked)" >>"$tmp/p8tracked"
   i=$((i + 1))
 done
