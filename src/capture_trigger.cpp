@@ -22,6 +22,18 @@ extern "C" {
 #include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
+#include "access/genam.h"
+#include "access/relscan.h"
+#include "access/skey.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_class.h"
+#include "rewrite/rewriteHandler.h"
+#include "utils/fmgroids.h"
+#include "utils/numeric.h"
+#include "utils/snapmgr.h"
+#include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
 #include "access/xact.h"
 #include "executor/spi.h"
@@ -73,6 +85,12 @@ struct Source {
     Oid xs_user;
     MemoryContext xs_cxt;
     Oid survey_seq;
+    // Direct row path (no SPI for the common case): catalog objects resolved at load.
+    bool direct;
+    Oid ev_rel, ev_seq, ev_uniq, oo_rel, oo_idx, cc_rel, cc_idx;
+    AttrNumber ev_att[11];  // id, source_id, payment_key, kind, customer_id, amount, currency,
+                            // occurred_at, attributes, survey_id, skip_reason
+    AttrNumber cc_last;     // customer_contact.last_survey_at
 };
 
 Source *sources = NULL;
@@ -294,6 +312,109 @@ Datum dup_datum(MemoryContext cxt, HeapTuple tup, TupleDesc desc, int col, bool 
     return r;
 }
 
+// Resolves what the direct row path needs; any surprise (a renamed index, a missing column)
+// leaves it off and the SPI statements do the work.
+void resolve_direct(Source *s, Oid nsp) {
+    static const char *const ev_cols[11] = {"id", "source_id", "payment_key", "kind", "customer_id", "amount",
+                                            "currency", "occurred_at", "attributes", "survey_id", "skip_reason"};
+    s->direct = false;
+    s->ev_rel = get_relname_relid("payment_event", nsp);
+    s->ev_seq = get_relname_relid("payment_event_id_seq", nsp);
+    s->ev_uniq = get_relname_relid("payment_event_source_id_payment_key_kind_key", nsp);
+    s->oo_rel = get_relname_relid("opt_out", nsp);
+    s->oo_idx = get_relname_relid("opt_out_pkey", nsp);
+    s->cc_rel = get_relname_relid("customer_contact", nsp);
+    s->cc_idx = get_relname_relid("customer_contact_pkey", nsp);
+    if (!OidIsValid(s->ev_rel) || !OidIsValid(s->ev_seq) || !OidIsValid(s->ev_uniq) || !OidIsValid(s->oo_rel) ||
+        !OidIsValid(s->oo_idx) || !OidIsValid(s->cc_rel) || !OidIsValid(s->cc_idx))
+        return;
+    for (int i = 0; i < 11; i++)
+        if ((s->ev_att[i] = get_attnum(s->ev_rel, ev_cols[i])) == InvalidAttrNumber)
+            return;
+    if ((s->cc_last = get_attnum(s->cc_rel, "last_survey_at")) == InvalidAttrNumber)
+        return;
+    s->direct = true;
+}
+
+// An equality probe of a btree index (keys: int4 / text columns in index order). Returns whether
+// a row visible to the active snapshot matches; *ts gets column ts_att of it (a timestamptz).
+bool probe(Oid relid, Oid indexid, int nkeys, const Datum *vals, const Oid *procs, AttrNumber ts_att, TimestampTz *ts) {
+    Relation heap = table_open(relid, AccessShareLock);
+    Relation idx = index_open(indexid, AccessShareLock);
+    ScanKeyData keys[3];
+    for (int i = 0; i < nkeys; i++)
+        ScanKeyEntryInitialize(&keys[i], 0, i + 1, BTEqualStrategyNumber, InvalidOid, idx->rd_indcollation[i],
+                               procs[i], vals[i]);
+    IndexScanDesc scan = index_beginscan(heap, idx, GetActiveSnapshot(), nkeys, 0);
+    index_rescan(scan, keys, nkeys, NULL, 0);
+    TupleTableSlot *slot = table_slot_create(heap, NULL);
+    bool found = index_getnext_slot(scan, ForwardScanDirection, slot);
+    if (found && ts) {
+        bool isnull;
+        Datum d = slot_getattr(slot, ts_att, &isnull);
+        *ts = isnull ? DT_NOBEGIN : DatumGetTimestampTz(d);
+    }
+    index_endscan(scan);
+    ExecDropSingleTupleTableSlot(slot);
+    index_close(idx, NoLock);
+    table_close(heap, NoLock);
+    return found;
+}
+
+// Inserts one payment_event row without the planner (as logical replication's apply does):
+// heap, indexes (a concurrent duplicate raises 23505 from the unique index), column defaults.
+// False when payment_event has triggers: the caller uses the SQL statement instead.
+bool insert_event_direct(Source *s, const Datum *vals, const bool *nulls) {
+    Relation rel = table_open(s->ev_rel, RowExclusiveLock);
+    if (rel->trigdesc != NULL) {
+        table_close(rel, NoLock);
+        return false;
+    }
+    EState *estate = CreateExecutorState();
+    RangeTblEntry *rte = makeNode(RangeTblEntry);
+    rte->rtekind = RTE_RELATION;
+    rte->relid = s->ev_rel;
+    rte->relkind = RELKIND_RELATION;
+    rte->rellockmode = RowExclusiveLock;
+    ExecInitRangeTable(estate, list_make1(rte));
+    ResultRelInfo *rri = makeNode(ResultRelInfo);
+    InitResultRelInfo(rri, rel, 1, NULL, 0);
+    estate->es_output_cid = GetCurrentCommandId(true);
+    ExecOpenIndices(rri, false);
+    TupleDesc desc = RelationGetDescr(rel);
+    TupleTableSlot *slot = ExecInitExtraTupleSlot(estate, desc, &TTSOpsVirtual);
+    ExecClearTuple(slot);
+    for (int i = 0; i < desc->natts; i++) {
+        slot->tts_values[i] = (Datum)0;
+        slot->tts_isnull[i] = true;
+    }
+    for (int c = 0; c < 11; c++) {
+        slot->tts_values[s->ev_att[c] - 1] = vals[c];
+        slot->tts_isnull[s->ev_att[c] - 1] = nulls[c];
+    }
+    // Columns added by others (e.g. created_at DEFAULT now()) get their defaults.
+    for (int i = 0; i < desc->natts; i++) {
+        Form_pg_attribute att = TupleDescAttr(desc, i);
+        bool ours = false;
+        for (int c = 0; c < 11; c++)
+            ours = ours || s->ev_att[c] == att->attnum;
+        if (ours || att->attisdropped || !att->atthasdef || att->attgenerated)
+            continue;
+        Node *def = build_column_default(rel, att->attnum);
+        if (def) {
+            ExprState *es = ExecPrepareExpr(reinterpret_cast<Expr *>(def), estate);
+            slot->tts_values[i] = ExecEvalExpr(es, GetPerTupleExprContext(estate), &slot->tts_isnull[i]);
+        }
+    }
+    ExecStoreVirtualTuple(slot);
+    ExecSimpleRelationInsert(rri, estate, slot);
+    ExecCloseIndices(rri);
+    ExecResetTupleTable(estate->es_tupleTable, false);
+    FreeExecutorState(estate);
+    table_close(rel, NoLock);
+    return true;
+}
+
 // The valid cached entry of relid, or NULL (an invalid one is freed).
 __attribute__((noinline)) Source *find_source(Oid relid) {
     Source **pp = &sources;
@@ -357,6 +478,7 @@ Source *get_source(Relation rel, Oid owner, Oid extnsp) {
                 s->exprs[i] = dup_text(cxt, t, d, 13 + i);
             payment_source_relid = DatumGetObjectId(SPI_getbinval(t, d, 21, &isnull));
             s->survey_seq = DatumGetObjectId(SPI_getbinval(t, d, 22, &isnull));
+            resolve_direct(s, extnsp);
         }
         SPI_freetuptable(SPI_tuptable);
     });
@@ -463,6 +585,84 @@ bool eval_fast(RowCtx *rc, Eval *ev) {
     return true;
 }
 
+// A survey is due for event eid (survey id sid, customer cust): take the customer's throttle lock
+// row; if another transaction took it first the event says 'throttled', else the survey is written
+// and senders are woken. Runs as the owner.
+void survey_after_event(RowCtx *rc, int64 eid, int64 sid, Datum cust, MemoryContext rowcxt) {
+    Source *s = rc->s;
+    Datum ca[2] = {cust, s->throttle};
+    if (SPI_execute_plan(plan_contact, ca, NULL, false, 1) != SPI_OK_INSERT_RETURNING)
+        elog(ERROR, "nps_billing: throttle update failed");
+    MemoryContextSwitchTo(rowcxt);
+    bool granted = SPI_processed == 1;
+    SPI_freetuptable(SPI_tuptable);
+    if (!granted) {
+        Datum ua[1] = {Int64GetDatum(eid)};
+        if (SPI_execute_plan(plan_unsurvey, ua, NULL, false, 0) != SPI_OK_UPDATE)
+            elog(ERROR, "nps_billing: event update failed");
+        MemoryContextSwitchTo(rowcxt);
+        return;
+    }
+    char tok[23];
+    make_token(tok);
+    Datum sa[8] = {Int64GetDatum(sid), CStringGetTextDatum(tok),        Int32GetDatum(s->id), Int64GetDatum(eid),
+                   cust,               CStringGetTextDatum(s->channel), s->delay,             s->expires_after};
+    if (SPI_execute_plan(plan_survey, sa, NULL, false, 0) != SPI_OK_INSERT)
+        elog(ERROR, "nps_billing: survey insert failed");
+    MemoryContextSwitchTo(rowcxt);
+    Async_Notify("nps_billing_survey", s->name);
+}
+
+// The owner's part of the row path without SPI (record mode): probes by index, event inserted
+// directly. Returns false when it could not run (payment_event has triggers): use the SQL path.
+bool owner_direct(RowCtx *rc, Eval *ev, const char *pre, bool sampled_out, MemoryContext rowcxt) {
+    Source *s = rc->s;
+    static const Oid p_ev[3] = {F_INT4EQ, F_TEXTEQ, F_TEXTEQ};
+    static const Oid p_txt[1] = {F_TEXTEQ};
+    CommandCounterIncrement();  // see this transaction's earlier rows, as an SPI statement would
+    PushActiveSnapshot(GetTransactionSnapshot());
+    Datum key = CStringGetTextDatum(ev->key);
+    Datum kind = CStringGetTextDatum(ev->kind);
+    Datum k3[3] = {Int32GetDatum(s->id), key, kind};
+    if (probe(s->ev_rel, s->ev_uniq, 3, k3, p_ev, 0, NULL)) {
+        PopActiveSnapshot();
+        return true;  // already recorded: a payment counts once per (source, key, kind)
+    }
+    Datum cust = ev->customer ? CStringGetTextDatum(ev->customer) : (Datum)0;
+    const char *skip = pre;
+    if (!skip && probe(s->oo_rel, s->oo_idx, 1, &cust, p_txt, 0, NULL))
+        skip = "opted_out";
+    if (!skip) {
+        Datum amt = ev->amount_null ? NumericGetDatum(int64_to_numeric(0)) : ev->amount;
+        if (DatumGetBool(DirectFunctionCall2(numeric_lt, amt, s->min_amount)))
+            skip = "below_min_amount";
+    }
+    if (!skip && sampled_out)
+        skip = "sampled_out";
+    if (!skip) {
+        TimestampTz last;
+        if (probe(s->cc_rel, s->cc_idx, 1, &cust, p_txt, s->cc_last, &last)) {
+            TimestampTz since = DatumGetTimestampTz(DirectFunctionCall2(
+                timestamptz_mi_interval, TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), s->throttle));
+            if (last >= since)
+                skip = "throttled";
+        }
+    }
+    int64 sid = skip ? 0 : nextval_internal(s->survey_seq, false);
+    int64 eid = nextval_internal(s->ev_seq, false);
+    Datum v[11] = {Int64GetDatum(eid), Int32GetDatum(s->id), key, kind, cust, ev->amount, ev->currency,
+                   ev->occurred_at, ev->attributes, Int64GetDatum(sid), skip ? CStringGetTextDatum(skip) : (Datum)0};
+    bool nl[11] = {false, false, false, false, ev->customer == NULL, ev->amount_null, ev->currency_null,
+                   false, ev->attributes_null, sid == 0, skip == NULL};
+    bool ok = insert_event_direct(s, v, nl);
+    PopActiveSnapshot();
+    if (!ok)
+        return false;
+    if (sid != 0)
+        survey_after_event(rc, eid, sid, cust, rowcxt);
+    return true;
+}
+
 // The row path for one payment row whose columns are in rc->params.
 void process_row(RowCtx *rc) {
     Source *s = rc->s;
@@ -517,6 +717,12 @@ void process_row(RowCtx *rc) {
     bool sampled_out =
         pre == NULL && !(sample_point(ev.customer, strlen(ev.customer), ev.key, strlen(ev.key)) < s->sample_rate);
 
+    if (s->direct && !s->raise) {
+        bool done = false;
+        as_owner(rc->owner, rc->extnsp, [&] { done = owner_direct(rc, &ev, pre, sampled_out, rowcxt); });
+        if (done)
+            return;
+    }
     as_owner(rc->owner, rc->extnsp, [&] {
         Datum a[12];
         char n[13];
@@ -556,27 +762,7 @@ void process_row(RowCtx *rc) {
         SPI_freetuptable(SPI_tuptable);
         if (sid == 0)
             return;
-        Datum ca[2] = {a[3], s->throttle};
-        if (SPI_execute_plan(plan_contact, ca, NULL, false, 1) != SPI_OK_INSERT_RETURNING)
-            elog(ERROR, "nps_billing: throttle update failed");
-        MemoryContextSwitchTo(rowcxt);
-        bool granted = SPI_processed == 1;
-        SPI_freetuptable(SPI_tuptable);
-        if (!granted) {
-            Datum ua[1] = {Int64GetDatum(eid)};
-            if (SPI_execute_plan(plan_unsurvey, ua, NULL, false, 0) != SPI_OK_UPDATE)
-                elog(ERROR, "nps_billing: event update failed");
-            MemoryContextSwitchTo(rowcxt);
-            return;
-        }
-        char tok[23];
-        make_token(tok);
-        Datum sa[8] = {Int64GetDatum(sid), CStringGetTextDatum(tok),        Int32GetDatum(s->id), Int64GetDatum(eid),
-                       a[3],               CStringGetTextDatum(s->channel), s->delay,             s->expires_after};
-        if (SPI_execute_plan(plan_survey, sa, NULL, false, 0) != SPI_OK_INSERT)
-            elog(ERROR, "nps_billing: survey insert failed");
-        MemoryContextSwitchTo(rowcxt);
-        Async_Notify("nps_billing_survey", s->name);
+        survey_after_event(rc, eid, sid, a[3], rowcxt);
     });
 }
 
@@ -661,7 +847,10 @@ void process_row_guarded(RowCtx *rc) {
         RollbackAndReleaseCurrentSubTransaction();  // also restores the user id of the writer
         MemoryContextSwitchTo(oldcxt);
         CurrentResourceOwner = oldowner;
-        record_error(rc, ed);
+        // A concurrent transaction recorded the same payment first (direct path): not an error.
+        if (!(ed->sqlerrcode == ERRCODE_UNIQUE_VIOLATION && ed->constraint_name &&
+              strcmp(ed->constraint_name, "payment_event_source_id_payment_key_kind_key") == 0))
+            record_error(rc, ed);
         FreeErrorData(ed);
     }
     PG_END_TRY();
