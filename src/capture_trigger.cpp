@@ -363,10 +363,10 @@ bool probe(Oid relid, Oid indexid, int nkeys, const Datum *vals, const Oid *proc
 
 // Inserts one payment_event row without the planner (as logical replication's apply does):
 // heap, indexes (a concurrent duplicate raises 23505 from the unique index), column defaults.
-// False when payment_event has triggers: the caller uses the SQL statement instead.
+// False when payment_event has triggers or was partitioned: the caller uses the SQL statement.
 bool insert_event_direct(Source *s, const Datum *vals, const bool *nulls) {
     Relation rel = table_open(s->ev_rel, RowExclusiveLock);
-    if (rel->trigdesc != NULL) {
+    if (rel->trigdesc != NULL || rel->rd_rel->relkind != RELKIND_RELATION) {
         table_close(rel, NoLock);
         return false;
     }
