@@ -253,7 +253,9 @@ AS $$
          count(r.id)::float8 / nullif(count(*) FILTER (WHERE s.sent_at IS NOT NULL OR r.id IS NOT NULL), 0),
          percentile_cont(0.5) WITHIN GROUP (ORDER BY r.responded_at - s.sent_at)
   FROM @extschema@.survey s
-  LEFT JOIN @extschema@.response r ON r.survey_id = s.id
+  -- an answer never predates its survey: the extra range lets the planner read only recent
+  -- answers (response_responded_at_idx) instead of every answer ever given
+  LEFT JOIN @extschema@.response r ON r.survey_id = s.id AND r.responded_at >= since
   WHERE s.created_at >= since
     AND @extschema@.check_argument(since IS NOT NULL, '22004', 'survey_funnel: since must not be NULL')
 $$;
