@@ -1,7 +1,7 @@
 -- SQLSTATEs of the aggregates, types and statistics.
 BEGIN;
 SET LOCAL search_path = nps_billing, public;
-SELECT plan(17);
+SELECT plan(18);
 SELECT throws_ok($$SELECT nps(s) FROM (VALUES (11)) v(s)$$, '22003', 'NPS score 11 is out of range 0..10', 'score 11 -> 22003');
 SELECT throws_ok($$SELECT nps(s::smallint) FROM (VALUES (-1)) v(s)$$, '22003', 'NPS score -1 is out of range 0..10', 'smallint -1 -> 22003');
 SELECT throws_ok($$SELECT nps_agg(s) FROM (VALUES (10000000000::bigint)) v(s)$$, '22003', NULL, 'bigint huge -> 22003');
@@ -25,5 +25,6 @@ SELECT is(round(nps_stderr(nps_agg(s, w))::numeric, 9),
 FROM (VALUES (10, 3.0::float8), (0, 1.0)) v(s, w);
 SELECT is(round((nps_ci('{"counts":[20,0,0,0,0,0,0,30,0,50,0],"weights":[20,0,0,0,0,0,0,30,0,50,0]}', 0.99, 'wald')).high::numeric, 4),
           round((30 + 2.5758293035489 * 7.8102496759066544)::numeric, 4), '99% Wald CI uses z = 2.5758');
+SELECT throws_ok($$SELECT nps(5, 1e200::float8)$$, '22003', NULL, 'weights whose squares overflow -> 22003');
 SELECT * FROM finish();
 ROLLBACK;
