@@ -2,7 +2,10 @@
 -- The functions are plain LANGUAGE sql, STABLE and not STRICT so PostgreSQL inlines them into
 -- the caller's query: the planner sees the real arguments (time ranges become index ranges) and
 -- EXPLAIN SELECT * FROM nps_trend(...) shows the actual plan. They run with the caller's rights
--- (see docs/analysis.md for the analyst role's grants).
+-- and read only what the analyst role of docs/privacy.md may read (response scores and dates,
+-- the views). The three that must look at customer ids, payment events or surveys
+-- (nps_failed_payments, revenue_at_risk, survey_funnel) are SECURITY DEFINER and return only
+-- aggregates: no id, comment or token ever leaves them.
 
 -- Argument validation usable inside an inlined SQL function: a condition with no column
 -- references becomes a one-time filter (or is folded at plan time), so it raises before any
@@ -41,12 +44,12 @@ COMMENT ON FUNCTION @extschema@.npsagg_from_histogram(bigint[]) IS
 CREATE INDEX survey_created_at_idx ON @extschema@.survey (created_at);
 
 CREATE VIEW @extschema@.response_context AS
+-- No customer id, comment or survey link: the analyst role may read every view (docs/privacy.md),
+-- so this one carries scores, dates and payment context only. Join response on response_id
+-- (with the rights to read it) for comments.
 SELECT r.id            AS response_id,
-       r.survey_id,
-       r.customer_id,
        r.score,
        r.category,
-       r.comment,
        r.channel,
        r.responded_at,
        e.id            AS event_id,
@@ -76,7 +79,7 @@ LEFT JOIN LATERAL (
 LEFT JOIN @extschema@.payment_source ps ON ps.id = e.source_id;
 
 COMMENT ON VIEW @extschema@.response_context IS
-  'Each response with its customer''s last payment event at or before it (NULL payment columns when none)';
+  'Each response with its customer''s last payment event at or before it (NULL payment columns when none); no customer id or comment';
 COMMENT ON COLUMN @extschema@.response_context.source IS 'payment_source.name of the last payment event';
 COMMENT ON COLUMN @extschema@.response_context.kind IS 'succeeded or failed: the last payment event''s kind';
 COMMENT ON COLUMN @extschema@.response_context.payment_at IS 'when the last payment event occurred';
@@ -185,16 +188,19 @@ COMMENT ON FUNCTION @extschema@.nps_by_days_since_payment(integer) IS
 CREATE FUNCTION @extschema@.nps_failed_payments("window" interval DEFAULT '30 days')
 RETURNS TABLE (failed_payment boolean, responses bigint, nps float8, ci_low float8, ci_high float8,
                difference float8, p_value float8)
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
   WITH g AS (
     SELECT EXISTS (SELECT 1 FROM @extschema@.payment_event f
-                   WHERE f.customer_id = c.customer_id AND f.kind = 'failed'
-                     AND f.occurred_at > c.responded_at - "window"
-                     AND f.occurred_at <= c.responded_at) AS failed,
-           @extschema@.nps_agg(c.score) AS a
-    FROM @extschema@.response_context c
-    WHERE c.event_id IS NOT NULL
+                   WHERE f.customer_id = r.customer_id AND f.kind = 'failed'
+                     AND f.occurred_at > r.responded_at - "window"
+                     AND f.occurred_at <= r.responded_at) AS failed,
+           @extschema@.nps_agg(r.score) AS a
+    FROM @extschema@.response r
+    -- answers tied to a payment: the customer had a payment event at or before the answer
+    WHERE EXISTS (SELECT 1 FROM @extschema@.payment_event e
+                  WHERE e.customer_id = r.customer_id AND e.occurred_at <= r.responded_at)
       AND @extschema@.check_argument("window" IS NOT NULL, '22004',
             'nps_failed_payments: window must not be NULL')
       AND @extschema@.check_argument("window" IS NULL OR "window" > interval '0', '22023',
@@ -216,7 +222,8 @@ COMMENT ON FUNCTION @extschema@.nps_failed_payments(interval) IS
 CREATE FUNCTION @extschema@.revenue_at_risk(since timestamptz)
 RETURNS TABLE (category @extschema@.nps_category, currency text, customers bigint, payments bigint,
                amount numeric)
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
   WITH latest AS (
     -- each customer's latest answer decides their category
@@ -243,7 +250,8 @@ COMMENT ON FUNCTION @extschema@.revenue_at_risk(timestamptz) IS
 CREATE FUNCTION @extschema@.survey_funnel(since timestamptz)
 RETURNS TABLE (created bigint, sent bigint, responded bigint, expired bigint, failed bigint,
                response_rate float8, median_time_to_answer interval)
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT count(*),
          count(*) FILTER (WHERE s.sent_at IS NOT NULL OR r.id IS NOT NULL),

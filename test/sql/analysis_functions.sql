@@ -19,6 +19,9 @@ CREATE FUNCTION pg_temp.ref_ci(p bigint, d bigint, n bigint, OUT low float8, OUT
         FROM (SELECT (p + 0.75) / (n + 3.0) AS pp, (d + 0.75) / (n + 3.0) AS dd) a) b $$;
 CREATE FUNCTION pg_temp.close(a float8, b float8) RETURNS boolean
   LANGUAGE sql AS $$ SELECT abs(a - b) < 1e-9 $$;
+-- response_context carries no customer id (analysts may read every view); the test joins it back
+CREATE TEMP VIEW ctx AS
+  SELECT r.customer_id, c.* FROM response_context c JOIN response r ON r.id = c.response_id;
 
 INSERT INTO payment_source (id, name, relid, customer_expr, payment_key_expr, succeeded_expr)
 VALUES (1, 'stripe', 'pg_class', 'c', 'k', 's'), (2, 'invoices', 'pg_class', 'c', 'k', 's');
@@ -75,7 +78,7 @@ INSERT INTO response (customer_id, score, responded_at) VALUES ('c01', 0, '2026-
 -- last event, days since payment (whole 24 h periods), failed_payment_30d
 SELECT customer_id, score, source, kind, amount, currency, payment_at, attributes ->> 'method' AS method,
        days_since_payment, failed_payment_30d
-FROM response_context
+FROM ctx
 WHERE customer_id IN ('c01', 'c02', 'v01', 'v11', 'v12', 'v13', 'v14', 's1', 'nobody') OR customer_id IS NULL
 ORDER BY customer_id NULLS LAST, responded_at;
 -- one row per response, never more
@@ -83,14 +86,14 @@ SELECT (SELECT count(*) FROM response_context) = (SELECT count(*) FROM response)
 -- days_since_payment equals the elapsed-days formula for every row with a payment
 SELECT bool_and(days_since_payment = floor(extract(epoch FROM responded_at - payment_at) / 86400))
   AS days_formula_holds
-FROM response_context WHERE payment_at IS NOT NULL;
+FROM ctx WHERE payment_at IS NOT NULL;
 -- the latest of two events wins; a tie on occurred_at is broken by the larger event id
 INSERT INTO payment_event (source_id, payment_key, kind, customer_id, amount, currency, occurred_at, attributes)
 VALUES (1, 'tie-a', 'succeeded', 'tie', 1, 'usd', '2026-03-05', '{"n":1}'),
        (1, 'tie-b', 'failed', 'tie', 2, 'usd', '2026-03-05', '{"n":2}'),
        (1, 'tie-old', 'succeeded', 'tie', 3, 'usd', '2026-03-01', '{"n":0}');
 INSERT INTO response (customer_id, score, responded_at) VALUES ('tie', 8, '2026-03-06');
-SELECT kind, amount, attributes, failed_payment_30d FROM response_context WHERE customer_id = 'tie';
+SELECT kind, amount, attributes, failed_payment_30d FROM ctx WHERE customer_id = 'tie';
 DELETE FROM response WHERE customer_id = 'tie';
 DELETE FROM payment_event WHERE customer_id = 'tie';
 
@@ -100,7 +103,7 @@ SELECT value, responses, round(nps::numeric, 6) AS nps, round(ci_low::numeric, 6
        round(p_value::numeric, 8) AS p_value
 FROM nps_by('method');
 -- every segment checked against the formulas on its own rows; "the rest" is every other answer
-WITH rows AS (SELECT attributes ->> 'method' AS value, score FROM response_context),
+WITH rows AS (SELECT attributes ->> 'method' AS value, score FROM ctx),
 seg AS (
   SELECT value, count(*) AS n, count(*) FILTER (WHERE score >= 9) AS p, count(*) FILTER (WHERE score <= 6) AS d
   FROM rows GROUP BY value),
@@ -167,7 +170,7 @@ SELECT bool_and(f.responses = r.n
 FROM nps_by_days_since_payment(8) f
 CROSS JOIN LATERAL (
   SELECT count(*) AS n, count(*) FILTER (WHERE score >= 9) AS p, count(*) FILTER (WHERE score <= 6) AS d
-  FROM response_context c WHERE c.days_since_payment = f.day) r;
+  FROM ctx c WHERE c.days_since_payment = f.day) r;
 SELECT day, responses FROM nps_by_days_since_payment(0);
 
 -- ---------------------------------------------------------------- nps_failed_payments
@@ -178,10 +181,10 @@ FROM nps_failed_payments();
 -- by hand: v01..v10 and v12 have a failed payment inside the 30 days (11 answers: scores 9 x7, 7 x3, 7)
 SELECT array_agg(customer_id ORDER BY customer_id) AS failed_30d, count(*) AS n,
        round(pg_temp.ref_nps(count(*) FILTER (WHERE score >= 9), count(*) FILTER (WHERE score <= 6), count(*))::numeric, 6) AS nps
-FROM response_context WHERE failed_payment_30d;
+FROM ctx WHERE failed_payment_30d;
 SELECT pg_temp.close(f.p_value, (nps_compare(
-         (SELECT nps_agg(score) FROM response_context WHERE failed_payment_30d AND event_id IS NOT NULL),
-         (SELECT nps_agg(score) FROM response_context WHERE NOT failed_payment_30d AND event_id IS NOT NULL))).p_value)
+         (SELECT nps_agg(score) FROM ctx WHERE failed_payment_30d AND event_id IS NOT NULL),
+         (SELECT nps_agg(score) FROM ctx WHERE NOT failed_payment_30d AND event_id IS NOT NULL))).p_value)
        AS p_value_ok
 FROM nps_failed_payments() f WHERE f.failed_payment;
 -- a 45-day window also catches v11 and v13

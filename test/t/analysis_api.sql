@@ -1,14 +1,14 @@
 -- Analysis API: catalog promises (volatility, PARALLEL SAFE, comments, inlining), SQLSTATEs of
 -- bad arguments, and the analyst role of examples/bi/analyst_grants.sql.
 BEGIN;
-SELECT plan(41);
+SELECT plan(44);
 SET search_path = nps_billing, public;
 -- start from empty tables (rolled back at the end)
 DELETE FROM response; DELETE FROM survey; DELETE FROM payment_event; DELETE FROM payment_source;
 
 SELECT has_view('nps_billing', 'response_context', 'view response_context exists');
 SELECT columns_are('nps_billing', 'response_context', ARRAY[
-  'response_id', 'survey_id', 'customer_id', 'score', 'category', 'comment', 'channel', 'responded_at',
+  'response_id', 'score', 'category', 'channel', 'responded_at',
   'event_id', 'source', 'kind', 'amount', 'currency', 'payment_at', 'attributes', 'days_since_payment',
   'failed_payment_30d'], 'response_context has the documented columns');
 SELECT has_function('nps_billing', 'nps_trend', ARRAY['interval', 'timestamp with time zone', 'timestamp with time zone'], 'nps_trend(interval, timestamptz, timestamptz)');
@@ -34,9 +34,13 @@ WHERE p.pronamespace = 'nps_billing'::regnamespace
 SELECT is((SELECT count(*)::int FROM analysis_fns), 7, 'seven analysis functions');
 SELECT is_empty($$SELECT fn FROM analysis_fns WHERE provolatile <> 's'$$, 'all analysis functions are STABLE');
 SELECT is_empty($$SELECT fn FROM analysis_fns WHERE proparallel <> 's'$$, 'all analysis functions are PARALLEL SAFE');
-SELECT is_empty($$SELECT fn FROM analysis_fns WHERE proisstrict OR prosecdef
-                  OR prolang <> (SELECT oid FROM pg_language WHERE lanname = 'sql')$$,
-                'all are non-strict SECURITY INVOKER SQL functions (inlinable)');
+SELECT is_empty($$SELECT fn FROM analysis_fns WHERE proisstrict
+                  OR prolang <> (SELECT oid FROM pg_language WHERE lanname = 'sql')
+                  OR prosecdef <> (fn::text ~ '^nps_billing\.(nps_failed_payments|revenue_at_risk|survey_funnel)\(')$$,
+                'non-strict SQL functions; SECURITY DEFINER exactly for the three that read ids, payments or surveys');
+SELECT is_empty($$SELECT fn FROM analysis_fns a JOIN pg_proc p ON p.oid = a.fn
+                  WHERE a.prosecdef AND NOT coalesce(p.proconfig @> '{"search_path=pg_catalog, pg_temp"}', false)$$,
+                'SECURITY DEFINER functions pin search_path = pg_catalog, pg_temp');
 SELECT is_empty($$SELECT fn FROM analysis_fns WHERE obj_description(fn::oid, 'pg_proc') IS NULL$$,
                 'every analysis function has a COMMENT');
 SELECT isnt(obj_description('nps_billing.response_context'::regclass, 'pg_class'), NULL, 'response_context has a COMMENT');
@@ -71,7 +75,9 @@ SELECT throws_ok($$SELECT * FROM nps_alerts('7 days', 'NaN')$$, '22023', NULL, '
 SELECT throws_ok($$SELECT * FROM nps_alerts('7 days', 5, min_responses => 0)$$, '22023', NULL, 'nps_alerts: min_responses 0 -> 22023');
 SELECT throws_ok($$SELECT npsagg_from_histogram('{1,2}')$$, '22023', NULL, 'npsagg_from_histogram: 2 counts -> 22023');
 
--- the analyst role: runs every analysis function, cannot read tokens or call the queue
+-- the analyst role, exactly as docs/privacy.md's recipe (examples/bi/analyst_grants.sql): response
+-- scores and dates, every view, every aggregate and non-volatile function. It runs every analysis
+-- function and still reads no customer id, comment or token.
 CREATE ROLE nps_analyst;
 \i examples/bi/analyst_grants.sql
 INSERT INTO payment_source (id, name, relid, customer_expr, payment_key_expr, succeeded_expr)
@@ -97,6 +103,8 @@ SELECT lives_ok($$
 SELECT is((SELECT responded FROM nps_billing.survey_funnel(now() - interval '30 days')), 1::bigint,
           'the analyst sees the funnel');
 SELECT throws_ok($$SELECT token FROM nps_billing.survey$$, '42501', NULL, 'the analyst cannot read survey tokens');
+SELECT throws_ok($$SELECT customer_id FROM nps_billing.payment_event$$, '42501', NULL, 'the analyst cannot read payment events');
+SELECT throws_ok($$SELECT comment FROM nps_billing.response$$, '42501', NULL, 'the analyst cannot read comments');
 RESET ROLE;
 SELECT is_empty($$
   SELECT p.oid::regprocedure FROM pg_proc p
