@@ -39,11 +39,8 @@ SELECT id, 'customer', 'customer' || n || '@example.com', 'Customer ' || n,
 FROM demo.customer;
 
 -- ---------------------------------------------------------------- capture: the real trigger
-\if :{?fallback}
-\else
 SELECT to_regproc('nps_billing.track_payments') IS NOT NULL AS have_capture,
        to_regproc('nps_billing.claim_surveys') IS NOT NULL AS have_delivery \gset
-\endif
 \if :have_capture
 SELECT nps_billing.track_payments(
   source         => 'stripe.charges'::regclass,
@@ -70,7 +67,10 @@ VALUES ('stripe', 'stripe.charges', 'customer', 'id', $$status = 'succeeded'$$, 
 -- One billing cycle per statement (and transaction), like a month of Stripe syncs: the charge on
 -- the customer's billing day; failed charges (3 % card, 4 % SEPA, 12 % manual) are retried 3 days
 -- later and the retry succeeds 85 % of the time. Pro goes from $79 to $89 on 2026-08-01.
-CREATE FUNCTION demo.charges_of_month(m integer) RETURNS SETOF stripe.charges
+CREATE FUNCTION demo.charges_of_month(m integer)
+RETURNS TABLE (id text, paid boolean, amount bigint, status text, created integer, invoice text,
+               outcome jsonb, currency text, customer text, metadata jsonb, failure_code text,
+               failure_message text, payment_intent text, payment_method_details jsonb)
 LANGUAGE sql STABLE AS $$
   WITH c AS (
     SELECT cu.*, p.usd,
@@ -81,25 +81,30 @@ LANGUAGE sql STABLE AS $$
     FROM demo.customer cu JOIN demo.plan p USING (plan)
     WHERE cu.first_month <= m),
   attempts AS (
-    SELECT c.*, 1 AS try, CASE WHEN fails THEN 'failed' ELSE 'succeeded' END AS status, at AS t FROM c
+    SELECT c.*, 1 AS try, CASE WHEN fails THEN 'failed' ELSE 'succeeded' END AS st, at AS t FROM c
     UNION ALL
     SELECT c.*, 2, CASE WHEN retry_ok THEN 'succeeded' ELSE 'failed' END, at + interval '3 days' FROM c WHERE fails)
-  SELECT ('ch_' || a.n || '_' || m || '_' || a.try)::text, 'charge', a.status = 'succeeded', NULL,
+  SELECT 'ch_' || a.n || '_' || m || '_' || a.try, a.st = 'succeeded',
          (CASE WHEN a.plan = 'pro' AND a.t >= '2026-08-01' THEN 8900 ELSE a.usd END
            * CASE a.currency WHEN 'usd' THEN 1.0 WHEN 'eur' THEN 0.92 ELSE 0.79 END)::bigint,
-         NULL, NULL, a.status, extract(epoch FROM a.t)::int, NULL, 'in_' || a.n || '_' || m,
-         jsonb_build_object('type', CASE WHEN a.status = 'succeeded' THEN 'authorized' ELSE 'issuer_declined' END),
-         NULL, NULL, true, a.currency, a.id, false,
+         a.st, extract(epoch FROM a.t)::int, 'in_' || a.n || '_' || m,
+         jsonb_build_object('type', CASE WHEN a.st = 'succeeded' THEN 'authorized' ELSE 'issuer_declined' END),
+         a.currency, a.id,
          jsonb_build_object('plan', a.plan, 'collection_method',
                             CASE WHEN a.method = 'ach_credit_transfer' THEN 'send_invoice' ELSE 'charge_automatically' END),
-         false, NULL, NULL, 'Subscription update', NULL,
-         CASE WHEN a.status = 'failed' THEN CASE WHEN a.method = 'ach_credit_transfer' THEN 'payment_overdue' ELSE 'card_declined' END END,
-         NULL, NULL, a.id || '@example.com', 'pi_' || a.n || '_' || m || '_' || a.try, NULL, NULL, 0, NULL,
-         CASE WHEN a.status = 'failed' THEN 'The payment was not completed.' END, NULL, NULL, 'DEMO SAAS',
-         jsonb_build_object('type', a.method), now(), now()
+         CASE WHEN a.st = 'failed' THEN CASE WHEN a.method = 'ach_credit_transfer' THEN 'payment_overdue' ELSE 'card_declined' END END,
+         CASE WHEN a.st = 'failed' THEN 'The payment was not completed.' END,
+         'pi_' || a.n || '_' || m || '_' || a.try,
+         jsonb_build_object('type', a.method)
   FROM attempts a
 $$;
-SELECT format('INSERT INTO stripe.charges SELECT * FROM demo.charges_of_month(%s)', m)
+SELECT format($f$INSERT INTO stripe.charges (id, object, paid, amount, status, created, invoice, outcome, captured,
+  currency, customer, livemode, metadata, refunded, description, failure_code, failure_message, payment_intent,
+  amount_refunded, statement_descriptor, payment_method_details, last_synced_at)
+SELECT id, 'charge', paid, amount, status, created, invoice, outcome, true, currency, customer, false, metadata,
+  false, 'Subscription update', failure_code, failure_message, payment_intent, 0, 'DEMO SAAS',
+  payment_method_details, now()
+FROM demo.charges_of_month(%s)$f$, m)
 FROM generate_series(0, 11) m \gexec
 
 \if :have_capture
@@ -189,7 +194,7 @@ probs AS (
   FROM ctx)
 SELECT p.*,
        CASE WHEN demo.u(14, id) < p_det THEN (ARRAY[0,1,2,3,4,5,5,6,6,6])[1 + (demo.u(15, id) * 10)::int % 10]
-            WHEN demo.u(14, id) < p_det + (1 - p_det - greatest(p_prom, 0.02)) THEN 7 + (demo.u(15, id) < 0.5)::int
+            WHEN demo.u(14, id) < 1 - greatest(p_prom, 0.02) THEN 7 + (demo.u(15, id) < 0.5)::int
             ELSE 9 + (demo.u(15, id) < 0.45)::int END AS score
 FROM probs p;
 
