@@ -69,8 +69,6 @@ CREATE INDEX survey_customer_idx ON @extschema@.survey (customer_id);
 CREATE INDEX survey_queue_idx ON @extschema@.survey (send_after) WHERE status IN ('pending', 'sending');
 -- expire_surveys() finds open surveys past their deadline.
 CREATE INDEX survey_expiry_idx ON @extschema@.survey (expires_at) WHERE status IN ('pending', 'sending', 'sent');
--- forget_customer() finds a person's surveys by customer id.
-CREATE INDEX survey_customer_idx ON @extschema@.survey (customer_id);
 
 -- One row per surveyed customer: the throttle's lock point, shared by every source.
 CREATE TABLE @extschema@.customer_contact (
