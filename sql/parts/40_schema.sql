@@ -64,12 +64,11 @@ CREATE TABLE @extschema@.survey (
   last_error  text,
   created_at  timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX survey_customer_idx ON @extschema@.survey (customer_id);
 -- The queue: only live surveys are indexed.
 CREATE INDEX survey_queue_idx ON @extschema@.survey (send_after) WHERE status IN ('pending', 'sending');
 -- expire_surveys() finds open surveys past their deadline.
 CREATE INDEX survey_expiry_idx ON @extschema@.survey (expires_at) WHERE status IN ('pending', 'sending', 'sent');
--- forget_customer() finds a person's surveys by customer id.
-CREATE INDEX survey_customer_idx ON @extschema@.survey (customer_id);
 
 -- One row per surveyed customer: the throttle's lock point, shared by every source.
 CREATE TABLE @extschema@.customer_contact (
@@ -86,6 +85,7 @@ CREATE TABLE @extschema@.capture_error (
   id          bigserial PRIMARY KEY,
   source_id   integer NOT NULL,
   payment_key text,
+  customer_id text,           -- when the customer expression could be evaluated (forget_customer erases it)
   error       text NOT NULL,
   sqlstate    text,
   at          timestamptz NOT NULL DEFAULT now()

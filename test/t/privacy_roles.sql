@@ -1,7 +1,7 @@
 -- The three role recipes of docs/privacy.md, run exactly as documented, and what each role may
 -- and may not do; nothing of the schema is usable by PUBLIC (types and sequences too).
 BEGIN;
-SELECT plan(44);
+SELECT plan(47);
 
 -- ---- the recipes (copied verbatim into docs/privacy.md) ----
 -- sender: leases surveys and reports deliveries; reads no table, no response
@@ -34,6 +34,11 @@ BEGIN
     EXECUTE format('GRANT SELECT ON %s TO nps_analyst', v);
   END LOOP;
 END $$;
+-- maintenance (the scheduled jobs and erasure requests): expire, purge, forget; reads nothing
+CREATE ROLE nps_maintenance NOLOGIN;
+GRANT USAGE ON SCHEMA nps_billing TO nps_maintenance;
+GRANT EXECUTE ON FUNCTION nps_billing.expire_surveys(), nps_billing.purge(interval),
+                          nps_billing.forget_customer(text) TO nps_maintenance;
 -- ---- end of recipes ----
 
 -- run a statement as a role (the role switch is undone on error by throws_ok's subtransaction)
@@ -94,6 +99,12 @@ SELECT ok(NOT has_column_privilege('nps_analyst', 'nps_billing.response', 'comme
           AND NOT has_column_privilege('nps_analyst', 'nps_billing.response', 'customer_id', 'SELECT')
           AND NOT has_table_privilege('nps_analyst', 'nps_billing.survey', 'SELECT'),
           'catalog: analyst has no comment, customer id or survey');
+
+-- maintenance
+SELECT lives_ok($$SELECT pg_temp.as_role('nps_maintenance', $q$SELECT nps_billing.expire_surveys(), nps_billing.purge('3650 days'), nps_billing.forget_customer('pr-cust-2')$q$)$$,
+                'maintenance: expire_surveys, purge, forget_customer');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_maintenance', 'SELECT score FROM nps_billing.response')$$, '42501', NULL, 'maintenance cannot read responses');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_maintenance', $q$SELECT * FROM nps_billing.claim_surveys('m')$q$)$$, '42501', NULL, 'maintenance cannot claim surveys');
 
 -- exactly these grants: each role's executable functions of the schema
 SELECT set_eq($$SELECT p.proname::text FROM pg_proc p WHERE p.pronamespace = 'nps_billing'::regnamespace AND has_function_privilege('nps_sender', p.oid, 'EXECUTE')$$,
