@@ -30,8 +30,9 @@ CREATE FUNCTION @extschema@.npsagg_from_histogram(histogram bigint[]) RETURNS @e
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 AS $$
   SELECT CASE WHEN @extschema@.check_argument(
-                     cardinality(histogram) = 11 AND array_position(histogram, NULL) IS NULL,
-                     '22023', format('npsagg_from_histogram: %s must have 11 non-NULL counts', histogram))
+                     array_ndims(histogram) = 1 AND cardinality(histogram) = 11
+                     AND array_position(histogram, NULL) IS NULL AND 0 <= ALL (histogram),
+                     '22023', format('npsagg_from_histogram: %s must be 11 non-negative counts', histogram))
               THEN format('{"counts":[%1$s],"weights":[%1$s],"weight_sq":%2$s}',
                           array_to_string(histogram, ','),
                           (SELECT sum(c) FROM unnest(histogram) c))::@extschema@.npsagg

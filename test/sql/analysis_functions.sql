@@ -255,3 +255,4 @@ SELECT * FROM survey_funnel(NULL);
 SELECT npsagg_from_histogram('{1,2,3}');
 SELECT npsagg_from_histogram('{1,2,3,4,5,6,7,8,9,10,NULL}');
 SELECT npsagg_from_histogram('{1,0,0,0,0,0,0,0,0,0,-1}');
+SELECT npsagg_from_histogram('{{1,0,0,0,0,0,0,0,0,0,1}}');
