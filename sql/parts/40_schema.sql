@@ -64,6 +64,7 @@ CREATE TABLE @extschema@.survey (
   last_error  text,
   created_at  timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX survey_customer_idx ON @extschema@.survey (customer_id);
 -- The queue: only live surveys are indexed.
 CREATE INDEX survey_queue_idx ON @extschema@.survey (send_after) WHERE status IN ('pending', 'sending');
 -- expire_surveys() finds open surveys past their deadline.
@@ -84,6 +85,7 @@ CREATE TABLE @extschema@.capture_error (
   id          bigserial PRIMARY KEY,
   source_id   integer NOT NULL,
   payment_key text,
+  customer_id text,           -- when the customer expression could be evaluated (forget_customer erases it)
   error       text NOT NULL,
   sqlstate    text,
   at          timestamptz NOT NULL DEFAULT now()

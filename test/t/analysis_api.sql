@@ -36,7 +36,7 @@ SELECT is_empty($$SELECT fn FROM analysis_fns WHERE provolatile <> 's'$$, 'all a
 SELECT is_empty($$SELECT fn FROM analysis_fns WHERE proparallel <> 's'$$, 'all analysis functions are PARALLEL SAFE');
 SELECT is_empty($$SELECT fn FROM analysis_fns WHERE proisstrict
                   OR prolang <> (SELECT oid FROM pg_language WHERE lanname = 'sql')
-                  OR prosecdef <> (fn::text ~ '^nps_billing\.(nps_failed_payments|revenue_at_risk|survey_funnel)\(')$$,
+                  OR prosecdef <> (fn::text ~ '^(nps_billing\.)?(nps_failed_payments|revenue_at_risk|survey_funnel)\(')$$,
                 'non-strict SQL functions; SECURITY DEFINER exactly for the three that read ids, payments or surveys');
 SELECT is_empty($$SELECT fn FROM analysis_fns a JOIN pg_proc p ON p.oid = a.fn
                   WHERE a.prosecdef AND NOT coalesce(p.proconfig @> '{"search_path=pg_catalog, pg_temp"}', false)$$,

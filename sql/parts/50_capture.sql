@@ -1,0 +1,72 @@
+-- Capture: payment rows of any billing schema become payment events and survey requests.
+-- See docs/capture.md. The trigger function and track_payments() are C++ (src/capture_*.cpp).
+
+CREATE FUNCTION @extschema@.sample_point(customer text, payment_key text) RETURNS float8
+  AS 'MODULE_PATHNAME', 'nps_sample_point' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.sample_point(text, text) IS
+  'Deterministic sampling point in [0, 1) of a customer and payment key: the payment is kept for a survey when sample_point < payment_source.sample_rate';
+
+CREATE FUNCTION @extschema@.new_token() RETURNS text
+  AS 'MODULE_PATHNAME', 'nps_new_token' LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.new_token() IS
+  'A survey token: 128 bits from pg_strong_random, base64url without padding (22 characters)';
+
+CREATE FUNCTION @extschema@.capture() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'nps_capture_trigger' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@.capture() IS
+  'Trigger function created by track_payments(): AFTER INSERT / AFTER UPDATE ... REFERENCING NEW TABLE AS nps_new FOR EACH STATEMENT';
+
+CREATE FUNCTION @extschema@._payment_source_changed() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'nps_payment_source_changed' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@._payment_source_changed() IS
+  'Internal: makes every backend reload its cached capture sources after payment_source changes';
+CREATE TRIGGER payment_source_changed
+  AFTER INSERT OR UPDATE OR DELETE ON @extschema@.payment_source
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._payment_source_changed();
+CREATE TRIGGER payment_source_truncated
+  AFTER TRUNCATE ON @extschema@.payment_source
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._payment_source_changed();
+
+CREATE FUNCTION @extschema@.track_payments(
+    source regclass, customer text, payment_key text, succeeded_when text,
+    failed_when text DEFAULT NULL, amount text DEFAULT NULL, currency text DEFAULT NULL,
+    paid_at text DEFAULT NULL, attributes text DEFAULT NULL, name text DEFAULT NULL,
+    on_error text DEFAULT 'record') RETURNS integer
+  AS 'MODULE_PATHNAME', 'nps_track_payments' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.track_payments(regclass, text, text, text, text, text, text, text, text, text, text) IS
+  'Track a payments table: SQL expressions over its rows say who paid, which payment, whether it succeeded or failed; returns the payment_source id';
+
+CREATE FUNCTION @extschema@.untrack_payments(source regclass) RETURNS void
+  AS 'MODULE_PATHNAME', 'nps_untrack_payments' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION @extschema@.untrack_payments(regclass) IS
+  'Stop tracking a payments table: drops its capture triggers, keeps events, surveys and the source row (tracked = false)';
+
+CREATE FUNCTION @extschema@.opt_out(customer text) RETURNS boolean
+  LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  added boolean;
+BEGIN
+  IF customer IS NULL THEN
+    RAISE EXCEPTION 'customer must not be NULL' USING ERRCODE = '22004';
+  END IF;
+  INSERT INTO @extschema@.opt_out (customer_id) VALUES (customer) ON CONFLICT (customer_id) DO NOTHING;
+  added := FOUND;
+  -- Surveys not yet handed to a sender are withdrawn.
+  UPDATE @extschema@.survey SET status = 'cancelled'
+   WHERE survey.customer_id = customer AND survey.status = 'pending';
+  RETURN added;
+END $$;
+COMMENT ON FUNCTION @extschema@.opt_out(text) IS
+  'The customer gets no more surveys (events still record opted_out); pending surveys are cancelled. True when newly opted out';
+
+CREATE FUNCTION @extschema@.opt_in(customer text) RETURNS boolean
+  LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF customer IS NULL THEN
+    RAISE EXCEPTION 'customer must not be NULL' USING ERRCODE = '22004';
+  END IF;
+  DELETE FROM @extschema@.opt_out WHERE opt_out.customer_id = customer;
+  RETURN FOUND;
+END $$;
+COMMENT ON FUNCTION @extschema@.opt_in(text) IS
+  'Undo opt_out(): the customer may be surveyed again (future payments only). True when the customer was opted out';

@@ -1,0 +1,71 @@
+// Capture: shared declarations of the payment-capture area (track_payments, the trigger, the
+// survey policy helpers). Everything here is plain C-style data in PostgreSQL memory: the trigger
+// is a hot path and holds no C++ objects with destructors, so it may ereport directly.
+#pragma once
+
+#include "pg_boundary.hpp"
+
+extern "C" {
+#include "access/tupdesc.h"
+#include "nodes/parsenodes.h"
+#include "parser/parse_node.h"
+}
+
+namespace nps {
+namespace capture {
+
+// Column references in an expression resolve to the payment row: the row's columns become
+// PARAM_EXTERN parameters numbered by attribute number (the way PL/pgSQL resolves NEW.x).
+struct RowShape {
+    NameData relname;     // the table's name: "relname.col" is accepted too
+    TupleDesc tupdesc;    // copy of the table's descriptor at compile time
+};
+
+// The expressions of one source, in the order of track_payments' arguments.
+enum ExprSlot {
+    X_CUSTOMER = 0,
+    X_PAYMENT_KEY,
+    X_SUCCEEDED,
+    X_FAILED,
+    X_AMOUNT,
+    X_CURRENCY,
+    X_PAID_AT,
+    X_ATTRIBUTES,
+    X_COUNT
+};
+extern const char *const expr_arg_name[X_COUNT];
+
+// Parser hook installing the column-to-parameter resolution (arg is a RowShape *).
+void parser_setup(ParseState *pstate, void *arg);
+
+// RowShape copied into cxt from the relation's descriptor.
+RowShape *make_shape(MemoryContext cxt, const char *relname, TupleDesc desc);
+
+// Checks one expression: exactly one SQL expression, columns of the table only, a type fitting its
+// slot. Raises 42601 / 42703 / 42804 / 0A000 naming the argument. NULL text is allowed for the
+// optional slots (returns without checking).
+void check_expression(ExprSlot slot, const char *text, RowShape *shape);
+
+// The evaluation statement of a source. Output columns, always in this order and with these types:
+//   kind text ('succeeded'/'failed'), customer text, payment_key text, amount numeric,
+//   currency text, occurred_at timestamptz, attributes jsonb
+// Only rows whose kind is not NULL come out. set_relname NULL: row mode (columns are parameters,
+// no FROM); otherwise the rows come from the transition table nps_new aliased as set_relname.
+char *eval_sql(const char *const exprs[X_COUNT], const char *set_relname);
+// The statement computing only the payment key (row mode), used to label capture_error rows.
+char *key_sql(const char *key_expr);
+constexpr int EVAL_NCOLS = 7;
+
+// Deterministic sampling point in [0, 1) of (customer, payment key): a payment is kept when
+// sample_point < sample_rate. Same bytes, same point, on every platform and every replay.
+double sample_point(const char *cust, int custlen, const char *key, int keylen);
+
+// 128 random bits from pg_strong_random as unpadded base64url: 22 characters + NUL.
+void make_token(char out[23]);
+
+// The extension's schema and its owner (the rights the trigger writes our tables with).
+Oid ext_namespace();
+Oid ext_owner();
+
+}  // namespace capture
+}  // namespace nps

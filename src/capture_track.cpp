@@ -1,0 +1,232 @@
+// Capture: track_payments() / untrack_payments().
+//
+// Both run with the caller's rights for every check (only the table's owner or a superuser may
+// track it; the expressions are checked against the table) and switch to the extension owner only
+// to write payment_source and create / drop the triggers, so callers need no grant on our tables.
+#include "capture.hpp"
+
+extern "C" {
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/plancache.h"
+#include "utils/rel.h"
+}
+
+using namespace nps::capture;
+
+namespace {
+
+void push_path(Oid nsp) {
+    OverrideSearchPath p;
+    p.schemas = list_make1_oid(nsp);
+    p.addCatalog = true;
+    p.addTemp = false;
+    p.generation = 0;
+    PushOverrideSearchPath(&p);
+}
+
+char *arg_text(FunctionCallInfo fcinfo, int i) {
+    return PG_ARGISNULL(i) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(i));
+}
+
+// Opens the table for (un)tracking and checks the caller may do it.
+Relation open_tracked_table(Oid relid, LOCKMODE lock, const char *what) {
+    Relation rel = table_open(relid, lock);
+    if (rel->rd_rel->relkind != RELKIND_RELATION && rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
+        ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
+                        errmsg("cannot %s \"%s\": only tables can be tracked", what, RelationGetRelationName(rel))));
+    if (!pg_class_ownercheck(relid, GetUserId()))
+        ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+                        errmsg("must be owner of table %s to %s it", RelationGetRelationName(rel), what)));
+    return rel;
+}
+
+const char *qualified(Relation rel) {
+    return quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)), RelationGetRelationName(rel));
+}
+
+void spi_exec(const char *sql) {
+    int rc = SPI_execute(sql, false, 0);
+    if (rc < 0)
+        elog(ERROR, "nps_billing: SPI_execute failed: %s", SPI_result_code_string(rc));
+}
+
+template <typename F>
+void as_owner(F &&fn) {
+    Oid save_uid;
+    int save_sec;
+    GetUserIdAndSecContext(&save_uid, &save_sec);
+    SetUserIdAndSecContext(ext_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+    push_path(ext_namespace());
+    PG_TRY();
+    {
+        fn();
+    }
+    PG_FINALLY();
+    {
+        PopOverrideSearchPath();
+        SetUserIdAndSecContext(save_uid, save_sec);
+    }
+    PG_END_TRY();
+}
+
+}  // namespace
+
+// track_payments(source regclass, customer text, payment_key text, succeeded_when text,
+//                failed_when text, amount text, currency text, paid_at text, attributes text,
+//                name text, on_error text) RETURNS integer
+NPS_FUNCTION(nps_track_payments) {
+    static const char *const required[] = {"source", "customer", "payment_key", "succeeded_when"};
+    for (int i = 0; i < 4; i++)
+        if (PG_ARGISNULL(i))
+            ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("%s must not be NULL", required[i])));
+    Oid relid = PG_GETARG_OID(0);
+    const char *exprs[X_COUNT];
+    for (int i = 0; i < X_COUNT; i++)
+        exprs[i] = arg_text(fcinfo, i + 1);
+    char *name = arg_text(fcinfo, 9);
+    char *on_error = arg_text(fcinfo, 10);
+    if (on_error == NULL || (strcmp(on_error, "record") != 0 && strcmp(on_error, "raise") != 0))
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("on_error must be 'record' or 'raise', not %s", on_error ? quote_literal_cstr(on_error) : "NULL")));
+    if (name != NULL && name[0] == '\0')
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("name must not be empty")));
+
+    // ShareRowExclusiveLock: what CREATE TRIGGER takes; no writer can slip in between.
+    Relation rel = open_tracked_table(relid, ShareRowExclusiveLock, "track");
+    if (name == NULL)
+        name = pstrdup(RelationGetRelationName(rel));
+    RowShape *shape = make_shape(CurrentMemoryContext, RelationGetRelationName(rel), RelationGetDescr(rel));
+    const char *qrel = qualified(rel);
+    Oid tablensp = RelationGetNamespace(rel);
+
+    if (SPI_connect() != SPI_OK_CONNECT)
+        elog(ERROR, "nps_billing: SPI_connect failed");
+    // Check each expression alone, then the compiled statement as a whole (defence in depth:
+    // exactly the 7 columns we build, nothing else).
+    push_path(tablensp);
+    for (int i = 0; i < X_COUNT; i++)
+        check_expression(static_cast<ExprSlot>(i), exprs[i], shape);
+    SPIPlanPtr plan = SPI_prepare_params(eval_sql(exprs, NULL), parser_setup, shape, 0);
+    if (plan == NULL)
+        elog(ERROR, "nps_billing: could not compile the expressions: %s", SPI_result_code_string(SPI_result));
+    List *sources = SPI_plan_get_plan_sources(plan);
+    if (list_length(sources) != 1 ||
+        static_cast<CachedPlanSource *>(linitial(sources))->resultDesc == NULL ||
+        static_cast<CachedPlanSource *>(linitial(sources))->resultDesc->natts != EVAL_NCOLS)
+        ereport(ERROR, (errcode(ERRCODE_SYNTAX_ERROR), errmsg("the expressions do not compile into one evaluation")));
+    SPI_freeplan(plan);
+    PopOverrideSearchPath();
+
+    int32 id = 0;
+    as_owner([&] {
+        Oid t1[] = {OIDOID};
+        Datum a1[] = {ObjectIdGetDatum(relid)};
+        if (SPI_execute_with_args("SELECT name FROM nps_billing.payment_source WHERE relid = $1 AND tracked", 1, t1,
+                                  a1, NULL, true, 1) != SPI_OK_SELECT)
+            elog(ERROR, "nps_billing: could not read payment_source");
+        if (SPI_processed > 0)
+            ereport(ERROR, (errcode(ERRCODE_DUPLICATE_OBJECT),
+                            errmsg("table %s is already tracked by payment source \"%s\"", qrel,
+                                   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
+                            errhint("Call nps_billing.untrack_payments() first to change its expressions.")));
+        Oid t2[] = {TEXTOID, OIDOID};
+        Datum a2[] = {CStringGetTextDatum(name), ObjectIdGetDatum(relid)};
+        if (SPI_execute_with_args("SELECT id, relid = $2, tracked FROM nps_billing.payment_source WHERE name = $1",
+                                  2, t2, a2, NULL, true, 1) != SPI_OK_SELECT)
+            elog(ERROR, "nps_billing: could not read payment_source");
+        bool reactivate = false;
+        if (SPI_processed > 0) {
+            bool isnull;
+            bool same = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+            if (!same)
+                ereport(ERROR, (errcode(ERRCODE_DUPLICATE_OBJECT),
+                                errmsg("payment source \"%s\" already exists", name),
+                                errhint("Pass another name => to track_payments().")));
+            reactivate = true;  // the same table tracked again under its old name: history continues
+        }
+        Oid t[12] = {OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+        Datum a[12];
+        char n[12];
+        a[0] = ObjectIdGetDatum(relid);
+        n[0] = ' ';
+        for (int i = 0; i < X_COUNT; i++) {
+            a[i + 1] = exprs[i] ? CStringGetTextDatum(exprs[i]) : (Datum)0;
+            n[i + 1] = exprs[i] ? ' ' : 'n';
+        }
+        a[9] = CStringGetTextDatum(name);
+        n[9] = ' ';
+        a[10] = CStringGetTextDatum(on_error);
+        n[10] = ' ';
+        n[11] = '\0';
+        const char *sql =
+            reactivate
+                ? "UPDATE nps_billing.payment_source SET customer_expr = $2, payment_key_expr = $3, succeeded_expr = $4, "
+                  "failed_expr = $5, amount_expr = $6, currency_expr = $7, paid_at_expr = $8, attributes_expr = $9, "
+                  "on_error = $11, tracked = true WHERE name = $10 AND relid = $1 RETURNING id"
+                : "INSERT INTO nps_billing.payment_source (relid, customer_expr, payment_key_expr, succeeded_expr, "
+                  "failed_expr, amount_expr, currency_expr, paid_at_expr, attributes_expr, name, on_error) "
+                  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id";
+        if (SPI_execute_with_args(sql, 11, t, a, n, false, 1) < 0 || SPI_processed != 1)
+            elog(ERROR, "nps_billing: could not write payment_source");
+        bool isnull;
+        id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+        // PostgreSQL allows a transition table only on a single-event trigger: one per event.
+        StringInfoData buf;
+        initStringInfo(&buf);
+        appendStringInfo(&buf,
+                         "CREATE TRIGGER nps_billing_capture_insert AFTER INSERT ON %s "
+                         "REFERENCING NEW TABLE AS nps_new FOR EACH STATEMENT EXECUTE FUNCTION nps_billing.capture()",
+                         qrel);
+        spi_exec(buf.data);
+        resetStringInfo(&buf);
+        appendStringInfo(&buf,
+                         "CREATE TRIGGER nps_billing_capture_update AFTER UPDATE ON %s "
+                         "REFERENCING NEW TABLE AS nps_new FOR EACH STATEMENT EXECUTE FUNCTION nps_billing.capture()",
+                         qrel);
+        spi_exec(buf.data);
+    });
+    SPI_finish();
+    table_close(rel, NoLock);
+    PG_RETURN_INT32(id);
+}
+
+// untrack_payments(source regclass) RETURNS void: drops the triggers, keeps the history.
+NPS_FUNCTION(nps_untrack_payments) {
+    if (PG_ARGISNULL(0))
+        ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("source must not be NULL")));
+    Oid relid = PG_GETARG_OID(0);
+    Relation rel = open_tracked_table(relid, AccessExclusiveLock, "untrack");
+    const char *qrel = qualified(rel);
+    if (SPI_connect() != SPI_OK_CONNECT)
+        elog(ERROR, "nps_billing: SPI_connect failed");
+    as_owner([&] {
+        Oid t[] = {OIDOID};
+        Datum a[] = {ObjectIdGetDatum(relid)};
+        if (SPI_execute_with_args("UPDATE nps_billing.payment_source SET tracked = false WHERE relid = $1 AND tracked "
+                                  "RETURNING id",
+                                  1, t, a, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+            elog(ERROR, "nps_billing: could not update payment_source");
+        if (SPI_processed == 0)
+            ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("table %s is not tracked", qrel)));
+        StringInfoData buf;
+        initStringInfo(&buf);
+        appendStringInfo(&buf, "DROP TRIGGER IF EXISTS nps_billing_capture_insert ON %s", qrel);
+        spi_exec(buf.data);
+        resetStringInfo(&buf);
+        appendStringInfo(&buf, "DROP TRIGGER IF EXISTS nps_billing_capture_update ON %s", qrel);
+        spi_exec(buf.data);
+    });
+    SPI_finish();
+    table_close(rel, NoLock);
+    PG_RETURN_VOID();
+}

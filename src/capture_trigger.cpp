@@ -1,0 +1,767 @@
+// Capture: the trigger turning payment rows into payment events and survey requests.
+//
+// Shape (chosen by measurement, see docs/capture.md): two AFTER ... FOR EACH STATEMENT triggers
+// (INSERT and UPDATE; PostgreSQL allows a transition table only on single-event triggers) with
+// REFERENCING NEW TABLE AS nps_new, both calling nps_capture_trigger(). Per statement:
+//   - few rows (the OLTP case): the row path, per row = 3 cached SPI statements in the common
+//     case (evaluate expressions, look up dedup/opt-out/throttle, insert the event);
+//   - many rows (INSERT ... SELECT, COPY): the set path = 2 cached statements for the whole
+//     statement (evaluate all rows into a tuplestore, then one data-modifying CTE).
+// Expressions run with the rights of the writing role; our tables are written with the rights of
+// the extension's owner (SetUserIdAndSecContext), with a fixed search_path for both.
+// In on_error = 'record' mode every row runs inside a subtransaction (the pattern PL/pgSQL uses
+// for EXCEPTION blocks) and a failing row lands in capture_error while the payment commits; the
+// set path runs in one subtransaction and falls back to the row path if it fails.
+#include "capture.hpp"
+
+extern "C" {
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "commands/sequence.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "executor/tstoreReceiver.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+}
+
+using namespace nps::capture;
+
+namespace {
+
+// Statements with at most this many rows take the row path (measured: bench/p6_p8_capture.sh).
+constexpr int64 ROW_PATH_MAX = 8;
+
+// One tracked table, cached per backend; invalidated by relcache callbacks (payment_source
+// changes send one through its statement trigger; ALTER TABLE of the payments table sends one).
+struct Source {
+    Source *next;
+    Oid relid;
+    bool valid;
+    bool tracked;  // false: the trigger exists but no tracked source row (nothing to do)
+    MemoryContext cxt;
+    int32 id;
+    char *name;
+    bool enabled, raise, on_succeeded, on_failed;
+    Datum min_amount;  // numeric
+    double sample_rate;
+    Datum throttle, delay, expires_after;  // interval
+    char *channel;
+    char *exprs[X_COUNT];
+    Oid nspoid;  // the table's schema: expressions resolve names in pg_catalog, then there
+    RowShape *shape;
+    SPIPlanPtr row_plan, set_plan, key_plan;
+    Oid survey_seq;
+};
+
+Source *sources = NULL;
+Oid payment_source_relid = InvalidOid;
+bool callback_registered = false;
+
+// Shared owner-side plans (the policy is passed as parameters).
+SPIPlanPtr plan_load, plan_lookup, plan_contact, plan_event, plan_survey, plan_error, plan_set;
+
+void relcache_callback(Datum, Oid relid) {
+    for (Source *s = sources; s; s = s->next)
+        if (relid == InvalidOid || relid == s->relid || relid == payment_source_relid)
+            s->valid = false;
+}
+
+void free_source(Source *s) {
+    if (s->row_plan)
+        SPI_freeplan(s->row_plan);
+    if (s->set_plan)
+        SPI_freeplan(s->set_plan);
+    if (s->key_plan)
+        SPI_freeplan(s->key_plan);
+    MemoryContextDelete(s->cxt);
+}
+
+void push_path(Oid nsp) {
+    OverrideSearchPath p;
+    p.schemas = list_make1_oid(nsp);
+    p.addCatalog = true;
+    p.addTemp = false;
+    p.generation = 0;
+    PushOverrideSearchPath(&p);
+}
+
+// Runs fn with the extension owner's rights and search_path (pg_catalog, nps_billing), restoring
+// the caller's user and search path even on error.
+template <typename F>
+void as_owner(Oid owner, Oid extnsp, F &&fn) {
+    Oid save_uid;
+    int save_sec;
+    GetUserIdAndSecContext(&save_uid, &save_sec);
+    SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+    push_path(extnsp);
+    PG_TRY();
+    {
+        fn();
+    }
+    PG_FINALLY();
+    {
+        PopOverrideSearchPath();
+        SetUserIdAndSecContext(save_uid, save_sec);
+    }
+    PG_END_TRY();
+}
+
+// Expressions run as the writer, with search_path = pg_catalog, <the table's schema>.
+template <typename F>
+void as_writer(Oid tablensp, F &&fn) {
+    push_path(tablensp);
+    PG_TRY();
+    {
+        fn();
+    }
+    PG_FINALLY();
+    {
+        PopOverrideSearchPath();
+    }
+    PG_END_TRY();
+}
+
+SPIPlanPtr keep(const char *sql, int nargs, Oid *types, int opts) {
+    SPIPlanPtr p = SPI_prepare_cursor(sql, nargs, types, opts);
+    if (p == NULL)
+        elog(ERROR, "nps_billing: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+    SPI_keepplan(p);
+    return p;
+}
+
+void prepare_shared_plans() {
+    if (plan_load)
+        return;
+    Oid t_load[] = {OIDOID};
+    plan_load = keep(
+        "SELECT id, name, enabled, on_error = 'raise', 'succeeded' = ANY (survey_on), 'failed' = ANY (survey_on), "
+        "min_amount, sample_rate, throttle, delay, expires_after, channel, customer_expr, payment_key_expr, "
+        "succeeded_expr, failed_expr, amount_expr, currency_expr, paid_at_expr, attributes_expr, "
+        "'nps_billing.payment_source'::regclass::oid, 'nps_billing.survey_id_seq'::regclass::oid "
+        "FROM nps_billing.payment_source WHERE relid = $1 AND tracked",
+        1, t_load, 0);
+    Oid t_lookup[] = {INT4OID, TEXTOID, TEXTOID, TEXTOID, INTERVALOID, NUMERICOID, NUMERICOID};
+    plan_lookup = keep(
+        "SELECT EXISTS (SELECT 1 FROM nps_billing.payment_event e"
+        "               WHERE e.source_id = $1 AND e.payment_key = $2 AND e.kind = $3),"
+        "       EXISTS (SELECT 1 FROM nps_billing.opt_out o WHERE o.customer_id = $4),"
+        "       COALESCE($6, 0) < $7,"
+        "       EXISTS (SELECT 1 FROM nps_billing.customer_contact c"
+        "               WHERE c.customer_id = $4 AND c.last_survey_at >= now() - $5)",
+        7, t_lookup, CURSOR_OPT_GENERIC_PLAN);
+    // The throttle's lock point: concurrent transactions of one customer serialize on this row.
+    Oid t_contact[] = {TEXTOID, INTERVALOID};
+    plan_contact = keep(
+        "INSERT INTO nps_billing.customer_contact AS cc (customer_id, last_survey_at) VALUES ($1, now()) "
+        "ON CONFLICT (customer_id) DO UPDATE SET last_survey_at = excluded.last_survey_at "
+        "WHERE cc.last_survey_at < now() - $2 RETURNING true",
+        2, t_contact, CURSOR_OPT_GENERIC_PLAN);
+    Oid t_event[] = {INT4OID, TEXTOID, TEXTOID, TEXTOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, JSONBOID, INT8OID, TEXTOID};
+    plan_event = keep(
+        "INSERT INTO nps_billing.payment_event (source_id, payment_key, kind, customer_id, amount, currency, "
+        "occurred_at, attributes, survey_id, skip_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+        "ON CONFLICT DO NOTHING RETURNING id",
+        10, t_event, CURSOR_OPT_GENERIC_PLAN);
+    Oid t_survey[] = {INT8OID, TEXTOID, INT4OID, INT8OID, TEXTOID, TEXTOID, INTERVALOID, INTERVALOID};
+    plan_survey = keep(
+        "INSERT INTO nps_billing.survey (id, token, source_id, event_id, customer_id, channel, send_after, expires_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, now() + $7, now() + $7 + $8)",
+        8, t_survey, CURSOR_OPT_GENERIC_PLAN);
+    Oid t_error[] = {INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+    plan_error = keep(
+        "INSERT INTO nps_billing.capture_error (source_id, payment_key, customer_id, error, sqlstate) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        5, t_error, CURSOR_OPT_GENERIC_PLAN);
+}
+
+// The set statement over nps_eval (the evaluated rows of one statement). It needs nps_eval
+// registered when it is prepared.
+const char *SET_SQL =
+    "WITH ev AS ("
+    "  SELECT DISTINCT ON (e.payment_key, e.kind) e.* FROM nps_eval e WHERE e.payment_key IS NOT NULL"
+    "  ORDER BY e.payment_key, e.kind, e.occurred_at"
+    "), fresh AS ("
+    "  SELECT ev.*, CASE"
+    "    WHEN NOT $2 THEN 'disabled'"
+    "    WHEN NOT CASE ev.kind WHEN 'succeeded' THEN $3 ELSE $4 END THEN 'not_surveyed_kind'"
+    "    WHEN ev.customer IS NULL THEN 'no_customer'"
+    "    WHEN EXISTS (SELECT 1 FROM nps_billing.opt_out o WHERE o.customer_id = ev.customer) THEN 'opted_out'"
+    "    WHEN COALESCE(ev.amount, 0) < $5 THEN 'below_min_amount'"
+    "    WHEN nps_billing.sample_point(ev.customer, ev.payment_key) >= $6 THEN 'sampled_out'"
+    "    WHEN EXISTS (SELECT 1 FROM nps_billing.customer_contact c"
+    "                 WHERE c.customer_id = ev.customer AND c.last_survey_at >= now() - $7) THEN 'throttled'"
+    "  END AS skip"
+    "  FROM ev WHERE NOT EXISTS (SELECT 1 FROM nps_billing.payment_event pe"
+    "                            WHERE pe.source_id = $1 AND pe.payment_key = ev.payment_key AND pe.kind = ev.kind)"
+    "), cand AS ("
+    "  SELECT DISTINCT ON (f.customer) f.customer, f.payment_key, f.kind FROM fresh f WHERE f.skip IS NULL"
+    "  ORDER BY f.customer, f.occurred_at, f.payment_key"
+    "), granted AS ("
+    "  INSERT INTO nps_billing.customer_contact AS cc (customer_id, last_survey_at)"
+    "  SELECT cand.customer, now() FROM cand ORDER BY cand.customer"
+    "  ON CONFLICT (customer_id) DO UPDATE SET last_survey_at = excluded.last_survey_at"
+    "  WHERE cc.last_survey_at < now() - $7"
+    "  RETURNING cc.customer_id"
+    "), ids AS ("
+    "  SELECT cand.payment_key, cand.kind, nextval('nps_billing.survey_id_seq') AS sid"
+    "  FROM cand JOIN granted g ON g.customer_id = cand.customer"
+    "), evs AS ("
+    "  INSERT INTO nps_billing.payment_event AS pe (source_id, payment_key, kind, customer_id, amount, currency,"
+    "                                               occurred_at, attributes, survey_id, skip_reason)"
+    "  SELECT $1, f.payment_key, f.kind, f.customer, f.amount, f.currency, f.occurred_at, f.attributes, i.sid,"
+    "         CASE WHEN i.sid IS NULL THEN COALESCE(f.skip, 'throttled') END"
+    "  FROM fresh f LEFT JOIN ids i ON i.payment_key = f.payment_key AND i.kind = f.kind"
+    "  ON CONFLICT DO NOTHING"
+    "  RETURNING pe.id, pe.survey_id, pe.customer_id"
+    "), svs AS ("
+    "  INSERT INTO nps_billing.survey (id, token, source_id, event_id, customer_id, channel, send_after, expires_at)"
+    "  SELECT e.survey_id, nps_billing.new_token(), $1, e.id, e.customer_id, $8, now() + $9, now() + $9 + $10"
+    "  FROM evs e WHERE e.survey_id IS NOT NULL"
+    "  RETURNING 1"
+    "), nullkeys AS ("
+    "  INSERT INTO nps_billing.capture_error (source_id, error, sqlstate)"
+    "  SELECT $1, 'payment_key expression returned NULL', '22004' FROM nps_eval e WHERE e.payment_key IS NULL"
+    "  RETURNING 1"
+    ") SELECT (SELECT count(*) FROM svs), (SELECT count(*) FROM nullkeys)";
+
+TupleDesc eval_desc() {
+    static TupleDesc desc = NULL;
+    if (desc == NULL) {
+        MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+        TupleDesc d = CreateTemplateTupleDesc(EVAL_NCOLS);
+        TupleDescInitEntry(d, 1, "kind", TEXTOID, -1, 0);
+        TupleDescInitEntry(d, 2, "customer", TEXTOID, -1, 0);
+        TupleDescInitEntry(d, 3, "payment_key", TEXTOID, -1, 0);
+        TupleDescInitEntry(d, 4, "amount", NUMERICOID, -1, 0);
+        TupleDescInitEntry(d, 5, "currency", TEXTOID, -1, 0);
+        TupleDescInitEntry(d, 6, "occurred_at", TIMESTAMPTZOID, -1, 0);
+        TupleDescInitEntry(d, 7, "attributes", JSONBOID, -1, 0);
+        MemoryContextSwitchTo(old);
+        desc = d;
+    }
+    return desc;
+}
+
+char *dup_text(MemoryContext cxt, HeapTuple tup, TupleDesc desc, int col) {
+    bool isnull;
+    Datum d = SPI_getbinval(tup, desc, col, &isnull);
+    if (isnull)
+        return NULL;
+    return MemoryContextStrdup(cxt, TextDatumGetCString(d));
+}
+
+Datum dup_datum(MemoryContext cxt, HeapTuple tup, TupleDesc desc, int col, bool byval, int len) {
+    bool isnull;
+    Datum d = SPI_getbinval(tup, desc, col, &isnull);
+    MemoryContext old = MemoryContextSwitchTo(cxt);
+    Datum r = datumCopy(d, byval, len);
+    MemoryContextSwitchTo(old);
+    return r;
+}
+
+// The valid cached entry of relid, or NULL (an invalid one is freed).
+__attribute__((noinline)) Source *find_source(Oid relid) {
+    Source **pp = &sources;
+    for (Source *s = sources; s; pp = &s->next, s = s->next) {
+        if (s->relid != relid)
+            continue;
+        if (s->valid)
+            return s;
+        *pp = s->next;
+        free_source(s);
+        break;
+    }
+    return NULL;
+}
+
+// The cached source of relid, loaded (as the owner) when missing or invalidated.
+Source *get_source(Relation rel, Oid owner, Oid extnsp) {
+    Oid relid = RelationGetRelid(rel);
+    Source *found = find_source(relid);
+    if (found)
+        return found;
+    if (!callback_registered) {
+        CacheRegisterRelcacheCallback(relcache_callback, (Datum)0);
+        callback_registered = true;
+    }
+    MemoryContext cxt = AllocSetContextCreate(CacheMemoryContext, "nps_billing capture source", ALLOCSET_SMALL_SIZES);
+    Source *s = static_cast<Source *>(MemoryContextAllocZero(cxt, sizeof(Source)));
+    s->cxt = cxt;
+    s->relid = relid;
+    s->nspoid = RelationGetNamespace(rel);
+    as_owner(owner, extnsp, [&] {
+        prepare_shared_plans();
+        Datum arg = ObjectIdGetDatum(relid);
+        if (SPI_execute_plan(plan_load, &arg, NULL, true, 1) != SPI_OK_SELECT)
+            elog(ERROR, "nps_billing: could not read payment_source");
+        if (SPI_processed == 0) {
+            s->tracked = false;
+        } else {
+            HeapTuple t = SPI_tuptable->vals[0];
+            TupleDesc d = SPI_tuptable->tupdesc;
+            bool isnull;
+            s->tracked = true;
+            s->id = DatumGetInt32(SPI_getbinval(t, d, 1, &isnull));
+            s->name = dup_text(cxt, t, d, 2);
+            s->enabled = DatumGetBool(SPI_getbinval(t, d, 3, &isnull));
+            s->raise = DatumGetBool(SPI_getbinval(t, d, 4, &isnull));
+            s->on_succeeded = DatumGetBool(SPI_getbinval(t, d, 5, &isnull));
+            s->on_failed = DatumGetBool(SPI_getbinval(t, d, 6, &isnull));
+            s->min_amount = dup_datum(cxt, t, d, 7, false, -1);
+            s->sample_rate = DatumGetFloat8(SPI_getbinval(t, d, 8, &isnull));
+            s->throttle = dup_datum(cxt, t, d, 9, false, sizeof(Interval));
+            s->delay = dup_datum(cxt, t, d, 10, false, sizeof(Interval));
+            s->expires_after = dup_datum(cxt, t, d, 11, false, sizeof(Interval));
+            s->channel = dup_text(cxt, t, d, 12);
+            for (int i = 0; i < X_COUNT; i++)
+                s->exprs[i] = dup_text(cxt, t, d, 13 + i);
+            payment_source_relid = DatumGetObjectId(SPI_getbinval(t, d, 21, &isnull));
+            s->survey_seq = DatumGetObjectId(SPI_getbinval(t, d, 22, &isnull));
+        }
+        SPI_freetuptable(SPI_tuptable);
+    });
+    if (s->tracked) {
+        s->shape = make_shape(cxt, RelationGetRelationName(rel), RelationGetDescr(rel));
+        as_writer(s->nspoid, [&] {
+            s->row_plan = SPI_prepare_params(eval_sql(s->exprs, NULL), parser_setup, s->shape, CURSOR_OPT_GENERIC_PLAN);
+            if (s->row_plan == NULL)
+                elog(ERROR, "nps_billing: could not prepare the expressions of source %d", s->id);
+            SPI_keepplan(s->row_plan);
+        });
+    }
+    s->valid = true;
+    s->next = sources;
+    sources = s;
+    return s;
+}
+
+// One evaluated row, copied out of SPI memory into the row context.
+struct Eval {
+    const char *kind;
+    const char *customer;  // NULL: no_customer
+    const char *key;
+    bool amount_null, currency_null, attributes_null;
+    Datum amount, currency, occurred_at, attributes;
+};
+
+struct RowCtx {
+    Source *s;
+    Oid owner, extnsp;
+    ParamListInfo params;  // the payment row's columns as $attnum
+    const char *key;       // known once evaluated (for capture_error)
+    const char *customer;
+};
+
+// The row path for one payment row whose columns are in rc->params.
+void process_row(RowCtx *rc) {
+    Source *s = rc->s;
+    MemoryContext rowcxt = CurrentMemoryContext;  // SPI calls return in SPI's context: come back
+    Eval ev;
+    bool have = false;
+    as_writer(s->nspoid, [&] {
+        if (SPI_execute_plan_with_paramlist(s->row_plan, rc->params, false, 0) != SPI_OK_SELECT)
+            elog(ERROR, "nps_billing: expression evaluation failed");
+        MemoryContextSwitchTo(rowcxt);
+        if (SPI_processed == 0)
+            return;  // neither succeeded nor failed (yet)
+        if (SPI_processed > 1)
+            elog(ERROR, "nps_billing: expression evaluation returned %d rows", (int)SPI_processed);
+        HeapTuple t = SPI_tuptable->vals[0];
+        TupleDesc d = SPI_tuptable->tupdesc;
+        bool isnull;
+        ev.kind = TextDatumGetCString(SPI_getbinval(t, d, 1, &isnull));
+        Datum c = SPI_getbinval(t, d, 2, &isnull);
+        ev.customer = isnull ? NULL : TextDatumGetCString(c);
+        Datum k = SPI_getbinval(t, d, 3, &isnull);
+        ev.key = isnull ? NULL : TextDatumGetCString(k);
+        ev.amount = SPI_getbinval(t, d, 4, &ev.amount_null);
+        ev.amount = ev.amount_null ? (Datum)0 : datumCopy(ev.amount, false, -1);
+        ev.currency = SPI_getbinval(t, d, 5, &ev.currency_null);
+        ev.currency = ev.currency_null ? (Datum)0 : datumCopy(ev.currency, false, -1);
+        ev.occurred_at = SPI_getbinval(t, d, 6, &isnull);
+        ev.attributes = SPI_getbinval(t, d, 7, &ev.attributes_null);
+        ev.attributes = ev.attributes_null ? (Datum)0 : datumCopy(ev.attributes, false, -1);
+        SPI_freetuptable(SPI_tuptable);
+        have = true;
+    });
+    if (!have)
+        return;
+    rc->key = ev.key;
+    rc->customer = ev.customer;
+    if (ev.key == NULL)
+        ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("payment_key expression returned NULL")));
+    bool succeeded = strcmp(ev.kind, "succeeded") == 0;
+
+    as_owner(rc->owner, rc->extnsp, [&] {
+        Datum a[10];
+        char n[10];
+        // dedup, opt-out, min amount, throttle (a read: a recent survey can only get more recent)
+        a[0] = Int32GetDatum(s->id);
+        a[1] = CStringGetTextDatum(ev.key);
+        a[2] = CStringGetTextDatum(ev.kind);
+        a[3] = ev.customer ? CStringGetTextDatum(ev.customer) : (Datum)0;
+        a[4] = s->throttle;
+        a[5] = ev.amount;
+        a[6] = s->min_amount;
+        const char nl[] = {' ', ' ', ' ', static_cast<char>(ev.customer ? ' ' : 'n'), ' ',
+                           static_cast<char>(ev.amount_null ? 'n' : ' '), ' ', '\0'};
+        if (SPI_execute_plan(plan_lookup, a, nl, false, 1) != SPI_OK_SELECT)
+            elog(ERROR, "nps_billing: lookup failed");
+        MemoryContextSwitchTo(rowcxt);
+        HeapTuple t = SPI_tuptable->vals[0];
+        TupleDesc d = SPI_tuptable->tupdesc;
+        bool isnull;
+        bool dup = DatumGetBool(SPI_getbinval(t, d, 1, &isnull));
+        bool opted = DatumGetBool(SPI_getbinval(t, d, 2, &isnull));
+        bool below = DatumGetBool(SPI_getbinval(t, d, 3, &isnull));
+        bool recent = DatumGetBool(SPI_getbinval(t, d, 4, &isnull));
+        SPI_freetuptable(SPI_tuptable);
+        if (dup)
+            return;
+        const char *skip = NULL;
+        if (!s->enabled)
+            skip = "disabled";
+        else if (!(succeeded ? s->on_succeeded : s->on_failed))
+            skip = "not_surveyed_kind";
+        else if (ev.customer == NULL)
+            skip = "no_customer";
+        else if (opted)
+            skip = "opted_out";
+        else if (below)
+            skip = "below_min_amount";
+        else if (!(sample_point(ev.customer, strlen(ev.customer), ev.key, strlen(ev.key)) < s->sample_rate))
+            skip = "sampled_out";
+        else if (recent)
+            skip = "throttled";
+        int64 sid = 0;
+        if (skip == NULL) {
+            Datum ca[2] = {a[3], s->throttle};
+            if (SPI_execute_plan(plan_contact, ca, NULL, false, 1) != SPI_OK_INSERT_RETURNING)
+                elog(ERROR, "nps_billing: throttle update failed");
+            MemoryContextSwitchTo(rowcxt);
+            if (SPI_processed == 1)
+                sid = nextval_internal(s->survey_seq, false);
+            else
+                skip = "throttled";
+            SPI_freetuptable(SPI_tuptable);
+        }
+        a[3] = ev.customer ? CStringGetTextDatum(ev.customer) : (Datum)0;
+        a[4] = ev.amount;
+        a[5] = ev.currency;
+        a[6] = ev.occurred_at;
+        a[7] = ev.attributes;
+        a[8] = Int64GetDatum(sid);
+        a[9] = skip ? CStringGetTextDatum(skip) : (Datum)0;
+        n[0] = n[1] = n[2] = ' ';
+        n[3] = ev.customer ? ' ' : 'n';
+        n[4] = ev.amount_null ? 'n' : ' ';
+        n[5] = ev.currency_null ? 'n' : ' ';
+        n[6] = ' ';
+        n[7] = ev.attributes_null ? 'n' : ' ';
+        n[8] = sid ? ' ' : 'n';
+        n[9] = skip ? ' ' : 'n';
+        if (SPI_execute_plan(plan_event, a, n, false, 1) != SPI_OK_INSERT_RETURNING)
+            elog(ERROR, "nps_billing: event insert failed");
+        MemoryContextSwitchTo(rowcxt);
+        bool inserted = SPI_processed == 1;
+        int64 eid = 0;
+        if (inserted)
+            eid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+        SPI_freetuptable(SPI_tuptable);
+        if (inserted && sid) {
+            char tok[23];
+            make_token(tok);
+            Datum sa[8] = {Int64GetDatum(sid),          CStringGetTextDatum(tok), Int32GetDatum(s->id),
+                           Int64GetDatum(eid),          a[3],                     CStringGetTextDatum(s->channel),
+                           s->delay,                    s->expires_after};
+            if (SPI_execute_plan(plan_survey, sa, NULL, false, 0) != SPI_OK_INSERT)
+                elog(ERROR, "nps_billing: survey insert failed");
+            MemoryContextSwitchTo(rowcxt);
+            Async_Notify("nps_billing_survey", s->name);
+        }
+    });
+}
+
+// Record a row's error (as the owner). The key is recomputed alone when the evaluation failed.
+void record_error(RowCtx *rc, ErrorData *ed) {
+    Source *s = rc->s;
+    const char *key = rc->key;
+    if (key == NULL && s->exprs[X_PAYMENT_KEY]) {
+        MemoryContext oldcxt = CurrentMemoryContext;
+        ResourceOwner oldowner = CurrentResourceOwner;
+        BeginInternalSubTransaction(NULL);
+        MemoryContextSwitchTo(oldcxt);
+        PG_TRY();
+        {
+            as_writer(s->nspoid, [&] {
+                if (s->key_plan == NULL) {
+                    SPIPlanPtr p = SPI_prepare_params(key_sql(s->exprs[X_PAYMENT_KEY]), parser_setup, s->shape,
+                                                      CURSOR_OPT_GENERIC_PLAN);
+                    if (p == NULL)
+                        elog(ERROR, "nps_billing: could not prepare the payment_key expression");
+                    SPI_keepplan(p);
+                    s->key_plan = p;
+                }
+                if (SPI_execute_plan_with_paramlist(s->key_plan, rc->params, false, 1) == SPI_OK_SELECT &&
+                    SPI_processed == 1) {
+                    bool isnull;
+                    Datum k = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+                    if (!isnull) {
+                        MemoryContext o = MemoryContextSwitchTo(oldcxt);
+                        key = TextDatumGetCString(k);
+                        MemoryContextSwitchTo(o);
+                    }
+                }
+            });
+            ReleaseCurrentSubTransaction();
+            MemoryContextSwitchTo(oldcxt);
+            CurrentResourceOwner = oldowner;
+        }
+        PG_CATCH();
+        {
+            MemoryContextSwitchTo(oldcxt);
+            FlushErrorState();
+            RollbackAndReleaseCurrentSubTransaction();
+            MemoryContextSwitchTo(oldcxt);
+            CurrentResourceOwner = oldowner;
+        }
+        PG_END_TRY();
+    }
+    as_owner(rc->owner, rc->extnsp, [&] {
+        // The message only (no DETAIL / CONTEXT): PostgreSQL's messages may quote an input value.
+        Datum a[5] = {Int32GetDatum(s->id), key ? CStringGetTextDatum(key) : (Datum)0,
+                      rc->customer ? CStringGetTextDatum(rc->customer) : (Datum)0,
+                      CStringGetTextDatum(ed->message ? ed->message : "unknown error"),
+                      CStringGetTextDatum(unpack_sql_state(ed->sqlerrcode))};
+        const char n[] = {' ', static_cast<char>(key ? ' ' : 'n'), static_cast<char>(rc->customer ? ' ' : 'n'), ' ',
+                          ' ', '\0'};
+        if (SPI_execute_plan(plan_error, a, n, false, 0) != SPI_OK_INSERT)
+            elog(ERROR, "nps_billing: could not record a capture error");
+    });
+}
+
+// The row path inside a subtransaction: an error becomes a capture_error row.
+void process_row_guarded(RowCtx *rc) {
+    MemoryContext oldcxt = CurrentMemoryContext;
+    ResourceOwner oldowner = CurrentResourceOwner;
+    rc->key = NULL;
+    rc->customer = NULL;
+    BeginInternalSubTransaction(NULL);
+    MemoryContextSwitchTo(oldcxt);
+    PG_TRY();
+    {
+        process_row(rc);
+        ReleaseCurrentSubTransaction();
+        MemoryContextSwitchTo(oldcxt);
+        CurrentResourceOwner = oldowner;
+    }
+    PG_CATCH();
+    {
+        MemoryContextSwitchTo(oldcxt);
+        ErrorData *ed = CopyErrorData();
+        FlushErrorState();
+        RollbackAndReleaseCurrentSubTransaction();  // also restores the user id of the writer
+        MemoryContextSwitchTo(oldcxt);
+        CurrentResourceOwner = oldowner;
+        record_error(rc, ed);
+        FreeErrorData(ed);
+    }
+    PG_END_TRY();
+}
+
+void run_row_path(Source *s, Relation rel, Tuplestorestate *ts, Oid owner, Oid extnsp) {
+    TupleDesc desc = RelationGetDescr(rel);
+    int natts = desc->natts;
+    MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext, "nps_billing capture row", ALLOCSET_DEFAULT_SIZES);
+    MemoryContext old;
+    RowCtx rc;
+    rc.s = s;
+    rc.owner = owner;
+    rc.extnsp = extnsp;
+    rc.params = makeParamList(natts);
+    for (int i = 0; i < natts; i++) {
+        ParamExternData *p = &rc.params->params[i];
+        Form_pg_attribute att = TupleDescAttr(desc, i);
+        p->ptype = att->attisdropped ? InvalidOid : att->atttypid;
+        p->pflags = PARAM_FLAG_CONST;
+        p->isnull = true;
+        p->value = (Datum)0;
+    }
+    TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+    int ptr = tuplestore_alloc_read_pointer(ts, EXEC_FLAG_REWIND);
+    tuplestore_select_read_pointer(ts, ptr);
+    tuplestore_rescan(ts);
+    for (;;) {
+        MemoryContextReset(rowcxt);
+        old = MemoryContextSwitchTo(rowcxt);
+        tuplestore_select_read_pointer(ts, ptr);
+        bool got = tuplestore_gettupleslot(ts, true, true, slot);
+        if (!got) {
+            MemoryContextSwitchTo(old);
+            break;
+        }
+        slot_getallattrs(slot);
+        for (int i = 0; i < natts; i++) {
+            rc.params->params[i].value = slot->tts_values[i];
+            rc.params->params[i].isnull = slot->tts_isnull[i];
+        }
+        rc.key = NULL;
+        rc.customer = NULL;
+        if (s->raise)
+            process_row(&rc);
+        else
+            process_row_guarded(&rc);
+        MemoryContextSwitchTo(old);
+        ExecClearTuple(slot);
+    }
+    ExecDropSingleTupleTableSlot(slot);
+    MemoryContextDelete(rowcxt);
+}
+
+// The set path: evaluate every row of the statement as the writer into a tuplestore, then one
+// data-modifying statement as the owner. Returns the number of NULL payment keys met.
+int64 run_set_path(Source *s, Relation rel, Oid owner, Oid extnsp) {
+    Tuplestorestate *evald = tuplestore_begin_heap(false, false, work_mem);
+    as_writer(s->nspoid, [&] {
+        if (s->set_plan == NULL) {
+            SPIPlanPtr p = SPI_prepare(eval_sql(s->exprs, RelationGetRelationName(rel)), 0, NULL);
+            if (p == NULL)
+                elog(ERROR, "nps_billing: could not prepare the set evaluation of source %d", s->id);
+            SPI_keepplan(p);
+            s->set_plan = p;
+        }
+        DestReceiver *dest = CreateDestReceiver(DestTuplestore);
+        SetTuplestoreDestReceiverParams(dest, evald, CurrentMemoryContext, false, NULL, NULL);
+        SPIExecuteOptions opt;
+        memset(&opt, 0, sizeof opt);
+        opt.read_only = false;
+        opt.dest = dest;
+        if (SPI_execute_plan_extended(s->set_plan, &opt) != SPI_OK_SELECT)
+            elog(ERROR, "nps_billing: set evaluation failed");
+        dest->rDestroy(dest);
+    });
+    EphemeralNamedRelation enr = static_cast<EphemeralNamedRelation>(palloc0(sizeof(EphemeralNamedRelationData)));
+    enr->md.name = const_cast<char *>("nps_eval");
+    enr->md.reliddesc = InvalidOid;
+    enr->md.tupdesc = eval_desc();
+    enr->md.enrtype = ENR_NAMED_TUPLESTORE;
+    enr->md.enrtuples = tuplestore_tuple_count(evald);
+    enr->reldata = evald;
+    if (SPI_register_relation(enr) != SPI_OK_REL_REGISTER)
+        elog(ERROR, "nps_billing: could not register the evaluated rows");
+    int64 surveys = 0, nullkeys = 0;
+    as_owner(owner, extnsp, [&] {
+        if (plan_set == NULL) {
+            Oid t[] = {INT4OID, BOOLOID, BOOLOID, BOOLOID, NUMERICOID, FLOAT8OID, INTERVALOID, TEXTOID, INTERVALOID, INTERVALOID};
+            plan_set = keep(SET_SQL, 10, t, CURSOR_OPT_CUSTOM_PLAN);
+        }
+        Datum a[10] = {Int32GetDatum(s->id),         BoolGetDatum(s->enabled),      BoolGetDatum(s->on_succeeded),
+                       BoolGetDatum(s->on_failed),   s->min_amount,                 Float8GetDatum(s->sample_rate),
+                       s->throttle,                  CStringGetTextDatum(s->channel), s->delay,
+                       s->expires_after};
+        if (SPI_execute_plan(plan_set, a, NULL, false, 0) != SPI_OK_SELECT)
+            elog(ERROR, "nps_billing: set capture failed");
+        bool isnull;
+        surveys = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+        nullkeys = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+        SPI_freetuptable(SPI_tuptable);
+    });
+    SPI_unregister_relation("nps_eval");
+    tuplestore_end(evald);
+    if (surveys > 0)
+        Async_Notify("nps_billing_survey", s->name);
+    return nullkeys;
+}
+
+}  // namespace
+
+// capture() RETURNS trigger: AFTER INSERT / AFTER UPDATE ... REFERENCING NEW TABLE AS nps_new
+// FOR EACH STATEMENT on a tracked table.
+NPS_FUNCTION(nps_capture_trigger) {
+    if (!CALLED_AS_TRIGGER(fcinfo))
+        ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+                        errmsg("nps_billing.capture() must be called as a trigger")));
+    TriggerData *td = reinterpret_cast<TriggerData *>(fcinfo->context);
+    if (!TRIGGER_FIRED_AFTER(td->tg_event) || !TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) ||
+        td->tg_trigger->tgnewtable == NULL || strcmp(td->tg_trigger->tgnewtable, "nps_new") != 0)
+        ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+                        errmsg("nps_billing.capture() must be an AFTER ... FOR EACH STATEMENT trigger with "
+                               "REFERENCING NEW TABLE AS nps_new"),
+                        errhint("Use nps_billing.track_payments() to create it.")));
+    Tuplestorestate *ts = td->tg_newtable;
+    if (ts == NULL || tuplestore_tuple_count(ts) == 0)
+        return PointerGetDatum(NULL);
+    int64 n = tuplestore_tuple_count(ts);
+    Oid extnsp = ext_namespace();
+    Oid owner = ext_owner();
+    if (SPI_connect() != SPI_OK_CONNECT)
+        elog(ERROR, "nps_billing: SPI_connect failed");
+    Source *s = get_source(td->tg_relation, owner, extnsp);
+    if (!s->tracked) {
+        SPI_finish();
+        return PointerGetDatum(NULL);
+    }
+    if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
+        elog(ERROR, "nps_billing: could not register the transition table");
+    if (n <= ROW_PATH_MAX) {
+        run_row_path(s, td->tg_relation, ts, owner, extnsp);
+    } else if (s->raise) {
+        int64 nullkeys = run_set_path(s, td->tg_relation, owner, extnsp);
+        if (nullkeys > 0)
+            ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                            errmsg("payment_key expression returned NULL for %lld row(s)", (long long)nullkeys)));
+    } else {
+        // One subtransaction for the whole set; if anything in it fails, redo the statement row
+        // by row so that only the bad rows land in capture_error.
+        MemoryContext oldcxt = CurrentMemoryContext;
+        ResourceOwner oldowner = CurrentResourceOwner;
+        bool failed = false;
+        BeginInternalSubTransaction(NULL);
+        MemoryContextSwitchTo(oldcxt);
+        PG_TRY();
+        {
+            run_set_path(s, td->tg_relation, owner, extnsp);
+            ReleaseCurrentSubTransaction();
+            MemoryContextSwitchTo(oldcxt);
+            CurrentResourceOwner = oldowner;
+        }
+        PG_CATCH();
+        {
+            MemoryContextSwitchTo(oldcxt);
+            FlushErrorState();
+            RollbackAndReleaseCurrentSubTransaction();
+            MemoryContextSwitchTo(oldcxt);
+            CurrentResourceOwner = oldowner;
+            failed = true;
+        }
+        PG_END_TRY();
+        if (failed) {
+            SPI_unregister_relation("nps_eval");  // may still be registered (result ignored)
+            run_row_path(s, td->tg_relation, ts, owner, extnsp);
+        }
+    }
+    SPI_finish();
+    return PointerGetDatum(NULL);
+}
+
+// _payment_source_changed(): statement trigger on payment_source; every backend's cached
+// sources are rebuilt (at commit, through the relcache invalidation of payment_source).
+NPS_FUNCTION(nps_payment_source_changed) {
+    if (!CALLED_AS_TRIGGER(fcinfo))
+        ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+                        errmsg("must be called as a trigger")));
+    TriggerData *td = reinterpret_cast<TriggerData *>(fcinfo->context);
+    CacheInvalidateRelcacheByRelid(RelationGetRelid(td->tg_relation));
+    return PointerGetDatum(NULL);
+}
