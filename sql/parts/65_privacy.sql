@@ -39,9 +39,10 @@ BEGIN
    WHERE (r.customer_id = customer OR r.survey_id = ANY (survey_ids));
   GET DIAGNOSTICS responses = ROW_COUNT;
 
-  -- Capture errors of the customer's payments, or quoting the id.
+  -- Capture errors of the customer (by id, by their payments' keys, or quoting the id).
   DELETE FROM @extschema@.capture_error ce
-   WHERE EXISTS (SELECT 1 FROM @extschema@.payment_event e
+   WHERE ce.customer_id = customer
+      OR EXISTS (SELECT 1 FROM @extschema@.payment_event e
                   WHERE e.customer_id = customer
                     AND e.source_id = ce.source_id AND e.payment_key = ce.payment_key)
       OR ce.error ~ word

@@ -16,15 +16,18 @@ SELECT 'ds-tok-' || e.id, e.source_id, e.id, e.customer_id,
        now() + interval '14 days'
   FROM nps_billing.payment_event e JOIN nps_billing.payment_source p ON p.id = e.source_id WHERE p.name = 'delivery_stress';
 
-\! rm -rf /tmp/nps_delivery_stress && mkdir -p /tmp/nps_delivery_stress
-\! for i in 1 2 3 4; do bash examples/sender/sender.sh --once --worker stress-$i --batch 200 --outbox /tmp/nps_delivery_stress/out$i 2>/tmp/nps_delivery_stress/err$i & done; wait
+-- a directory of this run's own (several clusters may run the suite at once)
+SELECT '/tmp/nps_delivery_stress_' || current_setting('port') || '_' || pg_backend_pid() AS outdir \gset
+\setenv NPS_STRESS_DIR :outdir
+\! rm -rf "$NPS_STRESS_DIR" && mkdir -p "$NPS_STRESS_DIR"
+\! for i in 1 2 3 4; do bash examples/sender/sender.sh --once --worker stress-$i --batch 200 --outbox "$NPS_STRESS_DIR/out$i" 2>"$NPS_STRESS_DIR/err$i" & done; wait
 
 CREATE TEMP TABLE outbox (sent_at text, worker text, survey_id bigint, customer text, link text, source text, amount numeric, currency text);
-\copy outbox FROM PROGRAM 'cat /tmp/nps_delivery_stress/out*/*.tsv'
+\copy outbox FROM PROGRAM 'cat "$NPS_STRESS_DIR"/out*/*.tsv'
 
 -- the three sms surveys become due now; one sender with an sms outage reports them failed
 UPDATE nps_billing.survey SET send_after = now() - interval '1 second' WHERE channel = 'sms' AND token LIKE 'ds-tok-%';
-\! bash examples/sender/sender.sh --once --worker stress-sms --fail-channel sms --retry-after '2 hours' --outbox /tmp/nps_delivery_stress/out-sms 2>/tmp/nps_delivery_stress/err-sms
+\! bash examples/sender/sender.sh --once --worker stress-sms --fail-channel sms --retry-after '2 hours' --outbox "$NPS_STRESS_DIR/out-sms" 2>"$NPS_STRESS_DIR/err-sms"
 
 BEGIN;
 SELECT plan(10);
@@ -47,7 +50,7 @@ SELECT results_eq($$SELECT status, attempts, last_error, send_after > now() + in
   $$VALUES ('pending'::text, 1, 'simulated sms provider outage'::text, true), ('pending', 1, 'simulated sms provider outage', true),
            ('pending', 1, 'simulated sms provider outage', true)$$,
   'a failed send goes back to pending with the error and the sender''s retry delay');
-SELECT is((SELECT string_agg(w, '') FROM (SELECT pg_read_file('/tmp/nps_delivery_stress/' || f) w FROM unnest(ARRAY['err1', 'err2', 'err3', 'err4', 'err-sms']) f) x), '',
+SELECT is((SELECT string_agg(w, '') FROM (SELECT pg_read_file(:'outdir' || '/' || f) w FROM unnest(ARRAY['err1', 'err2', 'err3', 'err4', 'err-sms']) f) x), '',
           'the senders reported no error');
 SELECT diag('surveys per worker: ' || string_agg(worker || '=' || n, ', ' ORDER BY worker)) FROM (SELECT worker, count(*) n FROM outbox GROUP BY worker) x;
 SELECT * FROM finish();
@@ -57,4 +60,4 @@ DELETE FROM nps_billing.survey WHERE token LIKE 'ds-tok-%';
 DELETE FROM nps_billing.payment_event WHERE payment_key LIKE 'ds-%' AND source_id = (SELECT id FROM nps_billing.payment_source WHERE name = 'delivery_stress');
 DELETE FROM nps_billing.payment_source WHERE name = 'delivery_stress';
 DROP TABLE public.delivery_stress_pay;
-\! rm -rf /tmp/nps_delivery_stress
+\! rm -rf "$NPS_STRESS_DIR"

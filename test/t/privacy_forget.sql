@@ -37,11 +37,13 @@ INSERT INTO response (customer_id, score, comment, channel, responded_at)
 VALUES ('erase-me-7f3a', 9, 'old comment-of-erase-me-7f3a', 'sms', '2024-01-01'), ('keep-two', 0, 'old keep', 'sms', '2024-01-01');
 INSERT INTO customer_contact VALUES ('erase-me-7f3a', now()), ('keep-one', now());
 INSERT INTO opt_out (customer_id) VALUES ('erase-me-7f3a'), ('keep-two');
-INSERT INTO capture_error (source_id, payment_key, error, sqlstate)
-SELECT p.id, k, e, '22P02' FROM payment_source p,
-  (VALUES ('pf-raw-1', 'invalid input syntax for type bigint: "erase-me-7f3a"'),
-          ('pf-pay-erase-me-7f3a-9', 'amount: division by zero'),
-          ('pf-raw-2', 'invalid input syntax for type bigint: "keep-one"')) v(k, e)
+INSERT INTO capture_error (source_id, payment_key, customer_id, error, sqlstate)
+SELECT p.id, k, c, e, '22P02' FROM payment_source p,
+  (VALUES ('pf-raw-1', NULL, 'invalid input syntax for type bigint: "erase-me-7f3a"'),
+          ('pf-pay-erase-me-7f3a-9', NULL, 'amount: division by zero'),
+          ('pf-raw-7', 'erase-me-7f3a', 'amount: division by zero'),
+          ('pf-raw-2', NULL, 'invalid input syntax for type bigint: "keep-one"'),
+          ('pf-raw-8', 'keep-two', 'amount: division by zero')) v(k, c, e)
  WHERE p.name = 'pf';
 
 CREATE TEMP TABLE x_events AS SELECT id FROM payment_event WHERE customer_id = 'erase-me-7f3a';
@@ -55,7 +57,7 @@ CREATE FUNCTION pg_temp.others() RETURNS SETOF text LANGUAGE sql AS $$
   UNION ALL SELECT 'response ' || r::text FROM nps_billing.response r WHERE r.customer_id LIKE 'keep-%'
   UNION ALL SELECT 'contact ' || c::text FROM nps_billing.customer_contact c WHERE c.customer_id LIKE 'keep-%'
   UNION ALL SELECT 'opt_out ' || o::text FROM nps_billing.opt_out o WHERE o.customer_id LIKE 'keep-%'
-  UNION ALL SELECT 'error ' || (ce.payment_key, ce.error)::text FROM nps_billing.capture_error ce WHERE ce.payment_key IN ('pf-raw-2') $$;
+  UNION ALL SELECT 'error ' || (ce.payment_key, ce.error)::text FROM nps_billing.capture_error ce WHERE ce.payment_key IN ('pf-raw-2', 'pf-raw-8') $$;
 CREATE TEMP TABLE others_before AS SELECT * FROM pg_temp.others() o;
 CREATE TEMP TABLE nps_before AS
   SELECT nps(score) AS nps, count(*) AS n, array_agg(score ORDER BY responded_at, score) AS scores, array_agg(category::text ORDER BY responded_at, score) AS cats FROM response;
@@ -80,8 +82,8 @@ SELECT results_eq($$SELECT score::int, category::text, customer_id, comment, sur
 SELECT results_eq($$SELECT kind, amount, customer_id, attributes, payment_key = 'forgotten-' || id FROM payment_event WHERE id IN (SELECT id FROM x_events) ORDER BY amount$$,
   $$VALUES ('succeeded'::text, 10::numeric, NULL::text, NULL::jsonb, true), ('succeeded', 20, NULL, NULL, true), ('failed', 30, NULL, NULL, true)$$,
   'its payment events keep kind, amount and date; id, attributes and a payment key embedding the id gone');
-SELECT is((SELECT array_agg(payment_key) FROM capture_error WHERE payment_key LIKE 'pf-%'), ARRAY['pf-raw-2'],
-          'its capture errors (by payment key or quoting the id) are gone, the others'' stay');
+SELECT is((SELECT array_agg(payment_key ORDER BY payment_key) FROM capture_error WHERE payment_key LIKE 'pf-%'), ARRAY['pf-raw-2', 'pf-raw-8'],
+          'its capture errors (by customer id, payment key or quoting the id) are gone, the others'' stay');
 SELECT results_eq($$SELECT * FROM forget_customer('erase-me-7f3a')$$, $$VALUES (0, 0, 0)$$, 'a second call finds nothing: idempotent');
 SELECT results_eq($$SELECT * FROM forget_customer('never-seen')$$, $$VALUES (0, 0, 0)$$, 'an unknown customer is not an error');
 SELECT throws_ok($$SELECT * FROM forget_customer(NULL)$$, '22004', 'forget_customer: customer must not be NULL', 'NULL customer: 22004');
