@@ -37,7 +37,9 @@ while [ $# -gt 0 ]; do
 done
 case "$batch" in ''|*[!0-9]*) echo "sender.sh: --batch must be a positive integer" >&2; exit 2;; esac
 mkdir -p "$outbox"
-stop=0; trap 'stop=1' INT TERM
+stop=0; waiter=''
+# Stop after the current batch; a wait for NOTIFY is cut short.
+trap 'stop=1; [ -z "$waiter" ] || kill "$waiter" 2>/dev/null' INT TERM
 
 # All values reach SQL as psql variables (:'name' quotes them): no string is pasted into SQL.
 psql_run() { psql -X -q -A -t -F $'\t' -v worker="$worker" -v batch="$batch" -v lease="$lease" \
@@ -77,9 +79,13 @@ SQL
 }
 
 wait_for_work() {
-  # psql prints a notification after the next command it runs: ask every second.
+  # psql prints a notification after the next command it runs: ask every second. timeout runs
+  # the pipeline in its own process group and takes all of it down (on timeout or on our kill).
   timeout "$poll" bash -c '{ echo "LISTEN nps_billing_survey;"; while sleep 1; do echo "SELECT 1;"; done; } |
-    psql -X -q -A -t 2>/dev/null | grep -q -m1 "Asynchronous notification"' || true
+    psql -X -q -A -t 2>/dev/null | grep -q -m1 "Asynchronous notification"' &
+  waiter=$!
+  wait "$waiter" || true
+  waiter=''
 }
 
 while [ "$stop" -eq 0 ]; do
