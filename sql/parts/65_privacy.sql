@@ -56,8 +56,11 @@ BEGIN
                             THEN 'forgotten-' || e.id ELSE e.payment_key END
    WHERE e.customer_id = customer;
   GET DIAGNOSTICS events = ROW_COUNT;
+  -- Any other event still pointing at one of these surveys (found through survey.event_id: the
+  -- primary key, not a scan of payment_event).
   UPDATE @extschema@.payment_event e SET survey_id = NULL
-   WHERE e.survey_id = ANY (survey_ids);
+   WHERE e.id IN (SELECT s.event_id FROM @extschema@.survey s WHERE s.id = ANY (survey_ids))
+     AND e.survey_id = ANY (survey_ids);
 
   -- Surveys and their tokens go entirely.
   DELETE FROM @extschema@.survey s WHERE s.id = ANY (survey_ids);
@@ -95,11 +98,12 @@ BEGIN
 
   -- Surveys created before the cutoff, whatever their state (live ones that old are overdue).
   WITH gone AS (
-    DELETE FROM @extschema@.survey s WHERE s.created_at < cutoff RETURNING s.id
+    DELETE FROM @extschema@.survey s WHERE s.created_at < cutoff RETURNING s.id, s.event_id
   ), unlinked AS (
     UPDATE @extschema@.response r SET survey_id = NULL FROM gone WHERE r.survey_id = gone.id
   ), unlinked_events AS (
-    UPDATE @extschema@.payment_event e SET survey_id = NULL FROM gone WHERE e.survey_id = gone.id
+    UPDATE @extschema@.payment_event e SET survey_id = NULL
+      FROM gone WHERE e.id = gone.event_id AND e.survey_id = gone.id
   )
   SELECT count(*) INTO surveys FROM gone;
 

@@ -1,6 +1,6 @@
 -- forget_customer leaves no trace of the person in any table of the schema; purge retention.
 BEGIN;
-SELECT plan(27);
+SELECT plan(28);
 SET LOCAL search_path = nps_billing, public;
 
 -- every table (and materialized view) of the schema, searched as text, found from the catalog
@@ -68,6 +68,7 @@ SELECT set_eq($$SELECT * FROM pg_temp.traces('erase-me-7f3a')$$,
         'nps_billing.payment_event', 'nps_billing.response', 'nps_billing.survey'],
   'before: the id is found in six tables');
 SELECT is((SELECT count(*)::int FROM x_secrets), 4, 'fixture: X has 2 tokens and 2 comments');
+SELECT is((SELECT count(survey_id)::int FROM payment_event WHERE id IN (SELECT id FROM x_events)), 2, 'fixture: 2 of its events link to its surveys');
 
 SELECT results_eq($$SELECT * FROM forget_customer('erase-me-7f3a')$$, $$VALUES (3, 2, 2)$$,
                   'forget_customer returns (events, surveys, responses) it erased');
@@ -79,8 +80,8 @@ SELECT results_eq($$SELECT nps(score), count(*), array_agg(score ORDER BY respon
 SELECT results_eq($$SELECT score::int, category::text, customer_id, comment, survey_id, channel FROM response WHERE customer_id IS NULL AND comment IS NULL ORDER BY responded_at$$,
                   $$VALUES (9, 'promoter'::text, NULL::text, NULL::text, NULL::bigint, NULL::text), (3, 'detractor', NULL, NULL, NULL, NULL)$$,
                   'its responses keep only score, category and dates');
-SELECT results_eq($$SELECT kind, amount, customer_id, attributes, payment_key = 'forgotten-' || id FROM payment_event WHERE id IN (SELECT id FROM x_events) ORDER BY amount$$,
-  $$VALUES ('succeeded'::text, 10::numeric, NULL::text, NULL::jsonb, true), ('succeeded', 20, NULL, NULL, true), ('failed', 30, NULL, NULL, true)$$,
+SELECT results_eq($$SELECT kind, amount, customer_id, attributes, survey_id, payment_key = 'forgotten-' || id FROM payment_event WHERE id IN (SELECT id FROM x_events) ORDER BY amount$$,
+  $$VALUES ('succeeded'::text, 10::numeric, NULL::text, NULL::jsonb, NULL::bigint, true), ('succeeded', 20, NULL, NULL, NULL, true), ('failed', 30, NULL, NULL, NULL, true)$$,
   'its payment events keep kind, amount and date; id, attributes and a payment key embedding the id gone');
 SELECT is((SELECT array_agg(payment_key ORDER BY payment_key) FROM capture_error WHERE payment_key LIKE 'pf-%'), ARRAY['pf-raw-2', 'pf-raw-8'],
           'its capture errors (by customer id, payment key or quoting the id) are gone, the others'' stay');
