@@ -1,6 +1,6 @@
 -- forget_customer leaves no trace of the person in any table of the schema; purge retention.
 BEGIN;
-SELECT plan(28);
+SELECT plan(30);
 SET LOCAL search_path = nps_billing, public;
 
 -- every table (and materialized view) of the schema, searched as text, found from the catalog
@@ -94,6 +94,9 @@ INSERT INTO capture_error (source_id, payment_key, error) SELECT id, 'pf-raw-4',
 INSERT INTO capture_error (source_id, payment_key, error) SELECT id, 'pf-raw-5', 'bad value "axbbb"' FROM payment_source WHERE name = 'pf';
 INSERT INTO capture_error (source_id, payment_key, error) SELECT id, 'pf-raw-6', 'bad value "a.b*c"' FROM payment_source WHERE name = 'pf';
 SELECT lives_ok($$SELECT * FROM forget_customer('a.b*')$$, 'an id with regex metacharacters');
+INSERT INTO capture_error (source_id, payment_key, error) SELECT id, 'pf-raw-9', 'bad value "' || repeat('z', 100000) || '"' FROM payment_source WHERE name = 'pf';
+SELECT results_eq($$SELECT * FROM forget_customer(repeat('z', 100000))$$, $$VALUES (0, 0, 0)$$, 'a 100,000-character id works');
+SELECT is((SELECT count(*)::int FROM capture_error WHERE payment_key = 'pf-raw-9'), 0, '... and its capture error is erased');
 SELECT is((SELECT array_agg(payment_key ORDER BY payment_key) FROM capture_error WHERE payment_key IN ('pf-raw-4', 'pf-raw-5', 'pf-raw-6')), ARRAY['pf-raw-5', 'pf-raw-6'],
           'is matched literally and as a whole word (a longer id that starts like it is someone else)');
 
