@@ -34,8 +34,10 @@ BEGIN
   -- Serialise with the capture trigger's throttle on this customer (its lock point).
   PERFORM 1 FROM @extschema@.customer_contact c WHERE c.customer_id = customer FOR UPDATE;
 
-  SELECT coalesce(array_agg(s.id), '{}') INTO survey_ids
-    FROM @extschema@.survey s WHERE s.customer_id = customer;
+  -- Lock the person's surveys first: an answer arriving meanwhile (record_response locks the
+  -- survey row) either committed before (and is anonymised below) or waits and finds no survey.
+  SELECT coalesce(array_agg(x.id), '{}') INTO survey_ids
+    FROM (SELECT s.id FROM @extschema@.survey s WHERE s.customer_id = customer FOR UPDATE) x;
 
   -- Responses: anonymise, keep score / category / dates so NPS history stays true.
   UPDATE @extschema@.response r
