@@ -13,6 +13,7 @@
 #                   many seconds before claiming again (retries become due without a NOTIFY)
 #   --fail-channel  simulate a provider outage for one channel (mark_failed instead of sending)
 #
+# Claimed rows travel as tab-separated text: customer ids must not contain tabs or newlines.
 # Connection: the usual libpq environment (PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD or
 # ~/.pgpass). The role needs only the sender grants of docs/privacy.md.
 # Delivery is at-least-once: a sender that dies after sending but before mark_sent has its
@@ -31,13 +32,15 @@ while [ $# -gt 0 ]; do
     --poll) poll=$2; shift 2;;
     --retry-after) retry_after=$2; shift 2;;
     --fail-channel) fail_channel=$2; shift 2;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0;;
     *) echo "sender.sh: unknown option $1" >&2; exit 2;;
   esac
 done
 case "$batch" in ''|*[!0-9]*) echo "sender.sh: --batch must be a positive integer" >&2; exit 2;; esac
 mkdir -p "$outbox"
-stop=0; trap 'stop=1' INT TERM
+stop=0; waiter=''
+# Stop after the current batch; a wait for NOTIFY is cut short.
+trap 'stop=1; [ -z "$waiter" ] || kill "$waiter" 2>/dev/null' INT TERM
 
 # All values reach SQL as psql variables (:'name' quotes them): no string is pasted into SQL.
 psql_run() { psql -X -q -A -t -F $'\t' -v worker="$worker" -v batch="$batch" -v lease="$lease" \
@@ -54,11 +57,13 @@ send_one() { # id token customer channel attempts source kind amount currency
 # One batch: claim, send each, report. Prints the number of surveys claimed.
 one_batch() {
   local rows report n=0 id token customer channel attempts source kind amount currency err
-  rows=$(psql_run -v ON_ERROR_STOP=1 <<'SQL'
+  if ! rows=$(psql_run -v ON_ERROR_STOP=1 <<'SQL'
 SELECT id, token, customer_id, channel, attempts, source, kind, amount, currency
   FROM nps_billing.claim_surveys(:'worker', :'batch', :'lease');
 SQL
-)
+  ); then
+    echo -1; return   # claim failed (connection, privileges, bad --batch/--lease): psql said why
+  fi
   report=''
   while IFS=$'\t' read -r id token customer channel attempts source kind amount currency; do
     case "$id" in ''|*[!0-9]*) continue;; esac
@@ -77,13 +82,22 @@ SQL
 }
 
 wait_for_work() {
-  # psql prints a notification after the next command it runs: ask every second.
+  # psql prints a notification after the next command it runs: ask every second. timeout runs
+  # the pipeline in its own process group and takes all of it down (on timeout or on our kill).
   timeout "$poll" bash -c '{ echo "LISTEN nps_billing_survey;"; while sleep 1; do echo "SELECT 1;"; done; } |
-    psql -X -q -A -t 2>/dev/null | grep -q -m1 "Asynchronous notification"' || true
+    psql -X -q -A -t 2>/dev/null | grep -q -m1 "Asynchronous notification"' &
+  waiter=$!
+  wait "$waiter" || true
+  waiter=''
 }
 
 while [ "$stop" -eq 0 ]; do
-  while [ "$stop" -eq 0 ] && [ "$(one_batch)" -gt 0 ]; do :; done
+  n=1
+  while [ "$stop" -eq 0 ] && [ "$n" -gt 0 ]; do n=$(one_batch); done
+  if [ "$n" -lt 0 ]; then
+    [ "$once" -eq 1 ] && exit 1
+    echo "sender.sh: claim failed, retrying in $poll s" >&2
+  fi
   [ "$once" -eq 1 ] && break
   [ "$stop" -eq 0 ] && wait_for_work
 done

@@ -24,14 +24,20 @@ BEGIN
   IF customer = '' THEN
     RAISE EXCEPTION 'forget_customer: customer must not be empty' USING ERRCODE = '22023';
   END IF;
-  word := '(^|[^[:alnum:]])' || regexp_replace(customer, '([^[:alnum:][:space:]])', '\\\1', 'g')
-          || '($|[^[:alnum:]])';
+  -- (a very long id is matched as a plain substring: too long for a regular expression, and
+  -- too long to be part of another id by chance)
+  IF length(customer) <= 256 THEN
+    word := '(^|[^[:alnum:]])' || regexp_replace(customer, '([^[:alnum:][:space:]])', '\\\1', 'g')
+            || '($|[^[:alnum:]])';
+  END IF;
 
   -- Serialise with the capture trigger's throttle on this customer (its lock point).
   PERFORM 1 FROM @extschema@.customer_contact c WHERE c.customer_id = customer FOR UPDATE;
 
-  SELECT coalesce(array_agg(s.id), '{}') INTO survey_ids
-    FROM @extschema@.survey s WHERE s.customer_id = customer;
+  -- Lock the person's surveys first: an answer arriving meanwhile (record_response locks the
+  -- survey row) either committed before (and is anonymised below) or waits and finds no survey.
+  SELECT coalesce(array_agg(x.id), '{}') INTO survey_ids
+    FROM (SELECT s.id FROM @extschema@.survey s WHERE s.customer_id = customer FOR UPDATE) x;
 
   -- Responses: anonymise, keep score / category / dates so NPS history stays true.
   UPDATE @extschema@.response r
@@ -39,13 +45,14 @@ BEGIN
    WHERE (r.customer_id = customer OR r.survey_id = ANY (survey_ids));
   GET DIAGNOSTICS responses = ROW_COUNT;
 
-  -- Capture errors of the customer's payments, or quoting the id.
+  -- Capture errors of the customer (by id, by their payments' keys, or quoting the id).
   DELETE FROM @extschema@.capture_error ce
-   WHERE EXISTS (SELECT 1 FROM @extschema@.payment_event e
+   WHERE ce.customer_id = customer
+      OR EXISTS (SELECT 1 FROM @extschema@.payment_event e
                   WHERE e.customer_id = customer
                     AND e.source_id = ce.source_id AND e.payment_key = ce.payment_key)
-      OR ce.error ~ word
-      OR ce.payment_key ~ word;
+      OR (strpos(ce.error, customer) > 0 AND (word IS NULL OR ce.error ~ word))
+      OR (strpos(ce.payment_key, customer) > 0 AND (word IS NULL OR ce.payment_key ~ word));
 
   -- Payment events: keep the fact, amount and date (revenue stays true), drop who and what.
   -- A payment key that embeds the id (e.g. 'cust42-2024-07') is replaced by a neutral one.
@@ -55,8 +62,11 @@ BEGIN
                             THEN 'forgotten-' || e.id ELSE e.payment_key END
    WHERE e.customer_id = customer;
   GET DIAGNOSTICS events = ROW_COUNT;
+  -- Any other event still pointing at one of these surveys (found through survey.event_id: the
+  -- primary key, not a scan of payment_event).
   UPDATE @extschema@.payment_event e SET survey_id = NULL
-   WHERE e.survey_id = ANY (survey_ids);
+   WHERE e.id IN (SELECT s.event_id FROM @extschema@.survey s WHERE s.id = ANY (survey_ids))
+     AND e.survey_id = ANY (survey_ids);
 
   -- Surveys and their tokens go entirely.
   DELETE FROM @extschema@.survey s WHERE s.id = ANY (survey_ids);
@@ -94,11 +104,12 @@ BEGIN
 
   -- Surveys created before the cutoff, whatever their state (live ones that old are overdue).
   WITH gone AS (
-    DELETE FROM @extschema@.survey s WHERE s.created_at < cutoff RETURNING s.id
+    DELETE FROM @extschema@.survey s WHERE s.created_at < cutoff RETURNING s.id, s.event_id
   ), unlinked AS (
     UPDATE @extschema@.response r SET survey_id = NULL FROM gone WHERE r.survey_id = gone.id
   ), unlinked_events AS (
-    UPDATE @extschema@.payment_event e SET survey_id = NULL FROM gone WHERE e.survey_id = gone.id
+    UPDATE @extschema@.payment_event e SET survey_id = NULL
+      FROM gone WHERE e.id = gone.event_id AND e.survey_id = gone.id
   )
   SELECT count(*) INTO surveys FROM gone;
 

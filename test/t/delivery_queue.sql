@@ -1,6 +1,6 @@
 -- The survey queue: claim_surveys / mark_sent / mark_failed / expire_surveys, their errors.
 BEGIN;
-SELECT plan(51);
+SELECT plan(53);
 SET LOCAL search_path = nps_billing, public;
 
 CREATE TEMP TABLE dq_pay (id int);
@@ -104,5 +104,10 @@ SELECT results_eq($$SELECT c, status FROM ids JOIN survey USING (id) ORDER BY c$
   'final states');
 SELECT is((SELECT last_error FROM survey WHERE id = pg_temp.sid(4)), repeat('e', 2000), 'a failed survey keeps its last reported error');
 SELECT is(expire_surveys(), 0, 'expire_surveys is idempotent');
+-- a sent survey nobody answered expires too, keeping its sent_at; failed and responded stay
+UPDATE survey SET expires_at = now() - interval '1 second' WHERE id IN (pg_temp.sid(1), pg_temp.sid(2));
+SELECT is(expire_surveys(), 1, 'an overdue sent survey expires (a failed one does not)');
+SELECT results_eq($$SELECT status, sent_at IS NOT NULL FROM survey WHERE id = pg_temp.sid(1)$$,
+                  $$VALUES ('expired'::text, true)$$, 'expired, sent_at kept: it was delivered but not answered');
 SELECT * FROM finish();
 ROLLBACK;

@@ -1,6 +1,6 @@
 -- record_response: answers by token, replacement, which statuses accept answers, errors.
 BEGIN;
-SELECT plan(27);
+SELECT plan(28);
 SET LOCAL search_path = nps_billing, public;
 
 CREATE TEMP TABLE dr_pay (id int);
@@ -57,6 +57,7 @@ SELECT throws_ok($$SELECT record_response('dr-tok-sent', 9, NULL, NULL)$$, '2200
 SELECT throws_ok($$SELECT record_response('dr-tok-sent', 9, NULL, 'infinity')$$, '22023', NULL, 'infinite responded_at: 22023');
 SELECT throws_ok($$SELECT record_response('dr-tok-sent', 9, repeat('x', 10001))$$, '22001', NULL, 'a comment over 10000 characters: 22001');
 SELECT throws_ok($$SELECT record_response('dr-tok-sent', 2147483647)$$, '22003', NULL, 'huge score: 22003');
+SELECT throws_ok($$SELECT record_response(repeat('t', 1000000), 9)$$, 'P0002', 'record_response: no survey has this token', 'a 1 MB token: P0002, not echoed');
 SELECT is((SELECT score::int FROM response r JOIN survey s ON s.id = r.survey_id WHERE s.token = 'dr-tok-sent'), 8,
           'failed calls changed nothing');
 

@@ -1,6 +1,6 @@
 -- forget_customer leaves no trace of the person in any table of the schema; purge retention.
 BEGIN;
-SELECT plan(27);
+SELECT plan(30);
 SET LOCAL search_path = nps_billing, public;
 
 -- every table (and materialized view) of the schema, searched as text, found from the catalog
@@ -37,11 +37,13 @@ INSERT INTO response (customer_id, score, comment, channel, responded_at)
 VALUES ('erase-me-7f3a', 9, 'old comment-of-erase-me-7f3a', 'sms', '2024-01-01'), ('keep-two', 0, 'old keep', 'sms', '2024-01-01');
 INSERT INTO customer_contact VALUES ('erase-me-7f3a', now()), ('keep-one', now());
 INSERT INTO opt_out (customer_id) VALUES ('erase-me-7f3a'), ('keep-two');
-INSERT INTO capture_error (source_id, payment_key, error, sqlstate)
-SELECT p.id, k, e, '22P02' FROM payment_source p,
-  (VALUES ('pf-raw-1', 'invalid input syntax for type bigint: "erase-me-7f3a"'),
-          ('pf-pay-erase-me-7f3a-9', 'amount: division by zero'),
-          ('pf-raw-2', 'invalid input syntax for type bigint: "keep-one"')) v(k, e)
+INSERT INTO capture_error (source_id, payment_key, customer_id, error, sqlstate)
+SELECT p.id, k, c, e, '22P02' FROM payment_source p,
+  (VALUES ('pf-raw-1', NULL, 'invalid input syntax for type bigint: "erase-me-7f3a"'),
+          ('pf-pay-erase-me-7f3a-9', NULL, 'amount: division by zero'),
+          ('pf-raw-7', 'erase-me-7f3a', 'amount: division by zero'),
+          ('pf-raw-2', NULL, 'invalid input syntax for type bigint: "keep-one"'),
+          ('pf-raw-8', 'keep-two', 'amount: division by zero')) v(k, c, e)
  WHERE p.name = 'pf';
 
 CREATE TEMP TABLE x_events AS SELECT id FROM payment_event WHERE customer_id = 'erase-me-7f3a';
@@ -55,7 +57,7 @@ CREATE FUNCTION pg_temp.others() RETURNS SETOF text LANGUAGE sql AS $$
   UNION ALL SELECT 'response ' || r::text FROM nps_billing.response r WHERE r.customer_id LIKE 'keep-%'
   UNION ALL SELECT 'contact ' || c::text FROM nps_billing.customer_contact c WHERE c.customer_id LIKE 'keep-%'
   UNION ALL SELECT 'opt_out ' || o::text FROM nps_billing.opt_out o WHERE o.customer_id LIKE 'keep-%'
-  UNION ALL SELECT 'error ' || (ce.payment_key, ce.error)::text FROM nps_billing.capture_error ce WHERE ce.payment_key IN ('pf-raw-2') $$;
+  UNION ALL SELECT 'error ' || (ce.payment_key, ce.error)::text FROM nps_billing.capture_error ce WHERE ce.payment_key IN ('pf-raw-2', 'pf-raw-8') $$;
 CREATE TEMP TABLE others_before AS SELECT * FROM pg_temp.others() o;
 CREATE TEMP TABLE nps_before AS
   SELECT nps(score) AS nps, count(*) AS n, array_agg(score ORDER BY responded_at, score) AS scores, array_agg(category::text ORDER BY responded_at, score) AS cats FROM response;
@@ -66,6 +68,7 @@ SELECT set_eq($$SELECT * FROM pg_temp.traces('erase-me-7f3a')$$,
         'nps_billing.payment_event', 'nps_billing.response', 'nps_billing.survey'],
   'before: the id is found in six tables');
 SELECT is((SELECT count(*)::int FROM x_secrets), 4, 'fixture: X has 2 tokens and 2 comments');
+SELECT is((SELECT count(survey_id)::int FROM payment_event WHERE id IN (SELECT id FROM x_events)), 2, 'fixture: 2 of its events link to its surveys');
 
 SELECT results_eq($$SELECT * FROM forget_customer('erase-me-7f3a')$$, $$VALUES (3, 2, 2)$$,
                   'forget_customer returns (events, surveys, responses) it erased');
@@ -77,11 +80,11 @@ SELECT results_eq($$SELECT nps(score), count(*), array_agg(score ORDER BY respon
 SELECT results_eq($$SELECT score::int, category::text, customer_id, comment, survey_id, channel FROM response WHERE customer_id IS NULL AND comment IS NULL ORDER BY responded_at$$,
                   $$VALUES (9, 'promoter'::text, NULL::text, NULL::text, NULL::bigint, NULL::text), (3, 'detractor', NULL, NULL, NULL, NULL)$$,
                   'its responses keep only score, category and dates');
-SELECT results_eq($$SELECT kind, amount, customer_id, attributes, payment_key = 'forgotten-' || id FROM payment_event WHERE id IN (SELECT id FROM x_events) ORDER BY amount$$,
-  $$VALUES ('succeeded'::text, 10::numeric, NULL::text, NULL::jsonb, true), ('succeeded', 20, NULL, NULL, true), ('failed', 30, NULL, NULL, true)$$,
+SELECT results_eq($$SELECT kind, amount, customer_id, attributes, survey_id, payment_key = 'forgotten-' || id FROM payment_event WHERE id IN (SELECT id FROM x_events) ORDER BY amount$$,
+  $$VALUES ('succeeded'::text, 10::numeric, NULL::text, NULL::jsonb, NULL::bigint, true), ('succeeded', 20, NULL, NULL, NULL, true), ('failed', 30, NULL, NULL, NULL, true)$$,
   'its payment events keep kind, amount and date; id, attributes and a payment key embedding the id gone');
-SELECT is((SELECT array_agg(payment_key) FROM capture_error WHERE payment_key LIKE 'pf-%'), ARRAY['pf-raw-2'],
-          'its capture errors (by payment key or quoting the id) are gone, the others'' stay');
+SELECT is((SELECT array_agg(payment_key ORDER BY payment_key) FROM capture_error WHERE payment_key LIKE 'pf-%'), ARRAY['pf-raw-2', 'pf-raw-8'],
+          'its capture errors (by customer id, payment key or quoting the id) are gone, the others'' stay');
 SELECT results_eq($$SELECT * FROM forget_customer('erase-me-7f3a')$$, $$VALUES (0, 0, 0)$$, 'a second call finds nothing: idempotent');
 SELECT results_eq($$SELECT * FROM forget_customer('never-seen')$$, $$VALUES (0, 0, 0)$$, 'an unknown customer is not an error');
 SELECT throws_ok($$SELECT * FROM forget_customer(NULL)$$, '22004', 'forget_customer: customer must not be NULL', 'NULL customer: 22004');
@@ -91,6 +94,9 @@ INSERT INTO capture_error (source_id, payment_key, error) SELECT id, 'pf-raw-4',
 INSERT INTO capture_error (source_id, payment_key, error) SELECT id, 'pf-raw-5', 'bad value "axbbb"' FROM payment_source WHERE name = 'pf';
 INSERT INTO capture_error (source_id, payment_key, error) SELECT id, 'pf-raw-6', 'bad value "a.b*c"' FROM payment_source WHERE name = 'pf';
 SELECT lives_ok($$SELECT * FROM forget_customer('a.b*')$$, 'an id with regex metacharacters');
+INSERT INTO capture_error (source_id, payment_key, error) SELECT id, 'pf-raw-9', 'bad value "' || repeat('z', 100000) || '"' FROM payment_source WHERE name = 'pf';
+SELECT results_eq($$SELECT * FROM forget_customer(repeat('z', 100000))$$, $$VALUES (0, 0, 0)$$, 'a 100,000-character id works');
+SELECT is((SELECT count(*)::int FROM capture_error WHERE payment_key = 'pf-raw-9'), 0, '... and its capture error is erased');
 SELECT is((SELECT array_agg(payment_key ORDER BY payment_key) FROM capture_error WHERE payment_key IN ('pf-raw-4', 'pf-raw-5', 'pf-raw-6')), ARRAY['pf-raw-5', 'pf-raw-6'],
           'is matched literally and as a whole word (a longer id that starts like it is someone else)');
 
