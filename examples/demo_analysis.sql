@@ -15,6 +15,7 @@ SELECT (SELECT count(*) FROM stripe.customers) AS customers,
        (SELECT count(*) FROM stripe.charges) AS charges,
        (SELECT count(*) FROM stripe.charges WHERE status = 'failed') AS failed_charges,
        (SELECT count(*) FROM payment_event) AS payment_events,
+       (SELECT count(*) FROM capture_error) AS capture_errors,
        (SELECT count(*) FROM survey) AS surveys,
        (SELECT count(*) FROM response) AS answers;
 
@@ -36,7 +37,7 @@ FROM nps_by('method');
 \echo
 \echo '== Pattern 2: NPS dips in the days right after the monthly charge: nps_by_days_since_payment(30)'
 SELECT day, responses, pg_temp.r(nps) AS nps, pg_temp.r(ci_low) AS ci_low, pg_temp.r(ci_high) AS ci_high,
-       repeat('#', greatest(0, round((nps + 20) / 2.5))::int) AS "nps (bar from -20)"
+       CASE WHEN responses >= 100 THEN repeat('#', greatest(0, round((nps + 20) / 2.5))::int) END AS "nps (bar from -20; n >= 100)"
 FROM nps_by_days_since_payment(30);
 
 \echo

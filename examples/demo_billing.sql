@@ -48,16 +48,17 @@ SELECT nps_billing.track_payments(
   payment_key    => 'id',
   succeeded_when => $$status = 'succeeded'$$,
   failed_when    => $$status = 'failed'$$,
-  amount         => 'amount / 100.0',
+  amount         => 'round(amount / 100.0, 2)',
   currency       => 'currency',
   paid_at        => 'to_timestamp(created)',
   attributes     => $$jsonb_build_object('plan', metadata->>'plan',
                                          'method', payment_method_details->>'type',
                                          'collection', metadata->>'collection_method')$$,
-  name           => 'stripe');
+  name           => 'stripe') IS NOT NULL AS tracked \gset
 -- Time is compressed: a year of charges arrives in seconds, so the per-customer throttle (it
--- compares with now()) is off and sampling keeps ~1 in 4 payments for a survey.
-UPDATE nps_billing.payment_source SET throttle = '0', sample_rate = 0.25, delay = '1 hour' WHERE name = 'stripe';
+-- compares with now()) is off, sampling keeps ~1 in 4 payments for a survey, and the 1-hour
+-- delay is applied in the historical timeline below (delay 0: surveys are due at once).
+UPDATE nps_billing.payment_source SET throttle = '0', sample_rate = 0.25, delay = '0' WHERE name = 'stripe';
 \else
 \echo '!! FALLBACK: nps_billing.track_payments() is not installed; events and surveys are written by the demo itself (labelled fallback, not the product path)'
 INSERT INTO nps_billing.payment_source (name, relid, customer_expr, payment_key_expr, succeeded_expr, throttle, sample_rate)
@@ -111,13 +112,13 @@ FROM generate_series(0, 11) m \gexec
 \else
 -- FALLBACK capture (only without track_payments): what the trigger would have written
 INSERT INTO nps_billing.payment_event (source_id, payment_key, kind, customer_id, amount, currency, occurred_at, attributes)
-SELECT s.id, c.id, c.status, c.customer, c.amount / 100.0, c.currency, to_timestamp(c.created),
+SELECT s.id, c.id, c.status, c.customer, round(c.amount / 100.0, 2), c.currency, to_timestamp(c.created),
        jsonb_build_object('plan', c.metadata->>'plan', 'method', c.payment_method_details->>'type',
                           'collection', c.metadata->>'collection_method')
 FROM stripe.charges c, nps_billing.payment_source s WHERE s.name = 'stripe' AND c.status IN ('succeeded', 'failed');
 WITH ins AS (
   INSERT INTO nps_billing.survey (token, source_id, event_id, customer_id, channel, send_after, expires_at)
-  SELECT md5(e.id::text || 'demo-token'), e.source_id, e.id, e.customer_id, 'email', now() + interval '1 hour', now() + interval '1 hour 14 days'
+  SELECT md5(e.id::text || 'demo-token'), e.source_id, e.id, e.customer_id, 'email', now(), now() + interval '14 days'
   FROM nps_billing.payment_event e
   WHERE e.kind = 'succeeded' AND demo.u(42, e.id) < 0.25
   RETURNING id, event_id)
@@ -139,22 +140,14 @@ SELECT s.id, s.token, s.customer_id, e.occurred_at AS paid_at,
 FROM nps_billing.survey s JOIN nps_billing.payment_event e ON e.id = s.event_id;
 CREATE INDEX ON demo.plan_survey (id);
 
--- due now, so the real sender functions can claim them
-UPDATE nps_billing.survey SET send_after = now() - interval '1 minute' WHERE status = 'pending';
-
 \if :have_delivery
-DO $$
-DECLARE n integer;
-BEGIN
-  LOOP
-    WITH claimed AS (SELECT c.id FROM nps_billing.claim_surveys('demo-sender', 10000) c),
-    done AS (
-      SELECT CASE WHEN p.bounces THEN nps_billing.mark_failed(c.id, 'demo-sender', 'mailbox unavailable', '0 seconds')
-                  ELSE (nps_billing.mark_sent(c.id, 'demo-sender'))::text END AS r
-      FROM claimed c JOIN demo.plan_survey p ON p.id = c.id)
-    SELECT count(*) INTO n FROM done;
-    EXIT WHEN n = 0;
-  END LOOP;
+-- Two sender workers drain the queue at the same time, as in production (claim_surveys leases
+-- with FOR UPDATE SKIP LOCKED, so they never get the same survey): examples/demo_sender.sql.
+\! psql -qX -v ON_ERROR_STOP=1 -v worker=demo-sender-1 -f examples/demo_sender.sql & psql -qX -v ON_ERROR_STOP=1 -v worker=demo-sender-2 -f examples/demo_sender.sql; wait
+DO $$ BEGIN
+  IF EXISTS (SELECT 1 FROM nps_billing.survey WHERE status IN ('pending', 'sending')) THEN
+    RAISE EXCEPTION 'the demo senders did not drain the survey queue';
+  END IF;
 END $$;
 \else
 \echo '!! FALLBACK: nps_billing.claim_surveys() is not installed; survey statuses are set by the demo itself'

@@ -8,6 +8,7 @@
 extern "C" {
 #include "access/tupdesc.h"
 #include "nodes/parsenodes.h"
+#include "nodes/primnodes.h"
 #include "parser/parse_node.h"
 }
 
@@ -45,6 +46,9 @@ RowShape *make_shape(MemoryContext cxt, const char *relname, TupleDesc desc);
 // slot. Raises 42601 / 42703 / 42804 / 0A000 naming the argument. NULL text is allowed for the
 // optional slots (returns without checking).
 void check_expression(ExprSlot slot, const char *text, RowShape *shape);
+// The same, returning the analysed expression coerced to its slot's type (column references are
+// PARAM_EXTERN parameters), and whether it contains a subquery. NULL text: NULL.
+Expr *analyze_expression(ExprSlot slot, const char *text, RowShape *shape, bool *has_sublink);
 
 // The evaluation statement of a source. Output columns, always in this order and with these types:
 //   kind text ('succeeded'/'failed'), customer text, payment_key text, amount numeric,

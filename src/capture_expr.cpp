@@ -15,6 +15,7 @@ extern "C" {
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "parser/parse_coerce.h"
+#include "parser/parse_collate.h"
 #include "parser/parse_expr.h"
 #include "parser/parser.h"
 #include "utils/builtins.h"
@@ -94,9 +95,29 @@ static void expr_context(void *arg) {
     errcontext("%s expression of track_payments", c->argname);
 }
 
+static Oid slot_type(ExprSlot slot) {
+    switch (slot) {
+        case X_SUCCEEDED:
+        case X_FAILED:
+            return BOOLOID;
+        case X_AMOUNT:
+            return NUMERICOID;
+        case X_PAID_AT:
+            return TIMESTAMPTZOID;
+        case X_ATTRIBUTES:
+            return JSONBOID;
+        default:
+            return TEXTOID;
+    }
+}
+
 void check_expression(ExprSlot slot, const char *text, RowShape *shape) {
+    (void)analyze_expression(slot, text, shape, NULL);
+}
+
+Expr *analyze_expression(ExprSlot slot, const char *text, RowShape *shape, bool *has_sublink) {
     if (text == NULL)
-        return;
+        return NULL;
     const char *argname = expr_arg_name[slot];
     ExprErrCtx ectx = {argname, text};
     ErrorContextCallback cb;
@@ -167,8 +188,18 @@ void check_expression(ExprSlot slot, const char *text, RowShape *shape) {
     if (!can_coerce_type(1, &type, &target, ctx))
         ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
                         errmsg("%s expression must be %s, not %s", argname, want, format_type_be(type))));
+    // What the compiled statement does: (expr)::<slot type>, collations assigned.
+    assign_expr_collations(pstate, expr);
+    Node *coerced = coerce_to_target_type(pstate, expr, type, slot_type(slot), -1, COERCION_EXPLICIT,
+                                          COERCE_EXPLICIT_CAST, -1);
+    if (coerced == NULL)
+        ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
+                        errmsg("%s expression must be %s, not %s", argname, want, format_type_be(type))));
+    if (has_sublink)
+        *has_sublink = pstate->p_hasSubLinks;
     free_parsestate(pstate);
     error_context_stack = cb.previous;
+    return reinterpret_cast<Expr *>(coerced);
 }
 
 // "(\n<expr>\n)": the newlines end a trailing "--" comment inside the checked expression.

@@ -1,0 +1,47 @@
+#!/bin/sh
+# pg_dump / pg_restore keeps every row of the extension's tables (pg_extension_config_dump) and
+# capture keeps working in the restored database. Runs against the cluster of the environment
+# (PGHOST/PGPORT, e.g. inside scripts/run-tests.sh's pg_virtualenv); prints "ok" lines and exits
+# non-zero on the first difference.
+set -eu
+src=nps_dump_src_$$; dst=nps_dump_dst_$$; dump=$(mktemp)
+cleanup() { psql -qX -d postgres -c "DROP DATABASE IF EXISTS $src" -c "DROP DATABASE IF EXISTS $dst" >/dev/null 2>&1 || true; rm -f "$dump"; }
+trap cleanup EXIT
+psql -qX -v ON_ERROR_STOP=1 -d postgres -c "CREATE DATABASE $src" -c "CREATE DATABASE $dst" >/dev/null
+psql -qX -v ON_ERROR_STOP=1 -d "$src" >/dev/null <<'SQL'
+CREATE EXTENSION nps_billing;
+CREATE TABLE payments (id bigserial PRIMARY KEY, customer_id text, amount_cents bigint, currency text, status text,
+                       created_at timestamptz DEFAULT now());
+SELECT nps_billing.track_payments('payments', 'customer_id', 'id::text', $$status = 'succeeded'$$, $$status = 'failed'$$,
+                                  'amount_cents / 100.0 + 0 * (1 / amount_cents)', 'currency', 'created_at', name => 'dumped');
+UPDATE nps_billing.payment_source SET throttle = '1 day', sample_rate = 0.9 WHERE name = 'dumped';
+SELECT nps_billing.opt_out('cus_7');
+INSERT INTO payments (customer_id, amount_cents, currency, status)
+SELECT 'cus_' || (g % 20), g * 10, 'usd', CASE WHEN g % 9 = 0 THEN 'failed' WHEN g % 11 = 0 THEN 'pending' ELSE 'succeeded' END
+FROM generate_series(1, 300) g;
+-- a capture error: the amount expression divides by zero on this row only
+INSERT INTO payments (customer_id, amount_cents, currency, status) VALUES ('cus_1', 0, 'usd', 'succeeded');
+-- the table changes after tracking: the trigger recompiles
+ALTER TABLE payments ADD COLUMN note text;
+SQL
+pg_dump -Fc -d "$src" -f "$dump"
+pg_restore -d "$dst" "$dump"
+for t in payment_source payment_event survey customer_contact opt_out capture_error response; do
+  q="SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM nps_billing.$t t"
+  a=$(psql -qAtX -d "$src" -c "$q"); b=$(psql -qAtX -d "$dst" -c "$q")
+  if [ "$a" != "$b" ]; then echo "not ok - nps_billing.$t differs after restore ($a vs $b)"; exit 1; fi
+  echo "ok - nps_billing.$t: ${a%%:*} rows kept"
+done
+n=$(psql -qAtX -d "$dst" -c "SELECT count(*) FROM nps_billing.payment_event")
+[ "$n" -gt 200 ] || { echo "not ok - too few events to prove anything ($n)"; exit 1; }
+e=$(psql -qAtX -d "$dst" -c "SELECT count(*) FROM nps_billing.capture_error")
+[ "$e" = 1 ] || { echo "not ok - expected one capture_error row ($e)"; exit 1; }
+for s in payment_event_id_seq survey_id_seq; do
+  a=$(psql -qAtX -d "$src" -c "SELECT last_value FROM nps_billing.$s"); b=$(psql -qAtX -d "$dst" -c "SELECT last_value FROM nps_billing.$s")
+  [ "$a" = "$b" ] || { echo "not ok - sequence $s differs ($a vs $b)"; exit 1; }
+done
+echo "ok - sequences kept"
+psql -qX -v ON_ERROR_STOP=1 -d "$dst" -c "INSERT INTO payments (customer_id, amount_cents, currency, status) VALUES ('cus_new', 100, 'usd', 'succeeded')" >/dev/null
+c=$(psql -qAtX -d "$dst" -c "SELECT count(*) FROM nps_billing.payment_event WHERE customer_id = 'cus_new' AND survey_id IS NOT NULL")
+[ "$c" = 1 ] || { echo "not ok - capture does not work after restore"; exit 1; }
+echo "ok - capture works in the restored database"
