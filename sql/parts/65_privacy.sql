@@ -93,6 +93,8 @@ AS $fn$
 DECLARE
   cutoff timestamptz;
   longest_throttle interval;
+  gone_ids bigint[];
+  gone_events bigint[];
 BEGIN
   IF older_than IS NULL THEN
     RAISE EXCEPTION 'purge: older_than must not be NULL' USING ERRCODE = '22004';
@@ -103,15 +105,16 @@ BEGIN
   cutoff := now() - older_than;
 
   -- Surveys created before the cutoff, whatever their state (live ones that old are overdue).
+  -- The links to them are cleared by the next statements, whose fresh snapshots also see an
+  -- answer that was being recorded while the DELETE waited for its row lock.
   WITH gone AS (
     DELETE FROM @extschema@.survey s WHERE s.created_at < cutoff RETURNING s.id, s.event_id
-  ), unlinked AS (
-    UPDATE @extschema@.response r SET survey_id = NULL FROM gone WHERE r.survey_id = gone.id
-  ), unlinked_events AS (
-    UPDATE @extschema@.payment_event e SET survey_id = NULL
-      FROM gone WHERE e.id = gone.event_id AND e.survey_id = gone.id
   )
-  SELECT count(*) INTO surveys FROM gone;
+  SELECT count(*), coalesce(array_agg(gone.id), '{}'), coalesce(array_agg(gone.event_id), '{}')
+    INTO surveys, gone_ids, gone_events FROM gone;
+  UPDATE @extschema@.response r SET survey_id = NULL WHERE r.survey_id = ANY (gone_ids);
+  UPDATE @extschema@.payment_event e SET survey_id = NULL
+   WHERE e.id = ANY (gone_events) AND e.survey_id = ANY (gone_ids);
 
   -- Events before the cutoff, except those a still-live survey needs for its message.
   DELETE FROM @extschema@.payment_event e

@@ -1,6 +1,6 @@
 -- forget_customer leaves no trace of the person in any table of the schema; purge retention.
 BEGIN;
-SELECT plan(30);
+SELECT plan(31);
 SET LOCAL search_path = nps_billing, public;
 
 -- every table (and materialized view) of the schema, searched as text, found from the catalog
@@ -106,13 +106,16 @@ INSERT INTO payment_source (name, relid, customer_expr, payment_key_expr, succee
 VALUES ('pp', 'pp_pay', 'x', 'y', 'z', '30 days');
 INSERT INTO payment_event (source_id, payment_key, kind, customer_id, amount, occurred_at)
 SELECT p.id, 'pp-' || d, 'succeeded', 'pp-cust-' || d, d, now() - d * interval '1 day'
-  FROM payment_source p, unnest(ARRAY[10, 200, 400, 500]) d WHERE p.name = 'pp';
+  FROM payment_source p, unnest(ARRAY[5, 10, 200, 400, 500]) d WHERE p.name = 'pp';
 INSERT INTO survey (token, source_id, event_id, customer_id, channel, status, send_after, expires_at, created_at)
 SELECT 'pp-tok-' || e.amount, e.source_id, e.id, e.customer_id, 'email',
        CASE WHEN e.amount = 500 THEN 'pending' ELSE 'responded' END,
        e.occurred_at, now() + interval '1 day',
-       CASE WHEN e.amount = 500 THEN now() ELSE e.occurred_at END   -- 500: a live survey for an old event
+       CASE WHEN e.amount = 500 THEN now()                       -- 500: a live survey for an old event
+            WHEN e.amount = 5 THEN now() - interval '400 days'   -- 5: an old survey, a recent event and answer
+            ELSE e.occurred_at END
   FROM payment_event e WHERE e.payment_key LIKE 'pp-%';
+UPDATE payment_event e SET survey_id = s.id FROM survey s WHERE s.event_id = e.id AND s.token LIKE 'pp-tok-%';
 INSERT INTO response (survey_id, customer_id, score, comment, channel, responded_at)
 SELECT s.id, s.customer_id, (s.id % 11)::int, 'pp comment ' || s.customer_id, 'email', e.occurred_at + interval '1 hour'
   FROM survey s JOIN payment_event e ON e.id = s.event_id WHERE s.token LIKE 'pp-tok-%' AND s.status = 'responded';
@@ -123,13 +126,15 @@ CREATE TEMP TABLE nps_before_purge AS SELECT nps(score), count(*) FROM response;
 SELECT throws_ok($$SELECT * FROM purge(NULL)$$, '22004', 'purge: older_than must not be NULL', 'purge NULL: 22004');
 SELECT throws_ok($$SELECT * FROM purge('0')$$, '22023', 'purge: older_than 00:00:00 must be positive', 'purge zero: 22023');
 SELECT throws_ok($$SELECT * FROM purge('-1 day')$$, '22023', NULL, 'purge negative: 22023');
-SELECT results_eq($$SELECT * FROM purge('365 days')$$, $$VALUES (1, 1, 2, 1, 1)$$,
+SELECT results_eq($$SELECT * FROM purge('365 days')$$, $$VALUES (1, 2, 2, 1, 1)$$,
   'purge(365 days): (events, surveys, responses, capture_errors, contacts)');
 SELECT results_eq($$SELECT payment_key FROM payment_event WHERE payment_key LIKE 'pp-%' ORDER BY amount$$,
-  $$VALUES ('pp-10'::text), ('pp-200'), ('pp-500')$$, 'the old event is gone; the event of a live survey is kept');
+  $$VALUES ('pp-5'::text), ('pp-10'), ('pp-200'), ('pp-500')$$, 'the old event is gone; the event of a live survey is kept');
+SELECT results_eq($$SELECT e.payment_key, e.survey_id IS NULL, r.survey_id IS NULL, r.comment FROM payment_event e JOIN response r ON r.customer_id = e.customer_id WHERE e.payment_key = 'pp-5'$$,
+  $$VALUES ('pp-5'::text, true, true, 'pp comment pp-cust-5'::text)$$, 'links to a purged survey are cleared; a recent answer keeps its comment');
 SELECT results_eq($$SELECT token FROM survey WHERE token LIKE 'pp-tok-%' ORDER BY token$$,
-  $$VALUES ('pp-tok-10'::text), ('pp-tok-200'), ('pp-tok-500')$$, 'the old survey is gone');
-SELECT is((SELECT count(*)::int FROM response WHERE comment LIKE 'pp comment %'), 2, 'recent comments stay');
+  $$VALUES ('pp-tok-10'::text), ('pp-tok-200'), ('pp-tok-500')$$, 'the old surveys are gone');
+SELECT is((SELECT count(*)::int FROM response WHERE comment LIKE 'pp comment %'), 3, 'recent comments stay');
 SELECT is((SELECT count(*)::int FROM response r WHERE r.responded_at < now() - interval '365 days' AND (comment IS NOT NULL OR customer_id IS NOT NULL OR survey_id IS NOT NULL)), 0,
           'old responses are anonymised (no comment, customer, survey)');
 SELECT results_eq($$SELECT nps(score), count(*) FROM response$$, $$SELECT * FROM nps_before_purge$$, 'purge keeps every score: NPS unchanged');
