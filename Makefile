@@ -31,6 +31,9 @@ override CPPFLAGS := -isystem $(PG_INCLUDE) $(CPPFLAGS)
 include $(PGXS)
 override CXXFLAGS += -std=c++17 -Wall -Wextra -Werror
 override BITCODE_CXXFLAGS += -std=c++17
+else
+all:
+	@echo "pg_config not found: install postgresql-server-dev-15, or run 'make test' / 'make demo', which install it"; exit 1
 endif
 
 $(DATA_built): $(SQL_PARTS)

@@ -1,13 +1,24 @@
 #!/bin/sh
-# make demo: a throwaway PostgreSQL 15 with the extension and generated scores, queried with the
-# same SQL you would run on your own data. `--shell` keeps the cluster and opens psql.
+# make demo: a throwaway PostgreSQL 15 with the extension and a year of Stripe billing history
+# (examples/demo_billing.sql), then the billing story told by the analysis functions
+# (examples/demo_analysis.sql). `--shell` keeps the cluster and opens psql on it.
 set -eu
 cd "$(dirname "$0")/.."
 if [ -z "${NPS_IN_CLUSTER:-}" ]; then
   exec env NPS_IN_CLUSTER=1 pg_virtualenv -t -v 15 sh "$0" "$@"
 fi
-psql -qX -v ON_ERROR_STOP=1 -f examples/demo_aggregates.sql
+start=$(date +%s)
+echo "Loading 20,000 Stripe customers and 12 months of charges through the track_payments trigger,"
+echo "delivering surveys with claim_surveys/mark_sent and recording answers with record_response ..."
+psql -qX -v ON_ERROR_STOP=1 -f examples/demo_billing.sql
+loaded=$(date +%s)
+psql -qX -v ON_ERROR_STOP=1 -f examples/demo_analysis.sql
+echo
+echo "(data generated in $((loaded - start)) s, story told in $(($(date +%s) - loaded)) s)"
 if [ "${1:-}" = "--shell" ]; then
-  echo "Demo database: postgresql://$PGUSER:$PGPASSWORD@$PGHOST:$PGPORT/$PGDATABASE (removed when you leave psql)"
+  echo
+  echo "Demo database: postgresql://$PGUSER:$PGPASSWORD@$PGHOST:$PGPORT/$PGDATABASE"
+  echo "It stays up while this psql session runs (point Grafana/Metabase at it now, see docs/analysis.md);"
+  echo "leaving psql (\\q) stops and removes the cluster."
   psql -X
 fi

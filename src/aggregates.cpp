@@ -56,6 +56,8 @@ inline Datum weighted(FunctionCallInfo fcinfo, T score) {
     st->s.counts[score]++;
     st->s.weights[score] += w;
     st->s.weight_sq += w * w;
+    if (unlikely(std::isinf(st->s.weight_sq)))
+        ereport(ERROR, (errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE), errmsg("NPS weights are too large: their sum of squares overflows float8")));
     st->inputs++;
     PG_RETURN_POINTER(st);
 }
@@ -67,6 +69,8 @@ void add_into(Summary &dst, const Summary &src) {
         dst.weights[i] += src.weights[i];
     }
     dst.weight_sq += src.weight_sq;
+    if (std::isinf(dst.weight_sq))
+        ereport(ERROR, (errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE), errmsg("NPS weights are too large: their sum of squares overflows float8")));
 }
 
 // Unweighted states carry counts only: every response weighs 1.

@@ -23,6 +23,7 @@ CREATE TABLE @extschema@.payment_source (
   min_amount      numeric NOT NULL DEFAULT 0,
   channel         text NOT NULL DEFAULT 'email' CHECK (channel IN ('email', 'in_app', 'sms')),
   expires_after   interval NOT NULL DEFAULT '14 days',
+  max_attempts    integer NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),  -- delivery tries per survey
   enabled         boolean NOT NULL DEFAULT true,
   tracked         boolean NOT NULL DEFAULT true,
   created_at      timestamptz NOT NULL DEFAULT now()
@@ -69,6 +70,8 @@ CREATE TABLE @extschema@.survey (
 CREATE INDEX survey_customer_idx ON @extschema@.survey (customer_id);
 -- The queue: only live surveys are indexed.
 CREATE INDEX survey_queue_idx ON @extschema@.survey (send_after) WHERE status IN ('pending', 'sending');
+-- expire_surveys() finds open surveys past their deadline.
+CREATE INDEX survey_expiry_idx ON @extschema@.survey (expires_at) WHERE status IN ('pending', 'sending', 'sent');
 
 -- One row per surveyed customer: the throttle's lock point, shared by every source.
 CREATE TABLE @extschema@.customer_contact (

@@ -1,0 +1,143 @@
+-- The three role recipes of docs/privacy.md, run exactly as documented, and what each role may
+-- and may not do; nothing of the schema is usable by PUBLIC (types and sequences too).
+BEGIN;
+SELECT plan(47);
+
+-- ---- the recipes (copied verbatim into docs/privacy.md) ----
+-- sender: leases surveys and reports deliveries; reads no table, no response
+CREATE ROLE nps_sender NOLOGIN;
+GRANT USAGE ON SCHEMA nps_billing TO nps_sender;
+GRANT EXECUTE ON FUNCTION nps_billing.claim_surveys(text, integer, interval),
+                          nps_billing.mark_sent(bigint, text),
+                          nps_billing.mark_failed(bigint, text, text, interval) TO nps_sender;
+-- response collector: the web/SMS endpoint that stores answers by token, nothing else
+CREATE ROLE nps_collector NOLOGIN;
+GRANT USAGE ON SCHEMA nps_billing TO nps_collector;
+GRANT EXECUTE ON FUNCTION nps_billing.record_response(text, integer, text, timestamptz) TO nps_collector;
+-- analyst: scores and dates of responses (no comment, no customer id, no survey link), every
+-- aggregate and every non-volatile function (calculations and read-only analysis), every view;
+-- no table holding tokens, no function that writes
+CREATE ROLE nps_analyst NOLOGIN;
+GRANT USAGE ON SCHEMA nps_billing TO nps_analyst;
+GRANT USAGE ON TYPE nps_billing.nps_category, nps_billing.nps_score, nps_billing.npsagg TO nps_analyst;
+GRANT SELECT (id, score, category, channel, responded_at, updated_at) ON nps_billing.response TO nps_analyst;
+DO $$
+DECLARE f regprocedure; v regclass;
+BEGIN
+  FOR f IN SELECT p.oid FROM pg_proc p
+            WHERE p.pronamespace = 'nps_billing'::regnamespace
+              AND (p.prokind = 'a' OR (p.prokind = 'f' AND p.provolatile <> 'v')) LOOP
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO nps_analyst', f);
+  END LOOP;
+  FOR v IN SELECT c.oid FROM pg_class c
+            WHERE c.relnamespace = 'nps_billing'::regnamespace AND c.relkind IN ('v', 'm') LOOP
+    EXECUTE format('GRANT SELECT ON %s TO nps_analyst', v);
+  END LOOP;
+END $$;
+-- maintenance (the scheduled jobs and erasure requests): expire, purge, forget; reads nothing
+CREATE ROLE nps_maintenance NOLOGIN;
+GRANT USAGE ON SCHEMA nps_billing TO nps_maintenance;
+GRANT EXECUTE ON FUNCTION nps_billing.expire_surveys(), nps_billing.purge(interval),
+                          nps_billing.forget_customer(text) TO nps_maintenance;
+-- ---- end of recipes ----
+
+-- run a statement as a role (the role switch is undone on error by throws_ok's subtransaction)
+CREATE FUNCTION pg_temp.as_role(r text, q text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM set_config('role', r, true);
+  EXECUTE q;
+  PERFORM set_config('role', 'none', true);
+END $$;
+
+CREATE TEMP TABLE pr_pay (id int);
+INSERT INTO nps_billing.payment_source (name, relid, customer_expr, payment_key_expr, succeeded_expr)
+VALUES ('pr', 'pr_pay', 'x', 'y', 'z');
+INSERT INTO nps_billing.survey (id, token, source_id, customer_id, channel, send_after, expires_at)
+SELECT 7700 + g, 'pr-token-' || g, p.id, 'pr-cust-' || g, 'email', now() - interval '1 hour' + g * interval '1 second', now() + interval '1 day'
+  FROM nps_billing.payment_source p, generate_series(1, 3) g WHERE p.name = 'pr';
+
+-- sender
+SELECT lives_ok($$SELECT pg_temp.as_role('nps_sender', $q$SELECT count(*) FROM nps_billing.claim_surveys('s1', 2)$q$)$$, 'sender: claim_surveys');
+SELECT lives_ok($$SELECT pg_temp.as_role('nps_sender', $q$SELECT nps_billing.mark_sent(7701, 's1')$q$)$$, 'sender: mark_sent');
+SELECT lives_ok($$SELECT pg_temp.as_role('nps_sender', $q$SELECT nps_billing.mark_failed(7702, 's1', 'bounce')$q$)$$, 'sender: mark_failed');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', 'SELECT * FROM nps_billing.survey')$$, '42501', NULL, 'sender cannot read the survey table');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', 'SELECT score FROM nps_billing.response')$$, '42501', NULL, 'sender cannot read responses');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', 'SELECT * FROM nps_billing.payment_event')$$, '42501', NULL, 'sender cannot read payment events');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', $q$SELECT nps_billing.record_response('pr-token-3', 9)$q$)$$, '42501', NULL, 'sender cannot record responses');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', 'SELECT nps_billing.expire_surveys()')$$, '42501', NULL, 'sender cannot expire surveys');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', $q$SELECT nps_billing.forget_customer('pr-cust-1')$q$)$$, '42501', NULL, 'sender cannot forget customers');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', $q$SELECT nps_billing.lease_check(7701, 's1', 'x')$q$)$$, '42501', NULL, 'sender cannot call the internal lease_check');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', $q$UPDATE nps_billing.survey SET status = 'sent'$q$)$$, '42501', NULL, 'sender cannot update surveys directly');
+
+-- collector
+SELECT lives_ok($$SELECT pg_temp.as_role('nps_collector', $q$SELECT nps_billing.record_response('pr-token-3', 9, 'ok')$q$)$$, 'collector: record_response');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_collector', $q$SELECT * FROM nps_billing.claim_surveys('c')$q$)$$, '42501', NULL, 'collector cannot claim');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_collector', $q$SELECT nps_billing.mark_sent(7701, 'c')$q$)$$, '42501', NULL, 'collector cannot mark sent');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_collector', 'SELECT score FROM nps_billing.response')$$, '42501', NULL, 'collector cannot read responses');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_collector', 'SELECT token FROM nps_billing.survey')$$, '42501', NULL, 'collector cannot read surveys (tokens)');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_collector', $q$SELECT nps_billing.purge('1 day')$q$)$$, '42501', NULL, 'collector cannot purge');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_collector', $q$INSERT INTO nps_billing.response (score) VALUES (1)$q$)$$, '42501', NULL, 'collector cannot insert responses directly');
+
+-- analyst
+SELECT lives_ok($$SELECT pg_temp.as_role('nps_analyst', 'SELECT nps_billing.nps(score), count(*) FROM nps_billing.response')$$, 'analyst: nps() over responses');
+SELECT lives_ok($$SELECT pg_temp.as_role('nps_analyst', 'SELECT id, score, category, channel, responded_at, updated_at FROM nps_billing.response')$$, 'analyst: score, category, channel, dates');
+SELECT lives_ok($$SELECT pg_temp.as_role('nps_analyst', 'SELECT nps_billing.nps_ci(nps_billing.nps_agg(score)) FROM nps_billing.response')$$, 'analyst: summaries and confidence intervals');
+SELECT lives_ok($$SELECT pg_temp.as_role('nps_analyst', $q$SELECT nps_billing.category(7), nps_billing.nps(x) FROM (SELECT nps_billing.nps_agg(s) x FROM (VALUES (1), (9)) v(s)) y$q$)$$, 'analyst: category(), accessors');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', 'SELECT comment FROM nps_billing.response')$$, '42501', NULL, 'analyst cannot read comments');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', 'SELECT customer_id FROM nps_billing.response')$$, '42501', NULL, 'analyst cannot read response customer ids');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', 'SELECT survey_id FROM nps_billing.response')$$, '42501', NULL, 'analyst cannot link responses to surveys');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', 'SELECT * FROM nps_billing.response')$$, '42501', NULL, 'analyst cannot SELECT * from response');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', 'SELECT token FROM nps_billing.survey')$$, '42501', NULL, 'analyst cannot read tokens');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', $q$SELECT * FROM nps_billing.claim_surveys('a')$q$)$$, '42501', NULL, 'analyst cannot claim surveys (a volatile function)');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', $q$SELECT nps_billing.record_response('pr-token-3', 1)$q$)$$, '42501', NULL, 'analyst cannot record responses');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', $q$SELECT nps_billing.forget_customer('pr-cust-1')$q$)$$, '42501', NULL, 'analyst cannot forget customers');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', 'SELECT nps_billing.expire_surveys()')$$, '42501', NULL, 'analyst cannot expire surveys');
+SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'nps_billing'::regnamespace
+                   AND p.provolatile = 'v' AND p.prokind = 'f' AND has_function_privilege('nps_analyst', p.oid, 'EXECUTE')$$,
+                'the analyst may execute no volatile (writing) function');
+SELECT ok(NOT has_column_privilege('nps_analyst', 'nps_billing.response', 'comment', 'SELECT')
+          AND NOT has_column_privilege('nps_analyst', 'nps_billing.response', 'customer_id', 'SELECT')
+          AND NOT has_table_privilege('nps_analyst', 'nps_billing.survey', 'SELECT'),
+          'catalog: analyst has no comment, customer id or survey');
+
+-- maintenance
+SELECT lives_ok($$SELECT pg_temp.as_role('nps_maintenance', $q$SELECT nps_billing.expire_surveys(), nps_billing.purge('3650 days'), nps_billing.forget_customer('pr-cust-2')$q$)$$,
+                'maintenance: expire_surveys, purge, forget_customer');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_maintenance', 'SELECT score FROM nps_billing.response')$$, '42501', NULL, 'maintenance cannot read responses');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_maintenance', $q$SELECT * FROM nps_billing.claim_surveys('m')$q$)$$, '42501', NULL, 'maintenance cannot claim surveys');
+
+-- exactly these grants: each role's executable functions of the schema
+SELECT set_eq($$SELECT p.proname::text FROM pg_proc p WHERE p.pronamespace = 'nps_billing'::regnamespace AND has_function_privilege('nps_sender', p.oid, 'EXECUTE')$$,
+              ARRAY['claim_surveys', 'mark_sent', 'mark_failed'], 'sender executes exactly claim_surveys, mark_sent, mark_failed');
+SELECT set_eq($$SELECT p.proname::text FROM pg_proc p WHERE p.pronamespace = 'nps_billing'::regnamespace AND has_function_privilege('nps_collector', p.oid, 'EXECUTE')$$,
+              ARRAY['record_response'], 'collector executes exactly record_response');
+SELECT is_empty($$SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'nps_billing'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+                   AND (has_table_privilege('nps_sender', c.oid, 'SELECT,INSERT,UPDATE,DELETE') OR has_table_privilege('nps_collector', c.oid, 'SELECT,INSERT,UPDATE,DELETE')
+                        OR has_any_column_privilege('nps_sender', c.oid, 'SELECT') OR has_any_column_privilege('nps_collector', c.oid, 'SELECT'))$$,
+                'sender and collector have no privilege on any table, view or sequence');
+
+-- nothing usable by PUBLIC: types (other than tables' row types and arrays), sequences
+SELECT is_empty($$SELECT t.typname FROM pg_type t
+                   WHERE t.typnamespace = 'nps_billing'::regnamespace AND t.typelem = 0
+                     AND (t.typrelid = 0 OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
+                     AND EXISTS (SELECT 1 FROM aclexplode(coalesce(t.typacl, acldefault('T', t.typowner))) a WHERE a.grantee = 0)$$,
+                'no type of nps_billing is usable by PUBLIC');
+SELECT is_empty($$SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'nps_billing'::regnamespace AND c.relkind = 'S'
+                   AND EXISTS (SELECT 1 FROM aclexplode(coalesce(c.relacl, acldefault('s', c.relowner))) a WHERE a.grantee = 0)$$,
+                'no sequence of nps_billing is usable by PUBLIC');
+SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'nps_billing'::regnamespace AND p.prosecdef
+                   AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)$$,
+                'every SECURITY DEFINER function pins search_path = pg_catalog, pg_temp');
+SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'nps_billing'::regnamespace
+                   AND p.proname IN ('claim_surveys', 'mark_sent', 'mark_failed', 'expire_surveys', 'record_response', 'forget_customer', 'purge', 'lease_check')
+                   AND NOT p.prosecdef$$, 'queue, response and privacy functions are SECURITY DEFINER (roles need no table grants)');
+SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'nps_billing'::regnamespace
+                   AND p.proname IN ('claim_surveys', 'mark_sent', 'mark_failed', 'expire_surveys', 'record_response', 'forget_customer', 'purge', 'lease_check')
+                   AND obj_description(p.oid, 'pg_proc') IS NULL$$, 'every delivery and privacy function has a COMMENT');
+SELECT is((SELECT count(*)::int FROM pg_proc p WHERE p.pronamespace = 'nps_billing'::regnamespace
+            AND p.proname IN ('claim_surveys', 'mark_sent', 'mark_failed', 'expire_surveys', 'record_response', 'forget_customer', 'purge', 'lease_check')), 8,
+          'the eight delivery and privacy functions exist once each');
+SELECT function_returns('nps_billing', 'claim_surveys', ARRAY['text', 'integer', 'interval'], 'setof nps_billing.claimed_survey', 'claim_surveys returns SETOF claimed_survey');
+SELECT function_returns('nps_billing', 'record_response', ARRAY['text', 'integer', 'text', 'timestamp with time zone'], 'bigint', 'record_response returns bigint');
+SELECT * FROM finish();
+ROLLBACK;
