@@ -33,6 +33,7 @@ extern "C" {
 #include "utils/fmgroids.h"
 #include "utils/numeric.h"
 #include "utils/snapmgr.h"
+#include "storage/bufmgr.h"
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
 #include "access/xact.h"
@@ -361,6 +362,14 @@ bool probe(Oid relid, Oid indexid, int nkeys, const Datum *vals, const Oid *proc
     return found;
 }
 
+// True when the table has never held a row (no block): nothing to probe (opt_out usually).
+bool table_is_empty(Oid relid) {
+    Relation rel = table_open(relid, AccessShareLock);
+    bool empty = RelationGetNumberOfBlocks(rel) == 0;
+    table_close(rel, NoLock);
+    return empty;
+}
+
 // Inserts one payment_event row without the planner (as logical replication's apply does):
 // heap, indexes (a concurrent duplicate raises 23505 from the unique index), column defaults.
 // False when payment_event has triggers or was partitioned: the caller uses the SQL statement.
@@ -521,6 +530,7 @@ struct Eval {
 
 struct RowCtx {
     Source *s;
+    bool inserted;          // rows of an INSERT (or COPY): no earlier event to look for first
     ExprContext *econtext;  // for eval_fast
     Oid owner, extnsp;
     ParamListInfo params;  // the payment row's columns as $attnum
@@ -624,13 +634,15 @@ bool owner_direct(RowCtx *rc, Eval *ev, const char *pre, bool sampled_out, Memor
     Datum key = CStringGetTextDatum(ev->key);
     Datum kind = CStringGetTextDatum(ev->kind);
     Datum k3[3] = {Int32GetDatum(s->id), key, kind};
-    if (probe(s->ev_rel, s->ev_uniq, 3, k3, p_ev, 0, NULL)) {
+    // Updated rows are often re-updates of recorded payments: look first. A new row rarely repeats
+    // a recorded key; if it does, the unique index refuses the event (23505, not an error).
+    if (!rc->inserted && probe(s->ev_rel, s->ev_uniq, 3, k3, p_ev, 0, NULL)) {
         PopActiveSnapshot();
         return true;  // already recorded: a payment counts once per (source, key, kind)
     }
     Datum cust = ev->customer ? CStringGetTextDatum(ev->customer) : (Datum)0;
     const char *skip = pre;
-    if (!skip && probe(s->oo_rel, s->oo_idx, 1, &cust, p_txt, 0, NULL))
+    if (!skip && !table_is_empty(s->oo_rel) && probe(s->oo_rel, s->oo_idx, 1, &cust, p_txt, 0, NULL))
         skip = "opted_out";
     if (!skip) {
         Datum amt = ev->amount_null ? NumericGetDatum(int64_to_numeric(0)) : ev->amount;
@@ -856,13 +868,14 @@ void process_row_guarded(RowCtx *rc) {
     PG_END_TRY();
 }
 
-void run_row_path(Source *s, Relation rel, Tuplestorestate *ts, Oid owner, Oid extnsp) {
+void run_row_path(Source *s, Relation rel, Tuplestorestate *ts, Oid owner, Oid extnsp, bool inserted) {
     TupleDesc desc = RelationGetDescr(rel);
     int natts = desc->natts;
     MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext, "nps_billing capture row", ALLOCSET_DEFAULT_SIZES);
     MemoryContext old;
     RowCtx rc;
     rc.s = s;
+    rc.inserted = inserted;
     rc.owner = owner;
     rc.extnsp = extnsp;
     rc.params = makeParamList(natts);
@@ -998,7 +1011,7 @@ NPS_FUNCTION(nps_capture_trigger) {
         PG_TRY();
         {
             if (n <= ROW_PATH_MAX) {
-                run_row_path(s, td->tg_relation, ts, owner, extnsp);
+                run_row_path(s, td->tg_relation, ts, owner, extnsp, TRIGGER_FIRED_BY_INSERT(td->tg_event));
             } else {
                 int64 nullkeys = run_set_path(s, td->tg_relation, owner, extnsp);
                 if (nullkeys > 0)
@@ -1019,7 +1032,7 @@ NPS_FUNCTION(nps_capture_trigger) {
         }
         PG_END_TRY();
     } else if (n <= ROW_PATH_MAX) {
-        run_row_path(s, td->tg_relation, ts, owner, extnsp);
+        run_row_path(s, td->tg_relation, ts, owner, extnsp, TRIGGER_FIRED_BY_INSERT(td->tg_event));
     } else {
         // One subtransaction for the whole set; if anything in it fails, redo the statement row
         // by row so that only the bad rows land in capture_error.
@@ -1047,7 +1060,7 @@ NPS_FUNCTION(nps_capture_trigger) {
         PG_END_TRY();
         if (failed) {
             SPI_unregister_relation("nps_eval");  // may still be registered (result ignored)
-            run_row_path(s, td->tg_relation, ts, owner, extnsp);
+            run_row_path(s, td->tg_relation, ts, owner, extnsp, TRIGGER_FIRED_BY_INSERT(td->tg_event));
         }
     }
     SPI_finish();
