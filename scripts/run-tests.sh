@@ -36,6 +36,16 @@ if ls test/t/*.sql >/dev/null 2>&1; then
   passed=$((passed + ${tests:-0} - nfail)); failed=$((failed + nfail))
   [ $prc -ne 0 ] && [ "$nfail" -eq 0 ] && failed=$((failed + 1))
 fi
+# Shell tests (test/*.sh): need more than one database or client tools (pg_dump/pg_restore).
+# Each prints "ok - ..." / "not ok - ..." lines and exits non-zero on failure.
+for t in $(ls test/*.sh 2>/dev/null | sort); do
+  sh "$t" >"$log/shell.out" 2>&1; src=$?
+  cat "$log/shell.out"
+  ok=$(grep -c '^ok ' "$log/shell.out"); bad=$(grep -c '^not ok' "$log/shell.out")
+  passed=$((passed + ok)); failed=$((failed + bad))
+  if [ $src -ne 0 ] && [ "$bad" -eq 0 ]; then echo "not ok - $t exited $src"; failed=$((failed + 1)); fi
+done
+
 rm -rf "$log"
 echo "nps_billing: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
