@@ -18,7 +18,7 @@ echo "(data generated in $((loaded - start)) s, story told in $(($(date +%s) - l
 if [ "${1:-}" = "--shell" ]; then
   echo
   echo "Demo database: postgresql://$PGUSER:$PGPASSWORD@$PGHOST:$PGPORT/$PGDATABASE"
-  echo "It stays up while this psql session runs (point Grafana/Metabase at it now, see docs/analysis.md);"
+  echo "It stays up while this psql session runs (point Grafana/Metabase at it now, see README.md (Analysis));"
   echo "leaving psql (\\q) stops and removes the cluster."
   psql -X
 fi

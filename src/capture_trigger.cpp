@@ -1,6 +1,6 @@
 // Capture: the trigger turning payment rows into payment events and survey requests.
 //
-// Shape (chosen by measurement, see docs/capture.md): two AFTER ... FOR EACH STATEMENT triggers
+// Shape (chosen by measurement, see README.md (Capture)): two AFTER ... FOR EACH STATEMENT triggers
 // (INSERT and UPDATE; PostgreSQL allows a transition table only on single-event triggers) with
 // REFERENCING NEW TABLE AS nps_new, both calling nps_capture_trigger(). Per statement:
 //   - few rows (the OLTP case): the row path, per row = 3 cached SPI statements in the common

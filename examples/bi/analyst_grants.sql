@@ -1,4 +1,4 @@
--- The analyst role recipe of docs/privacy.md, ready for a BI tool (Grafana, Metabase, Superset).
+-- The analyst role recipe of README.md (Privacy), ready for a BI tool (Grafana, Metabase, Superset).
 -- Usage:  CREATE ROLE nps_analyst LOGIN PASSWORD '...';   psql -d yourdb -f examples/bi/analyst_grants.sql
 -- The analyst reads response scores and dates, every view (response_context), every aggregate
 -- and every non-volatile function (all analysis functions); never comments, customer ids,

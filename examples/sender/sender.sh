@@ -15,7 +15,7 @@
 #
 # Claimed rows travel as tab-separated text: customer ids must not contain tabs or newlines.
 # Connection: the usual libpq environment (PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD or
-# ~/.pgpass). The role needs only the sender grants of docs/privacy.md.
+# ~/.pgpass). The role needs only the sender grants of README.md (Privacy).
 # Delivery is at-least-once: a sender that dies after sending but before mark_sent has its
 # lease run out, and the survey is sent again by another sender (attempts shows it).
 set -euo pipefail

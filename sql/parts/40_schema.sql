@@ -43,7 +43,7 @@ CREATE TABLE @extschema@.payment_event (
   -- throttled, sampled_out, below_min_amount, opted_out, no_customer, not_surveyed_kind, disabled.
   -- No CHECK constraints on this table: PostgreSQL re-reads a CHECK's expression tree from text in
   -- every INSERT statement, which cost the capture trigger ~10% of single-row throughput (P6);
-  -- the trigger is the only writer and writes only these values (docs/capture.md).
+  -- the trigger is the only writer and writes only these values (README.md (Capture)).
   skip_reason text,
   UNIQUE (source_id, payment_key, kind)
 );

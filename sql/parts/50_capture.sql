@@ -1,5 +1,5 @@
 -- Capture: payment rows of any billing schema become payment events and survey requests.
--- See docs/capture.md. The trigger function and track_payments() are C++ (src/capture_*.cpp).
+-- See README.md (Capture). The trigger function and track_payments() are C++ (src/capture_*.cpp).
 
 CREATE FUNCTION @extschema@.sample_point(customer text, payment_key text) RETURNS float8
   AS 'MODULE_PATHNAME', 'nps_sample_point' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;

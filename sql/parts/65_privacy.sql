@@ -73,7 +73,7 @@ BEGIN
   GET DIAGNOSTICS surveys = ROW_COUNT;
 
   DELETE FROM @extschema@.customer_contact c WHERE c.customer_id = customer;
-  -- The opt-out goes too: the contract promises no copy of the id anywhere (see docs/privacy.md
+  -- The opt-out goes too: the contract promises no copy of the id anywhere (see README.md (Privacy)
   -- for how to keep honouring an opt-out of a person who stays a paying customer).
   DELETE FROM @extschema@.opt_out o WHERE o.customer_id = customer;
 END

@@ -2,7 +2,7 @@
 -- The functions are plain LANGUAGE sql, STABLE and not STRICT so PostgreSQL inlines them into
 -- the caller's query: the planner sees the real arguments (time ranges become index ranges) and
 -- EXPLAIN SELECT * FROM nps_trend(...) shows the actual plan. They run with the caller's rights
--- and read only what the analyst role of docs/privacy.md may read (response scores and dates,
+-- and read only what the analyst role of README.md (Privacy) may read (response scores and dates,
 -- the views). The three that must look at customer ids, payment events or surveys
 -- (nps_failed_payments, revenue_at_risk, survey_funnel) are SECURITY DEFINER and return only
 -- aggregates: no id, comment or token ever leaves them.
@@ -45,7 +45,7 @@ COMMENT ON FUNCTION @extschema@.npsagg_from_histogram(bigint[]) IS
 CREATE INDEX survey_created_at_idx ON @extschema@.survey (created_at);
 
 CREATE VIEW @extschema@.response_context AS
--- No customer id, comment or survey link: the analyst role may read every view (docs/privacy.md),
+-- No customer id, comment or survey link: the analyst role may read every view (README.md (Privacy)),
 -- so this one carries scores, dates and payment context only. Join response on response_id
 -- (with the rights to read it) for comments.
 SELECT r.id            AS response_id,

@@ -75,7 +75,7 @@ SELECT throws_ok($$SELECT * FROM nps_alerts('7 days', 'NaN')$$, '22023', NULL, '
 SELECT throws_ok($$SELECT * FROM nps_alerts('7 days', 5, min_responses => 0)$$, '22023', NULL, 'nps_alerts: min_responses 0 -> 22023');
 SELECT throws_ok($$SELECT npsagg_from_histogram('{1,2}')$$, '22023', NULL, 'npsagg_from_histogram: 2 counts -> 22023');
 
--- the analyst role, exactly as docs/privacy.md's recipe (examples/bi/analyst_grants.sql): response
+-- the analyst role, exactly as the Privacy recipe of README.md (examples/bi/analyst_grants.sql): response
 -- scores and dates, every view, every aggregate and non-volatile function. It runs every analysis
 -- function and still reads no customer id, comment or token.
 CREATE ROLE nps_analyst;

@@ -16,7 +16,7 @@ SELECT 'ds-tok-' || e.id, e.source_id, e.id, e.customer_id,
        now() + interval '14 days'
   FROM nps_billing.payment_event e JOIN nps_billing.payment_source p ON p.id = e.source_id WHERE p.name = 'delivery_stress';
 
--- the senders connect as a role with exactly the sender grants of docs/privacy.md
+-- the senders connect as a role with exactly the sender grants of README.md (Privacy)
 CREATE ROLE nps_stress_sender LOGIN PASSWORD 'stress-test-only';
 GRANT USAGE ON SCHEMA nps_billing TO nps_stress_sender;
 GRANT EXECUTE ON FUNCTION nps_billing.claim_surveys(text, integer, interval),

@@ -1,9 +1,9 @@
--- The three role recipes of docs/privacy.md, run exactly as documented, and what each role may
+-- The three role recipes of README.md (Privacy), run exactly as documented, and what each role may
 -- and may not do; nothing of the schema is usable by PUBLIC (types and sequences too).
 BEGIN;
 SELECT plan(47);
 
--- ---- the recipes (copied verbatim into docs/privacy.md) ----
+-- ---- the recipes (copied verbatim into README.md (Privacy)) ----
 -- sender: leases surveys and reports deliveries; reads no table, no response
 CREATE ROLE nps_sender NOLOGIN;
 GRANT USAGE ON SCHEMA nps_billing TO nps_sender;
