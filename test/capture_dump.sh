@@ -21,6 +21,9 @@ SELECT 'cus_' || (g % 20), g * 10, 'usd', CASE WHEN g % 9 = 0 THEN 'failed' WHEN
 FROM generate_series(1, 300) g;
 -- a capture error: the amount expression divides by zero on this row only
 INSERT INTO payments (customer_id, amount_cents, currency, status) VALUES ('cus_1', 0, 'usd', 'succeeded');
+-- an answer through the real path and an imported historical one
+SELECT nps_billing.record_response((SELECT token FROM nps_billing.survey ORDER BY id LIMIT 1), 9, 'fine');
+INSERT INTO nps_billing.response (customer_id, score, comment, responded_at) VALUES ('cus_old', 3, 'old answer', '2025-01-01');
 -- the table changes after tracking: the trigger recompiles
 ALTER TABLE payments ADD COLUMN note text;
 SQL
@@ -34,6 +37,8 @@ for t in payment_source payment_event survey customer_contact opt_out capture_er
 done
 n=$(psql -qAtX -d "$dst" -c "SELECT count(*) FROM nps_billing.payment_event")
 [ "$n" -gt 200 ] || { echo "not ok - too few events to prove anything ($n)"; exit 1; }
+r=$(psql -qAtX -d "$dst" -c "SELECT count(*) FROM nps_billing.response")
+[ "$r" = 2 ] || { echo "not ok - expected two responses after restore ($r)"; exit 1; }
 e=$(psql -qAtX -d "$dst" -c "SELECT count(*) FROM nps_billing.capture_error")
 [ "$e" = 1 ] || { echo "not ok - expected one capture_error row ($e)"; exit 1; }
 for s in payment_event_id_seq survey_id_seq; do
