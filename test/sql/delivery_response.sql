@@ -36,9 +36,8 @@ hist-5	11	2024-03-01 00:00:00+00
 \.
 SELECT count(*) FROM response WHERE customer_id IN ('hist-4', 'hist-5');
 -- the category cannot be supplied
-COPY response (customer_id, score, category, responded_at) FROM STDIN;
-hist-6	9	detractor	2024-03-01 00:00:00+00
-\.
+-- (no inline data: psql minor versions differ in what they do with data after a failed COPY)
+COPY response (customer_id, score, category, responded_at) FROM '/dev/null';
 
 DELETE FROM response WHERE customer_id LIKE 'hist-%' OR customer_id LIKE 'reg-cust-%';
 DELETE FROM survey WHERE token LIKE 'reg-%';
