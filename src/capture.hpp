@@ -7,6 +7,11 @@
 
 extern "C" {
 #include "access/tupdesc.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "miscadmin.h"
+#include "nodes/pg_list.h"
+#include "utils/resowner.h"
 #include "nodes/parsenodes.h"
 #include "nodes/primnodes.h"
 #include "parser/parse_node.h"
@@ -70,6 +75,82 @@ void make_token(char out[23]);
 // The extension's schema and its owner (the rights the trigger writes our tables with).
 Oid ext_namespace();
 Oid ext_owner();
+
+// search_path = pg_catalog, <nsp> until PopOverrideSearchPath().
+inline void push_path(Oid nsp) {
+    OverrideSearchPath p;
+    p.schemas = list_make1_oid(nsp);
+    p.addCatalog = true;
+    p.addTemp = false;
+    p.generation = 0;
+    PushOverrideSearchPath(&p);
+}
+
+// Runs fn with the extension owner's rights and search_path (pg_catalog, nps_billing), restoring
+// the caller's user and search path even on error.
+template <typename F>
+void as_owner(Oid owner, Oid extnsp, F &&fn) {
+    Oid save_uid;
+    int save_sec;
+    GetUserIdAndSecContext(&save_uid, &save_sec);
+    SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+    push_path(extnsp);
+    PG_TRY();
+    {
+        fn();
+    }
+    PG_FINALLY();
+    {
+        PopOverrideSearchPath();
+        SetUserIdAndSecContext(save_uid, save_sec);
+    }
+    PG_END_TRY();
+}
+
+// Expressions run as the writer, with search_path = pg_catalog, <the table's schema>.
+template <typename F>
+void as_writer(Oid tablensp, F &&fn) {
+    push_path(tablensp);
+    PG_TRY();
+    {
+        fn();
+    }
+    PG_FINALLY();
+    {
+        PopOverrideSearchPath();
+    }
+    PG_END_TRY();
+}
+
+// Runs fn in an internal subtransaction (PL/pgSQL's EXCEPTION-block pattern). NULL when fn
+// succeeded; otherwise the subtransaction is rolled back and its error returned, copied into the
+// caller's memory context (FreeErrorData it).
+template <typename F>
+ErrorData *in_subtransaction(F &&fn) {
+    MemoryContext oldcxt = CurrentMemoryContext;
+    ResourceOwner oldowner = CurrentResourceOwner;
+    ErrorData *volatile ed = NULL;
+    BeginInternalSubTransaction(NULL);
+    MemoryContextSwitchTo(oldcxt);
+    PG_TRY();
+    {
+        fn();
+        ReleaseCurrentSubTransaction();
+        MemoryContextSwitchTo(oldcxt);
+        CurrentResourceOwner = oldowner;
+    }
+    PG_CATCH();
+    {
+        MemoryContextSwitchTo(oldcxt);
+        ed = CopyErrorData();
+        FlushErrorState();
+        RollbackAndReleaseCurrentSubTransaction();  // also restores the writer's user id
+        MemoryContextSwitchTo(oldcxt);
+        CurrentResourceOwner = oldowner;
+    }
+    PG_END_TRY();
+    return ed;
+}
 
 }  // namespace capture
 }  // namespace nps

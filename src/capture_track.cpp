@@ -25,15 +25,6 @@ using namespace nps::capture;
 
 namespace {
 
-void push_path(Oid nsp) {
-    OverrideSearchPath p;
-    p.schemas = list_make1_oid(nsp);
-    p.addCatalog = true;
-    p.addTemp = false;
-    p.generation = 0;
-    PushOverrideSearchPath(&p);
-}
-
 char *arg_text(FunctionCallInfo fcinfo, int i) {
     return PG_ARGISNULL(i) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(i));
 }
@@ -58,25 +49,6 @@ void spi_exec(const char *sql) {
     int rc = SPI_execute(sql, false, 0);
     if (rc < 0)
         elog(ERROR, "nps_billing: SPI_execute failed: %s", SPI_result_code_string(rc));
-}
-
-template <typename F>
-void as_owner(F &&fn) {
-    Oid save_uid;
-    int save_sec;
-    GetUserIdAndSecContext(&save_uid, &save_sec);
-    SetUserIdAndSecContext(ext_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
-    push_path(ext_namespace());
-    PG_TRY();
-    {
-        fn();
-    }
-    PG_FINALLY();
-    {
-        PopOverrideSearchPath();
-        SetUserIdAndSecContext(save_uid, save_sec);
-    }
-    PG_END_TRY();
 }
 
 }  // namespace
@@ -113,22 +85,22 @@ NPS_FUNCTION(nps_track_payments) {
         elog(ERROR, "nps_billing: SPI_connect failed");
     // Check each expression alone, then the compiled statement as a whole (defence in depth:
     // exactly the 7 columns we build, nothing else).
-    push_path(tablensp);
-    for (int i = 0; i < X_COUNT; i++)
-        check_expression(static_cast<ExprSlot>(i), exprs[i], shape);
-    SPIPlanPtr plan = SPI_prepare_params(eval_sql(exprs, NULL), parser_setup, shape, 0);
-    if (plan == NULL)
-        elog(ERROR, "nps_billing: could not compile the expressions: %s", SPI_result_code_string(SPI_result));
-    List *sources = SPI_plan_get_plan_sources(plan);
-    if (list_length(sources) != 1 ||
-        static_cast<CachedPlanSource *>(linitial(sources))->resultDesc == NULL ||
-        static_cast<CachedPlanSource *>(linitial(sources))->resultDesc->natts != EVAL_NCOLS)
-        ereport(ERROR, (errcode(ERRCODE_SYNTAX_ERROR), errmsg("the expressions do not compile into one evaluation")));
-    SPI_freeplan(plan);
-    PopOverrideSearchPath();
+    as_writer(tablensp, [&] {
+        for (int i = 0; i < X_COUNT; i++)
+            check_expression(static_cast<ExprSlot>(i), exprs[i], shape);
+        SPIPlanPtr plan = SPI_prepare_params(eval_sql(exprs, NULL), parser_setup, shape, 0);
+        if (plan == NULL)
+            elog(ERROR, "nps_billing: could not compile the expressions: %s", SPI_result_code_string(SPI_result));
+        List *sources = SPI_plan_get_plan_sources(plan);
+        if (list_length(sources) != 1 ||
+            static_cast<CachedPlanSource *>(linitial(sources))->resultDesc == NULL ||
+            static_cast<CachedPlanSource *>(linitial(sources))->resultDesc->natts != EVAL_NCOLS)
+            ereport(ERROR, (errcode(ERRCODE_SYNTAX_ERROR), errmsg("the expressions do not compile into one evaluation")));
+        SPI_freeplan(plan);
+    });
 
     int32 id = 0;
-    as_owner([&] {
+    as_owner(ext_owner(), ext_namespace(), [&] {
         Oid t1[] = {OIDOID};
         Datum a1[] = {ObjectIdGetDatum(relid)};
         if (SPI_execute_with_args("SELECT name FROM nps_billing.payment_source WHERE relid = $1 AND tracked", 1, t1,
@@ -209,7 +181,7 @@ NPS_FUNCTION(nps_untrack_payments) {
     const char *qrel = qualified(rel);
     if (SPI_connect() != SPI_OK_CONNECT)
         elog(ERROR, "nps_billing: SPI_connect failed");
-    as_owner([&] {
+    as_owner(ext_owner(), ext_namespace(), [&] {
         Oid t[] = {OIDOID};
         Datum a[] = {ObjectIdGetDatum(relid)};
         if (SPI_execute_with_args("UPDATE nps_billing.payment_source SET tracked = false WHERE relid = $1 AND tracked "

@@ -117,51 +117,6 @@ void free_source(Source *s) {
     MemoryContextDelete(s->cxt);
 }
 
-void push_path(Oid nsp) {
-    OverrideSearchPath p;
-    p.schemas = list_make1_oid(nsp);
-    p.addCatalog = true;
-    p.addTemp = false;
-    p.generation = 0;
-    PushOverrideSearchPath(&p);
-}
-
-// Runs fn with the extension owner's rights and search_path (pg_catalog, nps_billing), restoring
-// the caller's user and search path even on error.
-template <typename F>
-void as_owner(Oid owner, Oid extnsp, F &&fn) {
-    Oid save_uid;
-    int save_sec;
-    GetUserIdAndSecContext(&save_uid, &save_sec);
-    SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-    push_path(extnsp);
-    PG_TRY();
-    {
-        fn();
-    }
-    PG_FINALLY();
-    {
-        PopOverrideSearchPath();
-        SetUserIdAndSecContext(save_uid, save_sec);
-    }
-    PG_END_TRY();
-}
-
-// Expressions run as the writer, with search_path = pg_catalog, <the table's schema>.
-template <typename F>
-void as_writer(Oid tablensp, F &&fn) {
-    push_path(tablensp);
-    PG_TRY();
-    {
-        fn();
-    }
-    PG_FINALLY();
-    {
-        PopOverrideSearchPath();
-    }
-    PG_END_TRY();
-}
-
 SPIPlanPtr keep(const char *sql, int nargs, Oid *types, int opts) {
     SPIPlanPtr p = SPI_prepare_cursor(sql, nargs, types, opts);
     if (p == NULL)
@@ -784,11 +739,8 @@ void record_error(RowCtx *rc, ErrorData *ed) {
     const char *key = rc->key;
     if (key == NULL && s->exprs[X_PAYMENT_KEY]) {
         MemoryContext oldcxt = CurrentMemoryContext;
-        ResourceOwner oldowner = CurrentResourceOwner;
-        BeginInternalSubTransaction(NULL);
-        MemoryContextSwitchTo(oldcxt);
-        PG_TRY();
-        {
+        // Best effort: if the key cannot be computed either, the error is recorded without it.
+        ErrorData *kerr = in_subtransaction([&] {
             as_writer(s->nspoid, [&] {
                 if (s->key_plan == NULL) {
                     SPIPlanPtr p = SPI_prepare_params(key_sql(s->exprs[X_PAYMENT_KEY]), parser_setup, s->shape,
@@ -809,19 +761,9 @@ void record_error(RowCtx *rc, ErrorData *ed) {
                     }
                 }
             });
-            ReleaseCurrentSubTransaction();
-            MemoryContextSwitchTo(oldcxt);
-            CurrentResourceOwner = oldowner;
-        }
-        PG_CATCH();
-        {
-            MemoryContextSwitchTo(oldcxt);
-            FlushErrorState();
-            RollbackAndReleaseCurrentSubTransaction();
-            MemoryContextSwitchTo(oldcxt);
-            CurrentResourceOwner = oldowner;
-        }
-        PG_END_TRY();
+        });
+        if (kerr)
+            FreeErrorData(kerr);
     }
     as_owner(rc->owner, rc->extnsp, [&] {
         // The message only (no DETAIL / CONTEXT): PostgreSQL's messages may quote an input value.
@@ -838,34 +780,16 @@ void record_error(RowCtx *rc, ErrorData *ed) {
 
 // The row path inside a subtransaction: an error becomes a capture_error row.
 void process_row_guarded(RowCtx *rc) {
-    MemoryContext oldcxt = CurrentMemoryContext;
-    ResourceOwner oldowner = CurrentResourceOwner;
     rc->key = NULL;
     rc->customer = NULL;
-    BeginInternalSubTransaction(NULL);
-    MemoryContextSwitchTo(oldcxt);
-    PG_TRY();
-    {
-        process_row(rc);
-        ReleaseCurrentSubTransaction();
-        MemoryContextSwitchTo(oldcxt);
-        CurrentResourceOwner = oldowner;
-    }
-    PG_CATCH();
-    {
-        MemoryContextSwitchTo(oldcxt);
-        ErrorData *ed = CopyErrorData();
-        FlushErrorState();
-        RollbackAndReleaseCurrentSubTransaction();  // also restores the user id of the writer
-        MemoryContextSwitchTo(oldcxt);
-        CurrentResourceOwner = oldowner;
-        // A concurrent transaction recorded the same payment first (direct path): not an error.
-        if (!(ed->sqlerrcode == ERRCODE_UNIQUE_VIOLATION && ed->constraint_name &&
-              strcmp(ed->constraint_name, "payment_event_source_id_payment_key_kind_key") == 0))
-            record_error(rc, ed);
-        FreeErrorData(ed);
-    }
-    PG_END_TRY();
+    ErrorData *ed = in_subtransaction([&] { process_row(rc); });
+    if (ed == NULL)
+        return;
+    // A concurrent transaction recorded the same payment first (direct path): not an error.
+    if (!(ed->sqlerrcode == ERRCODE_UNIQUE_VIOLATION && ed->constraint_name &&
+          strcmp(ed->constraint_name, "payment_event_source_id_payment_key_kind_key") == 0))
+        record_error(rc, ed);
+    FreeErrorData(ed);
 }
 
 void run_row_path(Source *s, Relation rel, Tuplestorestate *ts, Oid owner, Oid extnsp, bool inserted) {
@@ -1036,29 +960,9 @@ NPS_FUNCTION(nps_capture_trigger) {
     } else {
         // One subtransaction for the whole set; if anything in it fails, redo the statement row
         // by row so that only the bad rows land in capture_error.
-        MemoryContext oldcxt = CurrentMemoryContext;
-        ResourceOwner oldowner = CurrentResourceOwner;
-        bool failed = false;
-        BeginInternalSubTransaction(NULL);
-        MemoryContextSwitchTo(oldcxt);
-        PG_TRY();
-        {
-            run_set_path(s, td->tg_relation, owner, extnsp);
-            ReleaseCurrentSubTransaction();
-            MemoryContextSwitchTo(oldcxt);
-            CurrentResourceOwner = oldowner;
-        }
-        PG_CATCH();
-        {
-            MemoryContextSwitchTo(oldcxt);
-            FlushErrorState();
-            RollbackAndReleaseCurrentSubTransaction();
-            MemoryContextSwitchTo(oldcxt);
-            CurrentResourceOwner = oldowner;
-            failed = true;
-        }
-        PG_END_TRY();
+        ErrorData *failed = in_subtransaction([&] { run_set_path(s, td->tg_relation, owner, extnsp); });
         if (failed) {
+            FreeErrorData(failed);
             SPI_unregister_relation("nps_eval");  // may still be registered (result ignored)
             run_row_path(s, td->tg_relation, ts, owner, extnsp, TRIGGER_FIRED_BY_INSERT(td->tg_event));
         }
