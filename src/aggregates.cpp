@@ -155,22 +155,17 @@ NPS_FUNCTION(nps_deserialize) {
 // nps(score): 100 * (promoters - detractors) / responses, NULL without responses.
 NPS_FUNCTION(nps_final) {
     const AggState *st = existing_state(fcinfo);
-    if (st == nullptr) PG_RETURN_NULL();
-    int64 n = responses(st->s);
-    if (n == 0) PG_RETURN_NULL();
-    PG_RETURN_FLOAT8(100.0 * static_cast<double>(promoters(st->s) - detractors(st->s)) / static_cast<double>(n));
+    double v;
+    if (st == nullptr || !nps_of_counts(st->s, &v)) PG_RETURN_NULL();
+    PG_RETURN_FLOAT8(v);
 }
 
 // nps(score, weight): 100 * (W_promoters - W_detractors) / W, NULL when W is 0.
 NPS_FUNCTION(nps_wfinal) {
     const AggState *st = existing_state(fcinfo);
-    if (st == nullptr || st->inputs == 0) PG_RETURN_NULL();
-    double w = 0, wp = 0, wd = 0;
-    for (int i = 0; i < kScores; i++) w += st->s.weights[i];
-    for (int i = kPromoterMin; i < kScores; i++) wp += st->s.weights[i];
-    for (int i = 0; i <= kDetractorMax; i++) wd += st->s.weights[i];
-    if (w == 0) PG_RETURN_NULL();
-    PG_RETURN_FLOAT8(100.0 * (wp - wd) / w);
+    double v;
+    if (st == nullptr || st->inputs == 0 || !weighted_nps_of(st->s, &v)) PG_RETURN_NULL();
+    PG_RETURN_FLOAT8(v);
 }
 
 NPS_FUNCTION(npsagg_final) {

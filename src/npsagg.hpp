@@ -45,6 +45,33 @@ inline int64 detractors(const Summary &s) {
     return d;
 }
 
+// 100 * (promoters - detractors) / responses; false without responses.
+inline bool nps_of_counts(const Summary &s, double *out) {
+    int64 n = responses(s);
+    if (n == 0) return false;
+    *out = 100.0 * static_cast<double>(promoters(s) - detractors(s)) / static_cast<double>(n);
+    return true;
+}
+
+struct WeightSums {
+    double total, promoters, detractors;
+};
+inline WeightSums weight_sums(const Summary &s) {
+    WeightSums w{0, 0, 0};
+    for (int i = 0; i < kScores; i++) w.total += s.weights[i];
+    for (int i = kPromoterMin; i < kScores; i++) w.promoters += s.weights[i];
+    for (int i = 0; i <= kDetractorMax; i++) w.detractors += s.weights[i];
+    return w;
+}
+
+// 100 * (W_promoters - W_detractors) / W; false when the total weight is 0.
+inline bool weighted_nps_of(const Summary &s, double *out) {
+    WeightSums w = weight_sums(s);
+    if (w.total == 0) return false;
+    *out = 100.0 * (w.promoters - w.detractors) / w.total;
+    return true;
+}
+
 // Shares and sample size the statistics work on. For unit weights this is exactly the
 // unweighted p, d and n; for real weights, weighted shares and Kish's n_eff = (Σw)²/Σw².
 struct Shares {

@@ -36,10 +36,10 @@ void bad_weight(double w) {
 }
 
 bool shares(const Summary &s, Shares *out) {
-    double w = 0, wp = 0, wd = 0;
     int64 n = responses(s);
     if (n == 0) return false;
-    for (int i = 0; i < kScores; i++) w += s.weights[i];
+    WeightSums ws = weight_sums(s);
+    double w = ws.total;
     bool unit = s.weight_sq == static_cast<double>(n) && w == static_cast<double>(n);
     for (int i = 0; unit && i < kScores; i++) unit = s.weights[i] == static_cast<double>(s.counts[i]);
     if (unit) {
@@ -49,10 +49,8 @@ bool shares(const Summary &s, Shares *out) {
         return true;
     }
     if (!(w > 0) || !(s.weight_sq > 0)) return false;
-    for (int i = kPromoterMin; i < kScores; i++) wp += s.weights[i];
-    for (int i = 0; i <= kDetractorMax; i++) wd += s.weights[i];
-    out->p = wp / w;
-    out->d = wd / w;
+    out->p = ws.promoters / w;
+    out->d = ws.detractors / w;
     out->n = w * w / s.weight_sq;
     return true;
 }

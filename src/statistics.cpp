@@ -50,20 +50,16 @@ Datum make_record(FunctionCallInfo fcinfo, const Datum *values, const bool *null
 }  // namespace
 
 NPS_FUNCTION(npsagg_nps) {
-    const Summary &s = arg_summary(fcinfo, 0);
-    int64 n = responses(s);
-    if (n == 0) PG_RETURN_NULL();
-    PG_RETURN_FLOAT8(100.0 * static_cast<double>(promoters(s) - detractors(s)) / static_cast<double>(n));
+    double v;
+    if (!nps_of_counts(arg_summary(fcinfo, 0), &v)) PG_RETURN_NULL();
+    PG_RETURN_FLOAT8(v);
 }
 
 NPS_FUNCTION(npsagg_weighted_nps) {
     const Summary &s = arg_summary(fcinfo, 0);
-    double w = 0, wp = 0, wd = 0;
-    for (int i = 0; i < kScores; i++) w += s.weights[i];
-    for (int i = kPromoterMin; i < kScores; i++) wp += s.weights[i];
-    for (int i = 0; i <= kDetractorMax; i++) wd += s.weights[i];
-    if (responses(s) == 0 || w == 0) PG_RETURN_NULL();
-    PG_RETURN_FLOAT8(100.0 * (wp - wd) / w);
+    double v;
+    if (responses(s) == 0 || !weighted_nps_of(s, &v)) PG_RETURN_NULL();
+    PG_RETURN_FLOAT8(v);
 }
 
 NPS_FUNCTION(npsagg_responses) { PG_RETURN_INT64(responses(arg_summary(fcinfo, 0))); }
