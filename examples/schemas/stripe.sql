@@ -1,5 +1,5 @@
--- Copied from the nps_billing contract (shared spec, examples/stripe.sql) so the demo runs from a
--- plain clone of this repository. Keep it identical to the spec copy.
+-- Copied from the nps_billing contract (shared spec, examples/stripe.sql) so the demo, the tests and
+-- the README recipes run from a plain clone of this repository. Keep it identical to the spec copy.
 -- Stripe data as synced into PostgreSQL by Supabase's stripe-sync-engine
 -- (github.com/supabase/stripe-sync-engine, commit e3eeb363b4f17103bcba46cbe803980f746ebe9b).
 -- Shape taken from packages/sync-engine/src/database/migrations/:

@@ -1,4 +1,4 @@
--- Capture on Kill Bill (test/fixtures/killbill.sql, a copy of the contract's examples/killbill.sql).
+-- Capture on Kill Bill (examples/schemas/killbill.sql, a copy of the contract's examples/killbill.sql).
 -- Kill Bill inserts each payment transaction with status UNKNOWN and UPDATEs it to its final
 -- status. payment_transactions has no account column: the customer is found with a scalar
 -- subquery on payments. Amounts are numeric major units; dates are "datetime" (timestamp, UTC).
@@ -7,7 +7,7 @@ CREATE SCHEMA killbill;
 SET search_path = killbill, public;
 SET client_min_messages = warning;
 \set ECHO none
-\i test/fixtures/killbill.sql
+\i examples/schemas/killbill.sql
 RESET client_min_messages;
 \set ECHO all
 RESET search_path;

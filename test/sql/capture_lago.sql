@@ -1,11 +1,11 @@
--- Capture on Lago (test/fixtures/lago.sql, a copy of the contract's examples/lago.sql).
+-- Capture on Lago (examples/schemas/lago.sql, a copy of the contract's examples/lago.sql).
 -- Rails inserts a provider payment as pending and updates payable_payment_status when the
 -- provider's webhook arrives; manual payments are inserted already succeeded; ids are uuids and
 -- created_at is a timestamp without time zone holding UTC.
 \set QUIET on
 \set ECHO none
 SET client_min_messages = warning;
-\i test/fixtures/lago.sql
+\i examples/schemas/lago.sql
 RESET client_min_messages;
 \set ECHO all
 \set QUIET off

@@ -1,11 +1,11 @@
--- Capture on the Stripe schema synced by stripe-sync-engine (test/fixtures/stripe.sql, a copy of
+-- Capture on the Stripe schema synced by stripe-sync-engine (examples/schemas/stripe.sql, a copy of
 -- the contract's examples/stripe.sql). The sync writes every charge with
 -- INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE last_synced_at is older: a charge arrives
 -- pending and is later re-synced as succeeded or failed; some stay pending; guests have no customer.
 \set QUIET on
 \set ECHO none
 SET client_min_messages = warning;
-\i test/fixtures/stripe.sql
+\i examples/schemas/stripe.sql
 RESET client_min_messages;
 \set ECHO all
 \set QUIET off
