@@ -18,22 +18,7 @@ GRANT EXECUTE ON FUNCTION nps_billing.record_response(text, integer, text, times
 -- aggregate and every non-volatile function (calculations and read-only analysis), every view;
 -- no table holding tokens, no function that writes
 CREATE ROLE nps_analyst NOLOGIN;
-GRANT USAGE ON SCHEMA nps_billing TO nps_analyst;
-GRANT USAGE ON TYPE nps_billing.nps_category, nps_billing.nps_score, nps_billing.npsagg TO nps_analyst;
-GRANT SELECT (id, score, category, channel, responded_at, updated_at) ON nps_billing.response TO nps_analyst;
-DO $$
-DECLARE f regprocedure; v regclass;
-BEGIN
-  FOR f IN SELECT p.oid FROM pg_proc p
-            WHERE p.pronamespace = 'nps_billing'::regnamespace
-              AND (p.prokind = 'a' OR (p.prokind = 'f' AND p.provolatile <> 'v')) LOOP
-    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO nps_analyst', f);
-  END LOOP;
-  FOR v IN SELECT c.oid FROM pg_class c
-            WHERE c.relnamespace = 'nps_billing'::regnamespace AND c.relkind IN ('v', 'm') LOOP
-    EXECUTE format('GRANT SELECT ON %s TO nps_analyst', v);
-  END LOOP;
-END $$;
+\i examples/bi/analyst_grants.sql
 -- maintenance (the scheduled jobs and erasure requests): expire, purge, forget; reads nothing
 CREATE ROLE nps_maintenance NOLOGIN;
 GRANT USAGE ON SCHEMA nps_billing TO nps_maintenance;
