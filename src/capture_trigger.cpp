@@ -28,6 +28,7 @@ extern "C" {
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/htup_details.h"
 #include "catalog/pg_class.h"
 #include "rewrite/rewriteHandler.h"
 #include "utils/fmgroids.h"
@@ -289,12 +290,15 @@ void resolve_direct(Source *s, Oid nsp) {
             return;
     if ((s->cc_last = get_attnum(s->cc_rel, "last_survey_at")) == InvalidAttrNumber)
         return;
+    contact_memo_attach(s->cc_rel);
     s->direct = true;
 }
 
 // An equality probe of a btree index (keys: int4 / text columns in index order). Returns whether
-// a row visible to the active snapshot matches; *ts gets column ts_att of it (a timestamptz).
-bool probe(Oid relid, Oid indexid, int nkeys, const Datum *vals, const Oid *procs, AttrNumber ts_att, TimestampTz *ts) {
+// a row visible to the active snapshot matches; *ts gets column ts_att of it (a timestamptz) and
+// *own whether this transaction wrote that row version.
+bool probe(Oid relid, Oid indexid, int nkeys, const Datum *vals, const Oid *procs, AttrNumber ts_att, TimestampTz *ts,
+           bool *own = NULL) {
     Relation heap = table_open(relid, AccessShareLock);
     Relation idx = index_open(indexid, AccessShareLock);
     ScanKeyData keys[3];
@@ -309,6 +313,13 @@ bool probe(Oid relid, Oid indexid, int nkeys, const Datum *vals, const Oid *proc
         bool isnull;
         Datum d = slot_getattr(slot, ts_att, &isnull);
         *ts = isnull ? DT_NOBEGIN : DatumGetTimestampTz(d);
+        if (own) {
+            bool should_free;
+            HeapTuple tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
+            *own = TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tup->t_data));
+            if (should_free)
+                heap_freetuple(tup);
+        }
     }
     index_endscan(scan);
     ExecDropSingleTupleTableSlot(slot);
@@ -584,6 +595,7 @@ bool owner_direct(RowCtx *rc, Eval *ev, const char *pre, bool sampled_out, Memor
     Source *s = rc->s;
     static const Oid p_ev[3] = {F_INT4EQ, F_TEXTEQ, F_TEXTEQ};
     static const Oid p_txt[1] = {F_TEXTEQ};
+    uint64 memo_gen = contact_memo_generation();  // before the snapshot (see capture_contact_memo.cpp)
     CommandCounterIncrement();  // see this transaction's earlier rows, as an SPI statement would
     PushActiveSnapshot(GetTransactionSnapshot());
     Datum key = CStringGetTextDatum(ev->key);
@@ -608,9 +620,15 @@ bool owner_direct(RowCtx *rc, Eval *ev, const char *pre, bool sampled_out, Memor
         skip = "sampled_out";
     if (!skip) {
         TimestampTz last;
-        if (probe(s->cc_rel, s->cc_idx, 1, &cust, p_txt, s->cc_last, &last)) {
-            TimestampTz since = DatumGetTimestampTz(DirectFunctionCall2(
-                timestamptz_mi_interval, TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), s->throttle));
+        bool own = false;
+        TimestampTz since = DatumGetTimestampTz(DirectFunctionCall2(
+            timestamptz_mi_interval, TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), s->throttle));
+        int custlen = strlen(ev->customer);
+        if (contact_memo_get(ev->customer, custlen, &last) && last >= since) {
+            skip = "throttled";  // surveyed recently, as a committed customer_contact row said
+        } else if (probe(s->cc_rel, s->cc_idx, 1, &cust, p_txt, s->cc_last, &last, &own)) {
+            if (!own)
+                contact_memo_put(memo_gen, ev->customer, custlen, last);
             if (last >= since)
                 skip = "throttled";
         }
@@ -971,9 +989,10 @@ NPS_FUNCTION(nps_capture_trigger) {
     return PointerGetDatum(NULL);
 }
 
-// _payment_source_changed(): statement trigger on payment_source; every backend's cached
-// sources are rebuilt (at commit, through the relcache invalidation of payment_source).
-NPS_FUNCTION(nps_payment_source_changed) {
+// _capture_cache_changed(): trigger on payment_source and customer_contact; the relcache
+// invalidation of the table makes every backend drop what it cached from it (capture sources,
+// the contact memo) once the change commits.
+NPS_FUNCTION(nps_capture_cache_changed) {
     if (!CALLED_AS_TRIGGER(fcinfo))
         ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
                         errmsg("must be called as a trigger")));
