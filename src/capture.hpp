@@ -72,13 +72,15 @@ double sample_point(const char *cust, int custlen, const char *key, int keylen);
 // 128 random bits from pg_strong_random as unpadded base64url: 22 characters + NUL.
 void make_token(char out[23]);
 
-// Backend-local memo of customer_contact (src/capture_contact_memo.cpp). attach: the table's oid
+// Backend-local memo of customer_contact (src/capture_memo.cpp). attach: the table's oid
 // (its relcache invalidations empty the memo). put: only with the generation noted before the
 // snapshot the value was read under, and only for rows of other, committed transactions.
 void contact_memo_attach(Oid relid);
 uint64 contact_memo_generation();
 bool contact_memo_get(const char *cust, int len, TimestampTz *last);
 void contact_memo_put(uint64 gen, const char *cust, int len, TimestampTz last);
+// Whether opt_out holds no rows at all (memoized until an INSERT or UPDATE on it commits).
+bool opt_out_is_empty(Oid relid);
 
 // The extension's schema and its owner (the rights the trigger writes our tables with).
 Oid ext_namespace();

@@ -328,14 +328,6 @@ bool probe(Oid relid, Oid indexid, int nkeys, const Datum *vals, const Oid *proc
     return found;
 }
 
-// True when the table has never held a row (no block): nothing to probe (opt_out usually).
-bool table_is_empty(Oid relid) {
-    Relation rel = table_open(relid, AccessShareLock);
-    bool empty = RelationGetNumberOfBlocks(rel) == 0;
-    table_close(rel, NoLock);
-    return empty;
-}
-
 // Inserts one payment_event row without the planner (as logical replication's apply does):
 // heap, indexes (a concurrent duplicate raises 23505 from the unique index), column defaults.
 // False when payment_event has triggers or was partitioned: the caller uses the SQL statement.
@@ -595,7 +587,7 @@ bool owner_direct(RowCtx *rc, Eval *ev, const char *pre, bool sampled_out, Memor
     Source *s = rc->s;
     static const Oid p_ev[3] = {F_INT4EQ, F_TEXTEQ, F_TEXTEQ};
     static const Oid p_txt[1] = {F_TEXTEQ};
-    uint64 memo_gen = contact_memo_generation();  // before the snapshot (see capture_contact_memo.cpp)
+    uint64 memo_gen = contact_memo_generation();  // before the snapshot (see capture_memo.cpp)
     CommandCounterIncrement();  // see this transaction's earlier rows, as an SPI statement would
     PushActiveSnapshot(GetTransactionSnapshot());
     Datum key = CStringGetTextDatum(ev->key);
@@ -609,7 +601,7 @@ bool owner_direct(RowCtx *rc, Eval *ev, const char *pre, bool sampled_out, Memor
     }
     Datum cust = ev->customer ? CStringGetTextDatum(ev->customer) : (Datum)0;
     const char *skip = pre;
-    if (!skip && !table_is_empty(s->oo_rel) && probe(s->oo_rel, s->oo_idx, 1, &cust, p_txt, 0, NULL))
+    if (!skip && !opt_out_is_empty(s->oo_rel) && probe(s->oo_rel, s->oo_idx, 1, &cust, p_txt, 0, NULL))
         skip = "opted_out";
     if (!skip) {
         Datum amt = ev->amount_null ? NumericGetDatum(int64_to_numeric(0)) : ev->amount;
@@ -989,9 +981,9 @@ NPS_FUNCTION(nps_capture_trigger) {
     return PointerGetDatum(NULL);
 }
 
-// _capture_cache_changed(): trigger on payment_source and customer_contact; the relcache
+// _capture_cache_changed(): trigger on payment_source, customer_contact and opt_out; the relcache
 // invalidation of the table makes every backend drop what it cached from it (capture sources,
-// the contact memo) once the change commits.
+// the memos of src/capture_memo.cpp) once the change commits.
 NPS_FUNCTION(nps_capture_cache_changed) {
     if (!CALLED_AS_TRIGGER(fcinfo))
         ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),

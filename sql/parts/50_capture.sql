@@ -19,14 +19,14 @@ COMMENT ON FUNCTION @extschema@.capture() IS
 CREATE FUNCTION @extschema@._capture_cache_changed() RETURNS trigger
   AS 'MODULE_PATHNAME', 'nps_capture_cache_changed' LANGUAGE C;
 COMMENT ON FUNCTION @extschema@._capture_cache_changed() IS
-  'Internal: makes every backend drop what the capture trigger cached from this table (payment sources, the customer_contact memo) once the change commits';
+  'Internal: makes every backend drop what the capture trigger cached from this table (payment sources, the customer_contact and opt_out memos) once the change commits';
 CREATE TRIGGER payment_source_changed
   AFTER INSERT OR UPDATE OR DELETE ON @extschema@.payment_source
   FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._capture_cache_changed();
 CREATE TRIGGER payment_source_truncated
   AFTER TRUNCATE ON @extschema@.payment_source
   FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._capture_cache_changed();
--- The throttle memo (src/capture_contact_memo.cpp) may keep a customer's last_survey_at; only
+-- The throttle memo (src/capture_memo.cpp) may keep a customer's last_survey_at; only
 -- changes that remove or lower one need to reach it. Raising it (every new survey) does not.
 CREATE TRIGGER customer_contact_removed
   AFTER DELETE ON @extschema@.customer_contact
@@ -38,6 +38,10 @@ CREATE TRIGGER customer_contact_lowered
   AFTER UPDATE ON @extschema@.customer_contact FOR EACH ROW
   WHEN (NEW.last_survey_at < OLD.last_survey_at OR NEW.customer_id IS DISTINCT FROM OLD.customer_id)
   EXECUTE FUNCTION @extschema@._capture_cache_changed();
+-- The same memo knows whether opt_out is empty; only rows arriving change that.
+CREATE TRIGGER opt_out_added
+  AFTER INSERT OR UPDATE ON @extschema@.opt_out
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._capture_cache_changed();
 
 CREATE FUNCTION @extschema@.track_payments(
     source regclass, customer text, payment_key text, succeeded_when text,

@@ -1,6 +1,9 @@
-// Capture: a backend-local memo of customer_contact (customer -> last_survey_at), so that the
-// row path's throttle check of an already surveyed customer needs no index probe (measured: the
-// probe was the second largest cost of a tracked single-row payment after the event insert).
+// Capture: backend-local memos of the row path's lookup tables, each emptied by the relcache
+// invalidation its table's triggers send (sql/parts/50_capture.sql).
+//
+// 1. customer_contact (customer -> last_survey_at), so that the throttle check of an already
+// surveyed customer needs no index probe (measured: the probe was the second largest cost of a
+// tracked single-row payment after the event insert).
 //
 // Why it is safe: the memo only ever answers "throttled"; a miss, or a memo value too old to
 // throttle, falls back to the probe and, for a survey, to the race-free upsert of
@@ -12,6 +15,11 @@
 // of other, committed transactions, under a snapshot taken after the memo generation was noted:
 // an invalidation processed after that point (a delete committed after the snapshot) discards
 // the value instead of memoizing it.
+//
+// 2. "opt_out has no rows at all", so that the opt-out check needs no file-size call while
+// nobody opted out. Only INSERT and UPDATE can make the table non-empty; their triggers
+// invalidate. (A payment committing in the microseconds between an opt_out() commit and the
+// delivery of its invalidation is treated as if it came just before the opt-out.)
 #include "capture.hpp"
 
 extern "C" {
@@ -19,6 +27,9 @@ extern "C" {
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
+#include "access/table.h"
+#include "storage/bufmgr.h"
+#include "utils/rel.h"
 }
 
 namespace nps {
@@ -42,6 +53,11 @@ uint64 generation = 1;
 Oid contact_relid = InvalidOid;
 bool callback_registered = false;
 
+Oid optout_relid = InvalidOid;
+bool optout_known = false;  // optout_empty holds
+bool optout_empty = false;
+uint64 optout_generation = 1;
+
 void reset() {
     if (memo_cxt)
         MemoryContextReset(memo_cxt);
@@ -52,6 +68,17 @@ void reset() {
 void relcache_callback(Datum, Oid relid) {
     if (relid == InvalidOid || relid == contact_relid)
         reset();
+    if (relid == InvalidOid || relid == optout_relid) {
+        optout_known = false;
+        optout_generation++;
+    }
+}
+
+void register_callback() {
+    if (!callback_registered) {
+        CacheRegisterRelcacheCallback(relcache_callback, (Datum)0);
+        callback_registered = true;
+    }
 }
 
 uint64 hash_of(const char *cust, int len) {
@@ -61,10 +88,7 @@ uint64 hash_of(const char *cust, int len) {
 }  // namespace
 
 void contact_memo_attach(Oid relid) {
-    if (!callback_registered) {
-        CacheRegisterRelcacheCallback(relcache_callback, (Datum)0);
-        callback_registered = true;
-    }
+    register_callback();
     if (relid != contact_relid) {
         reset();
         contact_relid = relid;
@@ -115,6 +139,24 @@ void contact_memo_put(uint64 gen, const char *cust, int len, TimestampTz last) {
     e->cust[len] = '\0';
     e->len = len;
     e->last = last;
+}
+
+bool opt_out_is_empty(Oid relid) {
+    register_callback();
+    if (optout_known && relid == optout_relid)
+        return optout_empty;
+    uint64 gen = optout_generation;
+    Relation rel = table_open(relid, AccessShareLock);  // may process pending invalidations
+    bool empty = RelationGetNumberOfBlocks(rel) == 0;
+    table_close(rel, NoLock);
+    if (relid != optout_relid) {
+        optout_relid = relid;
+        optout_known = false;
+    } else if (gen == optout_generation) {
+        optout_known = true;
+        optout_empty = empty;
+    }
+    return empty;
 }
 
 }  // namespace capture
