@@ -691,8 +691,8 @@ void process_row(RowCtx *rc) {
         pre = "not_surveyed_kind";
     else if (ev.customer == NULL)
         pre = "no_customer";
-    bool sampled_out =
-        pre == NULL && !(sample_point(ev.customer, strlen(ev.customer), ev.key, strlen(ev.key)) < s->sample_rate);
+    bool sampled_out = pre == NULL && s->sample_rate < 1.0 &&  // every point is < 1: no hashing then
+                       !(sample_point(ev.customer, strlen(ev.customer), ev.key, strlen(ev.key)) < s->sample_rate);
 
     if (s->direct && !s->raise) {
         bool done = false;
