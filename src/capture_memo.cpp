@@ -14,7 +14,9 @@
 // relcache callback empties every backend's memo. Values are memoized only when read from rows
 // of other, committed transactions, under a snapshot taken after the memo generation was noted:
 // an invalidation processed after that point (a delete committed after the snapshot) discards
-// the value instead of memoizing it.
+// the value instead of memoizing it. (PostgreSQL sends a transaction's invalidations just after
+// its commit becomes visible: a payment landing in those microseconds after a forget_customer
+// is throttled as if it had come just before it.)
 //
 // 2. "opt_out has no rows at all", so that the opt-out check needs no file-size call while
 // nobody opted out. Only INSERT and UPDATE can make the table non-empty; their triggers
