@@ -145,16 +145,17 @@ void contact_memo_put(uint64 gen, const char *cust, int len, TimestampTz last) {
 
 bool opt_out_is_empty(Oid relid) {
     register_callback();
-    if (optout_known && relid == optout_relid)
+    if (relid != optout_relid) {  // watched from here on: its invalidations bump the generation
+        optout_relid = relid;
+        optout_known = false;
+    }
+    if (optout_known)
         return optout_empty;
     uint64 gen = optout_generation;
     Relation rel = table_open(relid, AccessShareLock);  // may process pending invalidations
     bool empty = RelationGetNumberOfBlocks(rel) == 0;
     table_close(rel, NoLock);
-    if (relid != optout_relid) {
-        optout_relid = relid;
-        optout_known = false;
-    } else if (gen == optout_generation) {
+    if (gen == optout_generation) {
         optout_known = true;
         optout_empty = empty;
     }
