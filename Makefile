@@ -1,7 +1,8 @@
 # nps_billing — PGXS build (like pgvector). `make test` and `make demo` install their own
 # dependencies first, so this file must parse before pg_config exists.
 EXTENSION  = nps_billing
-EXTVERSION = 0.1
+# The version lives in the control file only.
+EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
 PG_CONFIG ?= pg_config
 
 MODULE_big = nps_billing
@@ -11,7 +12,8 @@ NPS_HEADERS = $(wildcard src/*.hpp)
 # The install script is assembled from one file per concern (sql/parts/NN_*.sql).
 SQL_PARTS  = $(sort $(wildcard sql/parts/*.sql))
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA       = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*--*.sql))
+# Released install scripts (kept as shipped) and every upgrade step.
+DATA       = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 
 TESTS      = $(sort $(wildcard test/sql/*.sql))
 REGRESS    = $(patsubst test/sql/%.sql,%,$(TESTS))
