@@ -436,6 +436,8 @@ Source *get_source(Relation rel, Oid owner, Oid extnsp) {
     s->cxt = cxt;
     s->relid = relid;
     s->nspoid = RelationGetNamespace(rel);
+    // Known before the lookup: a new source row must invalidate a "not tracked" answer too.
+    payment_source_relid = get_relname_relid("payment_source", extnsp);
     as_owner(owner, extnsp, [&] {
         prepare_shared_plans();
         Datum arg = ObjectIdGetDatum(relid);
@@ -1001,6 +1003,7 @@ NPS_FUNCTION(nps_capture_trigger) {
         elog(ERROR, "nps_billing: SPI_connect failed");
     Source *s = get_source(td->tg_relation, owner, extnsp);
     if (!s->tracked) {
+        warn_untracked_capture(td->tg_relation);  // a Citus shard, a table restored without its source
         SPI_finish();
         return PointerGetDatum(NULL);
     }
