@@ -10,6 +10,7 @@
 # Runs against the cluster of the environment (scripts/run-tests.sh's pg_virtualenv); prints
 # "ok"/"not ok" lines with a diff for each difference; exits non-zero on any failure.
 set -u
+export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"
 cd "$(dirname "$0")/.."
 old=${NPS_UPGRADE_FROM:-0.1}
 new=$(sed -n "s/^default_version *= *'\(.*\)'/\1/p" nps_billing.control)
