@@ -20,7 +20,8 @@ fi
 need=""
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 for p in make g++ postgresql-$major postgresql-server-dev-$major postgresql-$major-pgtap \
-         libtap-parser-sourcehandler-pgtap-perl postgresql-common; do
+         libtap-parser-sourcehandler-pgtap-perl postgresql-common \
+         libdbd-pg-perl; do
   have "$p" || need="$need $p"
 done
 if [ -n "$(echo "$need" | tr -d ' ')" ]; then
