@@ -4,7 +4,8 @@ set -eu
 need=""
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 for p in make g++ postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap \
-         libtap-parser-sourcehandler-pgtap-perl postgresql-common; do
+         libtap-parser-sourcehandler-pgtap-perl postgresql-common \
+         libdbd-pg-perl; do
   have "$p" || need="$need $p"
 done
 if [ -n "$(echo "$need" | tr -d ' ')" ]; then

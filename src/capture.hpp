@@ -11,6 +11,7 @@ extern "C" {
 #include "catalog/namespace.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
+#include "utils/relcache.h"
 #include "utils/resowner.h"
 #include "nodes/parsenodes.h"
 #include "nodes/primnodes.h"
@@ -81,6 +82,12 @@ bool contact_memo_get(const char *cust, int len, TimestampTz *last);
 void contact_memo_put(uint64 gen, const char *cust, int len, TimestampTz last);
 // Whether opt_out holds no rows at all (memoized until an INSERT or UPDATE on it commits).
 bool opt_out_is_empty(Oid relid);
+
+// Tables Citus manages (src/capture_citus.cpp), detected by catalog only. refuse: 0A000 when
+// rel is a distributed, reference or Citus local table, or a shard. warn: the trigger fired on
+// rel but it has no payment source; one WARNING per table and backend.
+void refuse_citus_table(Relation rel, const char *qrel);
+void warn_untracked_capture(Relation rel);
 
 // The extension's schema and its owner (the rights the trigger writes our tables with).
 Oid ext_namespace();

@@ -80,6 +80,7 @@ NPS_FUNCTION(nps_track_payments) {
     RowShape *shape = make_shape(CurrentMemoryContext, RelationGetRelationName(rel), RelationGetDescr(rel));
     const char *qrel = qualified(rel);
     Oid tablensp = RelationGetNamespace(rel);
+    refuse_citus_table(rel, qrel);
 
     if (SPI_connect() != SPI_OK_CONNECT)
         elog(ERROR, "nps_billing: SPI_connect failed");
