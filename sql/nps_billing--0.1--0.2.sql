@@ -834,8 +834,11 @@ CREATE TABLE @extschema@.survey_funnel_day (
   day      date NOT NULL,            -- UTC day of survey.created_at
   outcome  text NOT NULL,            -- responded / expired / failed / open (pending, sending, sent, cancelled)
   sent     boolean NOT NULL,         -- sent_at set, or answered
-  surveys  bigint NOT NULL,
-  PRIMARY KEY (day, outcome, sent)
+  -- the writing backend's pid mod 8: concurrent senders (mark_sent moves a survey from "open"
+  -- to "open, sent") update different rows instead of queueing on one; readers sum the shards
+  shard    smallint NOT NULL,
+  surveys  bigint NOT NULL,          -- may be negative in one shard; the sum over shards is the count
+  PRIMARY KEY (day, outcome, sent, shard)
 );
 COMMENT ON TABLE @extschema@.rollup_segment IS
   'Per UTC day, source, dimension values and failed payment before: npsagg of the answers (kept by triggers)';
@@ -844,7 +847,7 @@ COMMENT ON TABLE @extschema@.rollup_days IS
 COMMENT ON TABLE @extschema@.customer_latest_answer IS
   'Each customer''s latest answer (kept by triggers; forget_customer removes the row)';
 COMMENT ON TABLE @extschema@.survey_funnel_day IS
-  'Surveys per UTC creation day, outcome and whether sent (kept by triggers)';
+  'Surveys per UTC creation day, outcome and whether sent, in shards to sum (kept by triggers)';
 
 -- UTC day of a time, and the UTC midnights at or after / at or before it (infinities stay).
 CREATE FUNCTION @extschema@.utc_day(t timestamptz) RETURNS date
@@ -1072,11 +1075,11 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, surveys)
+  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys)
   SELECT @extschema@.utc_day(n.created_at), @extschema@.funnel_outcome(n.status),
-         n.sent_at IS NOT NULL OR n.status = 'responded', count(*)
+         n.sent_at IS NOT NULL OR n.status = 'responded', pg_backend_pid() % 8, count(*)
     FROM nps_new n GROUP BY 1, 2, 3
-  ON CONFLICT (day, outcome, sent) DO UPDATE SET surveys = f.surveys + excluded.surveys;
+  ON CONFLICT (day, outcome, sent, shard) DO UPDATE SET surveys = f.surveys + excluded.surveys;
   RETURN NULL;
 END
 $fn$;
@@ -1085,11 +1088,11 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-  UPDATE @extschema@.survey_funnel_day f SET surveys = f.surveys - o.n
-    FROM (SELECT @extschema@.utc_day(o.created_at) AS day, @extschema@.funnel_outcome(o.status) AS outcome,
-                 o.sent_at IS NOT NULL OR o.status = 'responded' AS sent, count(*) AS n
-            FROM nps_old o GROUP BY 1, 2, 3) o
-   WHERE f.day = o.day AND f.outcome = o.outcome AND f.sent = o.sent;
+  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys)
+  SELECT @extschema@.utc_day(o.created_at), @extschema@.funnel_outcome(o.status),
+         o.sent_at IS NOT NULL OR o.status = 'responded', pg_backend_pid() % 8, -count(*)
+    FROM nps_old o GROUP BY 1, 2, 3
+  ON CONFLICT (day, outcome, sent, shard) DO UPDATE SET surveys = f.surveys + excluded.surveys;
   RETURN NULL;
 END
 $fn$;
@@ -1098,13 +1101,13 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-  UPDATE @extschema@.survey_funnel_day f SET surveys = f.surveys - 1
-   WHERE f.day = @extschema@.utc_day(OLD.created_at) AND f.outcome = @extschema@.funnel_outcome(OLD.status)
-     AND f.sent = (OLD.sent_at IS NOT NULL OR OLD.status = 'responded');
-  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, surveys)
-  VALUES (@extschema@.utc_day(NEW.created_at), @extschema@.funnel_outcome(NEW.status),
-          NEW.sent_at IS NOT NULL OR NEW.status = 'responded', 1)
-  ON CONFLICT (day, outcome, sent) DO UPDATE SET surveys = f.surveys + 1;
+  -- the WHEN clause guarantees the two keys differ: one statement, two rows
+  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys)
+  VALUES (@extschema@.utc_day(OLD.created_at), @extschema@.funnel_outcome(OLD.status),
+          OLD.sent_at IS NOT NULL OR OLD.status = 'responded', pg_backend_pid() % 8, -1),
+         (@extschema@.utc_day(NEW.created_at), @extschema@.funnel_outcome(NEW.status),
+          NEW.sent_at IS NOT NULL OR NEW.status = 'responded', pg_backend_pid() % 8, 1)
+  ON CONFLICT (day, outcome, sent, shard) DO UPDATE SET surveys = f.surveys + excluded.surveys;
   RETURN NULL;
 END
 $fn$;
@@ -1191,9 +1194,9 @@ BEGIN
      WHERE NOT EXISTS (SELECT 1 FROM @extschema@.response r WHERE r.customer_id = l.customer_id);
   END IF;
   DELETE FROM @extschema@.survey_funnel_day f WHERE f.day >= from_day AND f.day < to_day;
-  INSERT INTO @extschema@.survey_funnel_day (day, outcome, sent, surveys)
+  INSERT INTO @extschema@.survey_funnel_day (day, outcome, sent, shard, surveys)
   SELECT @extschema@.utc_day(s.created_at), @extschema@.funnel_outcome(s.status),
-         s.sent_at IS NOT NULL OR s.status = 'responded', count(*)
+         s.sent_at IS NOT NULL OR s.status = 'responded', 0, count(*)
     FROM @extschema@.survey s WHERE s.created_at >= lo AND s.created_at < hi
    GROUP BY 1, 2, 3;
   RETURN n;

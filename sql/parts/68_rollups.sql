@@ -39,8 +39,11 @@ CREATE TABLE @extschema@.survey_funnel_day (
   day      date NOT NULL,            -- UTC day of survey.created_at
   outcome  text NOT NULL,            -- responded / expired / failed / open (pending, sending, sent, cancelled)
   sent     boolean NOT NULL,         -- sent_at set, or answered
-  surveys  bigint NOT NULL,
-  PRIMARY KEY (day, outcome, sent)
+  -- the writing backend's pid mod 8: concurrent senders (mark_sent moves a survey from "open"
+  -- to "open, sent") update different rows instead of queueing on one; readers sum the shards
+  shard    smallint NOT NULL,
+  surveys  bigint NOT NULL,          -- may be negative in one shard; the sum over shards is the count
+  PRIMARY KEY (day, outcome, sent, shard)
 );
 COMMENT ON TABLE @extschema@.rollup_segment IS
   'Per UTC day, source, dimension values and failed payment before: npsagg of the answers (kept by triggers)';
@@ -49,7 +52,7 @@ COMMENT ON TABLE @extschema@.rollup_days IS
 COMMENT ON TABLE @extschema@.customer_latest_answer IS
   'Each customer''s latest answer (kept by triggers; forget_customer removes the row)';
 COMMENT ON TABLE @extschema@.survey_funnel_day IS
-  'Surveys per UTC creation day, outcome and whether sent (kept by triggers)';
+  'Surveys per UTC creation day, outcome and whether sent, in shards to sum (kept by triggers)';
 
 -- UTC day of a time, and the UTC midnights at or after / at or before it (infinities stay).
 CREATE FUNCTION @extschema@.utc_day(t timestamptz) RETURNS date

@@ -8,11 +8,11 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, surveys)
+  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys)
   SELECT @extschema@.utc_day(n.created_at), @extschema@.funnel_outcome(n.status),
-         n.sent_at IS NOT NULL OR n.status = 'responded', count(*)
+         n.sent_at IS NOT NULL OR n.status = 'responded', pg_backend_pid() % 8, count(*)
     FROM nps_new n GROUP BY 1, 2, 3
-  ON CONFLICT (day, outcome, sent) DO UPDATE SET surveys = f.surveys + excluded.surveys;
+  ON CONFLICT (day, outcome, sent, shard) DO UPDATE SET surveys = f.surveys + excluded.surveys;
   RETURN NULL;
 END
 $fn$;
@@ -21,11 +21,11 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-  UPDATE @extschema@.survey_funnel_day f SET surveys = f.surveys - o.n
-    FROM (SELECT @extschema@.utc_day(o.created_at) AS day, @extschema@.funnel_outcome(o.status) AS outcome,
-                 o.sent_at IS NOT NULL OR o.status = 'responded' AS sent, count(*) AS n
-            FROM nps_old o GROUP BY 1, 2, 3) o
-   WHERE f.day = o.day AND f.outcome = o.outcome AND f.sent = o.sent;
+  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys)
+  SELECT @extschema@.utc_day(o.created_at), @extschema@.funnel_outcome(o.status),
+         o.sent_at IS NOT NULL OR o.status = 'responded', pg_backend_pid() % 8, -count(*)
+    FROM nps_old o GROUP BY 1, 2, 3
+  ON CONFLICT (day, outcome, sent, shard) DO UPDATE SET surveys = f.surveys + excluded.surveys;
   RETURN NULL;
 END
 $fn$;
@@ -34,13 +34,13 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-  UPDATE @extschema@.survey_funnel_day f SET surveys = f.surveys - 1
-   WHERE f.day = @extschema@.utc_day(OLD.created_at) AND f.outcome = @extschema@.funnel_outcome(OLD.status)
-     AND f.sent = (OLD.sent_at IS NOT NULL OR OLD.status = 'responded');
-  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, surveys)
-  VALUES (@extschema@.utc_day(NEW.created_at), @extschema@.funnel_outcome(NEW.status),
-          NEW.sent_at IS NOT NULL OR NEW.status = 'responded', 1)
-  ON CONFLICT (day, outcome, sent) DO UPDATE SET surveys = f.surveys + 1;
+  -- the WHEN clause guarantees the two keys differ: one statement, two rows
+  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys)
+  VALUES (@extschema@.utc_day(OLD.created_at), @extschema@.funnel_outcome(OLD.status),
+          OLD.sent_at IS NOT NULL OR OLD.status = 'responded', pg_backend_pid() % 8, -1),
+         (@extschema@.utc_day(NEW.created_at), @extschema@.funnel_outcome(NEW.status),
+          NEW.sent_at IS NOT NULL OR NEW.status = 'responded', pg_backend_pid() % 8, 1)
+  ON CONFLICT (day, outcome, sent, shard) DO UPDATE SET surveys = f.surveys + excluded.surveys;
   RETURN NULL;
 END
 $fn$;
@@ -127,9 +127,9 @@ BEGIN
      WHERE NOT EXISTS (SELECT 1 FROM @extschema@.response r WHERE r.customer_id = l.customer_id);
   END IF;
   DELETE FROM @extschema@.survey_funnel_day f WHERE f.day >= from_day AND f.day < to_day;
-  INSERT INTO @extschema@.survey_funnel_day (day, outcome, sent, surveys)
+  INSERT INTO @extschema@.survey_funnel_day (day, outcome, sent, shard, surveys)
   SELECT @extschema@.utc_day(s.created_at), @extschema@.funnel_outcome(s.status),
-         s.sent_at IS NOT NULL OR s.status = 'responded', count(*)
+         s.sent_at IS NOT NULL OR s.status = 'responded', 0, count(*)
     FROM @extschema@.survey s WHERE s.created_at >= lo AND s.created_at < hi
    GROUP BY 1, 2, 3;
   RETURN n;

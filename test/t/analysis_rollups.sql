@@ -25,7 +25,7 @@ CREATE FUNCTION pg_temp.rollup_mismatch() RETURNS text LANGUAGE sql AS $$
   latest_want AS (SELECT DISTINCT ON (customer_id) customer_id, id AS response_id, responded_at, category
                     FROM nps_billing.response WHERE customer_id IS NOT NULL
                    ORDER BY customer_id, responded_at DESC, id DESC),
-  funnel_have AS (SELECT day, outcome, sent, surveys FROM nps_billing.survey_funnel_day WHERE surveys <> 0),
+  funnel_have AS (SELECT day, outcome, sent, sum(surveys) AS surveys FROM nps_billing.survey_funnel_day GROUP BY 1, 2, 3 HAVING sum(surveys) <> 0),
   funnel_want AS (SELECT nps_billing.utc_day(created_at) AS day, nps_billing.funnel_outcome(status) AS outcome,
                          sent_at IS NOT NULL OR status = 'responded' AS sent, count(*) AS surveys
                     FROM nps_billing.survey GROUP BY 1, 2, 3)
