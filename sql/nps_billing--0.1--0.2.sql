@@ -605,7 +605,11 @@ COMMENT ON FUNCTION @extschema@.npsagg_add(@extschema@.npsagg, integer, float8) 
 COMMENT ON FUNCTION @extschema@.npsagg_remove(@extschema@.npsagg, integer, float8) IS
   'The summary with one answer (score, weight) less; 22003 if it has no answer of that score';
 
-ALTER TABLE @extschema@.payment_source ADD COLUMN dimensions text[] NOT NULL DEFAULT '{plan,method}';
+-- (no fast default: a fresh install has no stored "missing value" for it either)
+ALTER TABLE @extschema@.payment_source ADD COLUMN dimensions text[];
+UPDATE @extschema@.payment_source SET dimensions = '{plan,method}';
+ALTER TABLE @extschema@.payment_source ALTER COLUMN dimensions SET DEFAULT '{plan,method}',
+                                       ALTER COLUMN dimensions SET NOT NULL;
 ALTER TABLE @extschema@.response
   ADD COLUMN survey_event_id bigint,
   ADD COLUMN payment_event_id bigint,
@@ -1675,5 +1679,16 @@ BEGIN
 END
 $fn$;
 
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
-REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
+-- Nothing for PUBLIC (the new functions only: a blanket REVOKE would record users' grants on
+-- the old objects as the extension's initial privileges).
+REVOKE ALL ON FUNCTION @extschema@.npsagg_add(@extschema@.npsagg, @extschema@.npsagg),
+  @extschema@.npsagg_sub(@extschema@.npsagg, @extschema@.npsagg),
+  @extschema@.npsagg_add(@extschema@.npsagg, integer, float8),
+  @extschema@.npsagg_remove(@extschema@.npsagg, integer, float8),
+  @extschema@.refresh_response_context(timestamptz, timestamptz, text[]),
+  @extschema@.utc_day(timestamptz), @extschema@.utc_floor(timestamptz), @extschema@.utc_ceil(timestamptz),
+  @extschema@.funnel_outcome(text), @extschema@.rebuild_rollups(date, date),
+  @extschema@.full_lo(timestamptz, timestamptz), @extschema@.full_hi(timestamptz, timestamptz),
+  @extschema@.answers_in(timestamptz, timestamptz, text[]) FROM PUBLIC;
+REVOKE ALL ON TABLE @extschema@.rollup_segment, @extschema@.rollup_days, @extschema@.customer_latest_answer,
+  @extschema@.survey_funnel_day, @extschema@.nps_daily, @extschema@.nps_daily_days_since_payment FROM PUBLIC;
