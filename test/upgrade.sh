@@ -118,8 +118,8 @@ ctx=$(q "$upd" "SELECT count(*) FILTER (WHERE context_at IS NULL) || '/' || coun
                                  WHERE (r.payment_event_id, r.days_since_payment, r.failed_payment_30d, r.payment_dimensions)
                                        IS DISTINCT FROM (c.payment_event_id, c.days_since_payment, c.failed_payment_30d, c.payment_dimensions))
                      || ' ' || (SELECT count(*) FROM nps_billing.customer_latest_answer)
-                     || ' ' || (SELECT coalesce(sum(surveys), 0) FROM nps_billing.survey_funnel_day)
-                        = (SELECT count(*) FROM nps_billing.survey)
+                     || ' ' || ((SELECT coalesce(sum(surveys), 0) FROM nps_billing.survey_funnel_day)
+                                = (SELECT count(*) FROM nps_billing.survey))
                 FROM nps_billing.response" 2>&1)
 case "$ctx" in
   0/*" true 0 "*" true") ok "the update stored the context of every 0.1 answer and filled the rollups (${ctx%% *} without context)";;
