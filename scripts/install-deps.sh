@@ -2,9 +2,16 @@
 # Installs what `make test` / `make demo` need on Debian 12, idempotently, from Debian only.
 set -eu
 need=""
+# clang and its libFuzzer runtime for the npsagg fuzz target (make fuzz; a short run in make test)
+. /etc/os-release 2>/dev/null || true
+case "${VERSION_ID:-}" in
+  12) fuzz_pkgs="clang-14 libclang-rt-14-dev";;
+  13) fuzz_pkgs="clang-19 libclang-rt-19-dev";;
+  *) fuzz_pkgs="clang";;
+esac
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 for p in make g++ postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap \
-         libtap-parser-sourcehandler-pgtap-perl postgresql-common; do
+         libtap-parser-sourcehandler-pgtap-perl postgresql-common $fuzz_pkgs; do
   have "$p" || need="$need $p"
 done
 if [ -n "$(echo "$need" | tr -d ' ')" ]; then
