@@ -39,14 +39,21 @@ INSERT INTO texts VALUES (NULL), (''), ('{}'), ('null'), ('[]'), ('{"counts":[]}
 -- Runs one SQL text: 'result' when it gave a defined result that passes `chk` (a boolean SQL
 -- expression over the single result column r), 'class 22 error', else what went wrong.
 CREATE FUNCTION pg_temp.try(q text, chk text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE ok boolean;
+DECLARE ok boolean; state text;
 BEGIN
   EXECUTE format('SELECT bool_and(coalesce(%s, true)) FROM (%s) t(r)', chk, q) INTO ok;
   IF ok IS DISTINCT FROM false THEN RETURN 'result'; END IF;
   RETURN 'property violated: ' || left(q, 300);
 EXCEPTION WHEN OTHERS THEN
-  IF SQLSTATE LIKE '22%' THEN RETURN 'class 22 error'; END IF;
-  RETURN SQLSTATE || ' ' || left(SQLERRM, 200) || ' in: ' || left(q, 300);
+  state := SQLSTATE;
+  -- did the call itself raise, or only the check of its result (e.g. text that does not read back)?
+  BEGIN
+    EXECUTE format('SELECT count(r::text) FROM (%s) t(r)', q);
+  EXCEPTION WHEN OTHERS THEN
+    IF SQLSTATE LIKE '22%' THEN RETURN 'class 22 error'; END IF;
+    RETURN SQLSTATE || ' ' || left(SQLERRM, 200) || ' in: ' || left(q, 300);
+  END;
+  RETURN 'property check raised ' || state || ' on the result of: ' || left(q, 300);
 END $$;
 
 CREATE TEMP TABLE calls(q text, chk text);
