@@ -11,6 +11,7 @@ extern "C" {
 #include "catalog/namespace.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
+#include "utils/relcache.h"
 #include "utils/resowner.h"
 #include "nodes/parsenodes.h"
 #include "nodes/primnodes.h"
@@ -82,19 +83,18 @@ void contact_memo_put(uint64 gen, const char *cust, int len, TimestampTz last);
 // Whether opt_out holds no rows at all (memoized until an INSERT or UPDATE on it commits).
 bool opt_out_is_empty(Oid relid);
 
+// Tables Citus manages (src/capture_citus.cpp), detected by catalog only. refuse: 0A000 when
+// rel is a distributed, reference or Citus local table, or a shard. warn: the trigger fired on
+// rel but it has no payment source; one WARNING per table and backend.
+void refuse_citus_table(Relation rel, const char *qrel);
+void warn_untracked_capture(Relation rel);
+
 // The extension's schema and its owner (the rights the trigger writes our tables with).
 Oid ext_namespace();
 Oid ext_owner();
 
-// search_path = pg_catalog, <nsp> until PopOverrideSearchPath().
-inline void push_path(Oid nsp) {
-    OverrideSearchPath p;
-    p.schemas = list_make1_oid(nsp);
-    p.addCatalog = true;
-    p.addTemp = false;
-    p.generation = 0;
-    PushOverrideSearchPath(&p);
-}
+// search_path = pg_catalog, <nsp> until compat::pop_search_path(the returned level).
+inline int push_path(Oid nsp) { return compat::push_search_path(nsp); }
 
 // Runs fn with the extension owner's rights and search_path (pg_catalog, nps_billing), restoring
 // the caller's user and search path even on error.
@@ -104,14 +104,14 @@ void as_owner(Oid owner, Oid extnsp, F &&fn) {
     int save_sec;
     GetUserIdAndSecContext(&save_uid, &save_sec);
     SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-    push_path(extnsp);
+    int path_level = push_path(extnsp);
     PG_TRY();
     {
         fn();
     }
     PG_FINALLY();
     {
-        PopOverrideSearchPath();
+        compat::pop_search_path(path_level);
         SetUserIdAndSecContext(save_uid, save_sec);
     }
     PG_END_TRY();
@@ -120,14 +120,14 @@ void as_owner(Oid owner, Oid extnsp, F &&fn) {
 // Expressions run as the writer, with search_path = pg_catalog, <the table's schema>.
 template <typename F>
 void as_writer(Oid tablensp, F &&fn) {
-    push_path(tablensp);
+    int path_level = push_path(tablensp);
     PG_TRY();
     {
         fn();
     }
     PG_FINALLY();
     {
-        PopOverrideSearchPath();
+        compat::pop_search_path(path_level);
     }
     PG_END_TRY();
 }

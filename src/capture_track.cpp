@@ -35,7 +35,7 @@ Relation open_tracked_table(Oid relid, LOCKMODE lock, const char *what) {
     if (rel->rd_rel->relkind != RELKIND_RELATION && rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
         ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
                         errmsg("cannot %s \"%s\": only tables can be tracked", what, RelationGetRelationName(rel))));
-    if (!pg_class_ownercheck(relid, GetUserId()))
+    if (!nps::compat::class_ownercheck(relid, GetUserId()))
         ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
                         errmsg("must be owner of table %s to %s it", RelationGetRelationName(rel), what)));
     return rel;
@@ -80,6 +80,7 @@ NPS_FUNCTION(nps_track_payments) {
     RowShape *shape = make_shape(CurrentMemoryContext, RelationGetRelationName(rel), RelationGetDescr(rel));
     const char *qrel = qualified(rel);
     Oid tablensp = RelationGetNamespace(rel);
+    refuse_citus_table(rel, qrel);
 
     if (SPI_connect() != SPI_OK_CONNECT)
         elog(ERROR, "nps_billing: SPI_connect failed");

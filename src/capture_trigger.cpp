@@ -64,6 +64,10 @@ struct Source {
     Source *next;
     Oid relid;
     bool valid;
+    // Trigger invocations of this backend using it now (nested statements run by an expression
+    // fire the trigger again). An invalidated source is unlinked from the cache but freed only
+    // once no invocation uses it (zombies, freed by the next get_source()).
+    int pins;
     bool tracked;  // false: the trigger exists but no tracked source row (nothing to do)
     MemoryContext cxt;
     int32 id;
@@ -96,6 +100,7 @@ struct Source {
 };
 
 Source *sources = NULL;
+Source *zombies = NULL;  // invalidated while pinned
 Oid payment_source_relid = InvalidOid;
 bool callback_registered = false;
 
@@ -305,7 +310,7 @@ bool probe(Oid relid, Oid indexid, int nkeys, const Datum *vals, const Oid *proc
     for (int i = 0; i < nkeys; i++)
         ScanKeyEntryInitialize(&keys[i], 0, i + 1, BTEqualStrategyNumber, InvalidOid, idx->rd_indcollation[i],
                                procs[i], vals[i]);
-    IndexScanDesc scan = index_beginscan(heap, idx, GetActiveSnapshot(), nkeys, 0);
+    IndexScanDesc scan = nps::compat::index_beginscan(heap, idx, GetActiveSnapshot(), nkeys, 0);
     index_rescan(scan, keys, nkeys, NULL, 0);
     TupleTableSlot *slot = table_slot_create(heap, NULL);
     bool found = index_getnext_slot(scan, ForwardScanDirection, slot);
@@ -343,7 +348,7 @@ bool insert_event_direct(Source *s, const Datum *vals, const bool *nulls) {
     rte->relid = s->ev_rel;
     rte->relkind = RELKIND_RELATION;
     rte->rellockmode = RowExclusiveLock;
-    ExecInitRangeTable(estate, list_make1(rte));
+    nps::compat::init_range_table(estate, rte);
     ResultRelInfo *rri = makeNode(ResultRelInfo);
     InitResultRelInfo(rri, rel, 1, NULL, 0);
     estate->es_output_cid = GetCurrentCommandId(true);
@@ -391,7 +396,12 @@ __attribute__((noinline)) Source *find_source(Oid relid) {
         if (s->valid)
             return s;
         *pp = s->next;
-        free_source(s);
+        if (s->pins == 0) {
+            free_source(s);
+        } else {
+            s->next = zombies;
+            zombies = s;
+        }
         break;
     }
     return NULL;
@@ -400,6 +410,15 @@ __attribute__((noinline)) Source *find_source(Oid relid) {
 // The cached source of relid, loaded (as the owner) when missing or invalidated.
 Source *get_source(Relation rel, Oid owner, Oid extnsp) {
     Oid relid = RelationGetRelid(rel);
+    for (Source **zp = &zombies; *zp;) {
+        Source *z = *zp;
+        if (z->pins > 0) {
+            zp = &z->next;
+            continue;
+        }
+        *zp = z->next;
+        free_source(z);
+    }
     Source *found = find_source(relid);
     if (found && found->plans_user != GetUserId() && (found->set_plan || found->key_plan || !found->fast)) {
         // Another writer: its rights decide again what the planner may inline.
@@ -417,6 +436,8 @@ Source *get_source(Relation rel, Oid owner, Oid extnsp) {
     s->cxt = cxt;
     s->relid = relid;
     s->nspoid = RelationGetNamespace(rel);
+    // Known before the lookup: a new source row must invalidate a "not tracked" answer too.
+    payment_source_relid = get_relname_relid("payment_source", extnsp);
     as_owner(owner, extnsp, [&] {
         prepare_shared_plans();
         Datum arg = ObjectIdGetDatum(relid);
@@ -489,6 +510,7 @@ struct Eval {
 struct RowCtx {
     Source *s;
     bool inserted;          // rows of an INSERT (or COPY): no earlier event to look for first
+    bool fast;              // evaluate with the source's ExprStates (eval_fast)
     ExprContext *econtext;  // for eval_fast
     Oid owner, extnsp;
     ParamListInfo params;  // the payment row's columns as $attnum
@@ -646,7 +668,7 @@ void process_row(RowCtx *rc) {
     MemoryContext rowcxt = CurrentMemoryContext;  // SPI calls return in SPI's context: come back
     Eval ev;
     bool have = false;
-    if (s->fast)
+    if (rc->fast)
         have = eval_fast(rc, &ev);
     else
     as_writer(s->nspoid, [&] {
@@ -802,7 +824,7 @@ void process_row_guarded(RowCtx *rc) {
     FreeErrorData(ed);
 }
 
-void run_row_path(Source *s, Relation rel, Tuplestorestate *ts, Oid owner, Oid extnsp, bool inserted) {
+void run_row_path(Source *s, Relation rel, Tuplestorestate *ts, Oid owner, Oid extnsp, bool inserted, bool nested) {
     TupleDesc desc = RelationGetDescr(rel);
     int natts = desc->natts;
     MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext, "nps_billing capture row", ALLOCSET_DEFAULT_SIZES);
@@ -810,6 +832,8 @@ void run_row_path(Source *s, Relation rel, Tuplestorestate *ts, Oid owner, Oid e
     RowCtx rc;
     rc.s = s;
     rc.inserted = inserted;
+    // A nested invocation on a source in use evaluates through SPI: an ExprState is not reentrant.
+    rc.fast = s->fast && !nested;
     rc.owner = owner;
     rc.extnsp = extnsp;
     rc.params = makeParamList(natts);
@@ -909,6 +933,51 @@ int64 run_set_path(Source *s, Relation rel, Oid owner, Oid extnsp) {
     return nullkeys;
 }
 
+// One statement's rows through the row or the set path (s is pinned by the caller).
+void capture_statement(Source *s, TriggerData *td, int64 n, Oid owner, Oid extnsp, bool nested) {
+    Tuplestorestate *ts = td->tg_newtable;
+    if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
+        elog(ERROR, "nps_billing: could not register the transition table");
+    if (s->raise) {
+        // The error goes to the payment's writer: say which source raised it, not our statements.
+        MemoryContext oldcxt = CurrentMemoryContext;
+        PG_TRY();
+        {
+            if (n <= ROW_PATH_MAX) {
+                run_row_path(s, td->tg_relation, ts, owner, extnsp, TRIGGER_FIRED_BY_INSERT(td->tg_event), nested);
+            } else {
+                int64 nullkeys = run_set_path(s, td->tg_relation, owner, extnsp);
+                if (nullkeys > 0)
+                    ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                                    errmsg("payment_key expression returned NULL for %lld row(s)", (long long)nullkeys)));
+            }
+        }
+        PG_CATCH();
+        {
+            MemoryContextSwitchTo(oldcxt);
+            ErrorData *ed = CopyErrorData();
+            FlushErrorState();
+            ed->context = psprintf("capture of payment source \"%s\" (on_error = raise)", s->name);
+            ed->internalquery = NULL;
+            ed->internalpos = 0;
+            ed->cursorpos = 0;
+            ReThrowError(ed);
+        }
+        PG_END_TRY();
+    } else if (n <= ROW_PATH_MAX) {
+        run_row_path(s, td->tg_relation, ts, owner, extnsp, TRIGGER_FIRED_BY_INSERT(td->tg_event), nested);
+    } else {
+        // One subtransaction for the whole set; if anything in it fails, redo the statement row
+        // by row so that only the bad rows land in capture_error.
+        ErrorData *failed = in_subtransaction([&] { run_set_path(s, td->tg_relation, owner, extnsp); });
+        if (failed) {
+            FreeErrorData(failed);
+            SPI_unregister_relation("nps_eval");  // may still be registered (result ignored)
+            run_row_path(s, td->tg_relation, ts, owner, extnsp, TRIGGER_FIRED_BY_INSERT(td->tg_event), nested);
+        }
+    }
+}
+
 }  // namespace
 
 // capture() RETURNS trigger: AFTER INSERT / AFTER UPDATE ... REFERENCING NEW TABLE AS nps_new
@@ -934,49 +1003,23 @@ NPS_FUNCTION(nps_capture_trigger) {
         elog(ERROR, "nps_billing: SPI_connect failed");
     Source *s = get_source(td->tg_relation, owner, extnsp);
     if (!s->tracked) {
+        warn_untracked_capture(td->tg_relation);  // a Citus shard, a table restored without its source
         SPI_finish();
         return PointerGetDatum(NULL);
     }
-    if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
-        elog(ERROR, "nps_billing: could not register the transition table");
-    if (s->raise) {
-        // The error goes to the payment's writer: say which source raised it, not our statements.
-        MemoryContext oldcxt = CurrentMemoryContext;
-        PG_TRY();
-        {
-            if (n <= ROW_PATH_MAX) {
-                run_row_path(s, td->tg_relation, ts, owner, extnsp, TRIGGER_FIRED_BY_INSERT(td->tg_event));
-            } else {
-                int64 nullkeys = run_set_path(s, td->tg_relation, owner, extnsp);
-                if (nullkeys > 0)
-                    ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-                                    errmsg("payment_key expression returned NULL for %lld row(s)", (long long)nullkeys)));
-            }
-        }
-        PG_CATCH();
-        {
-            MemoryContextSwitchTo(oldcxt);
-            ErrorData *ed = CopyErrorData();
-            FlushErrorState();
-            ed->context = psprintf("capture of payment source \"%s\" (on_error = raise)", s->name);
-            ed->internalquery = NULL;
-            ed->internalpos = 0;
-            ed->cursorpos = 0;
-            ReThrowError(ed);
-        }
-        PG_END_TRY();
-    } else if (n <= ROW_PATH_MAX) {
-        run_row_path(s, td->tg_relation, ts, owner, extnsp, TRIGGER_FIRED_BY_INSERT(td->tg_event));
-    } else {
-        // One subtransaction for the whole set; if anything in it fails, redo the statement row
-        // by row so that only the bad rows land in capture_error.
-        ErrorData *failed = in_subtransaction([&] { run_set_path(s, td->tg_relation, owner, extnsp); });
-        if (failed) {
-            FreeErrorData(failed);
-            SPI_unregister_relation("nps_eval");  // may still be registered (result ignored)
-            run_row_path(s, td->tg_relation, ts, owner, extnsp, TRIGGER_FIRED_BY_INSERT(td->tg_event));
-        }
+    // Pinned for the whole invocation, also when an error unwinds it: an expression may run a
+    // statement that fires this trigger again and invalidates the source meanwhile.
+    s->pins++;
+    bool nested = s->pins > 1;
+    PG_TRY();
+    {
+        capture_statement(s, td, n, owner, extnsp, nested);
     }
+    PG_FINALLY();
+    {
+        s->pins--;
+    }
+    PG_END_TRY();
     SPI_finish();
     return PointerGetDatum(NULL);
 }
