@@ -73,13 +73,8 @@ BUILD_SELECTED = pgc=$$(sh scripts/pg-major.sh --pg-config) && $(MAKE) all PG_CO
 
 # make test: install what is missing, build, install, run every suite in a throwaway cluster.
 test: deps
-<<<<<<< HEAD
-	$(MAKE) all
-	$(MAKE) install
-	$(MAKE) fuzz-build
-=======
 	$(BUILD_SELECTED)
->>>>>>> main
+	pgc=$$(sh scripts/pg-major.sh --pg-config) && $(MAKE) fuzz-build PG_CONFIG=$$pgc
 	sh scripts/run-tests.sh
 
 prove:
