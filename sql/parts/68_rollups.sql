@@ -116,6 +116,11 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
+  -- INSERT ... ON CONFLICT DO UPDATE (record_response) fires this for every new answer, with
+  -- no row updated: nothing to move
+  IF NOT EXISTS (SELECT 1 FROM nps_old) THEN
+    RETURN NULL;
+  END IF;
     WITH d AS (SELECT n.*, 1 AS sign FROM nps_new n JOIN nps_old o USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)
                 UNION ALL
                 SELECT o.*, -1 FROM nps_old o JOIN nps_new n USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)), k AS (
@@ -188,6 +193,9 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
+  IF NOT EXISTS (SELECT 1 FROM nps_old) THEN
+    RETURN NULL;
+  END IF;
     WITH d AS (SELECT o.*, -1 AS sign FROM nps_old o), k AS (
       SELECT @extschema@.utc_day(d.responded_at) AS day, coalesce(d.payment_source_id, 0) AS source_id,
              coalesce(d.payment_dimensions, '{}') AS dims, coalesce(d.failed_payment_30d, false) AS failed_30d,
