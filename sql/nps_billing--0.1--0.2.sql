@@ -1319,7 +1319,7 @@ AS $$
     FROM @extschema@.nps_daily g
    WHERE g.day >= @extschema@.utc_day(@extschema@.full_lo(since, until))
      AND g.day < @extschema@.utc_day(@extschema@.full_hi(since, until))
-     AND (SELECT NOT EXISTS (SELECT 1 FROM @extschema@.nps_daily x
+     AND (cardinality(keys) = 0 OR NOT EXISTS (SELECT 1 FROM @extschema@.nps_daily x
                               WHERE x.day >= @extschema@.utc_day(@extschema@.full_lo(since, until))
                                 AND x.day < @extschema@.utc_day(@extschema@.full_hi(since, until))
                                 AND x.source_id <> 0 AND NOT x.dimensions ?& keys))
@@ -1327,7 +1327,7 @@ AS $$
   SELECT c.source, c.attributes, coalesce(c.failed_payment_30d, false), @extschema@.nps_agg(c.score)
     FROM @extschema@.response_context c
    WHERE c.responded_at >= since
-     AND c.responded_at < CASE WHEN (SELECT NOT EXISTS (SELECT 1 FROM @extschema@.nps_daily x
+     AND c.responded_at < CASE WHEN (cardinality(keys) = 0 OR NOT EXISTS (SELECT 1 FROM @extschema@.nps_daily x
                                         WHERE x.day >= @extschema@.utc_day(@extschema@.full_lo(since, until))
                                           AND x.day < @extschema@.utc_day(@extschema@.full_hi(since, until))
                                           AND x.source_id <> 0 AND NOT x.dimensions ?& keys))
@@ -1337,7 +1337,7 @@ AS $$
   SELECT c.source, c.attributes, coalesce(c.failed_payment_30d, false), @extschema@.nps_agg(c.score)
     FROM @extschema@.response_context c
    WHERE c.responded_at >= @extschema@.full_hi(since, until) AND c.responded_at < until
-     AND (SELECT NOT EXISTS (SELECT 1 FROM @extschema@.nps_daily x
+     AND (cardinality(keys) = 0 OR NOT EXISTS (SELECT 1 FROM @extschema@.nps_daily x
                               WHERE x.day >= @extschema@.utc_day(@extschema@.full_lo(since, until))
                                 AND x.day < @extschema@.utc_day(@extschema@.full_hi(since, until))
                                 AND x.source_id <> 0 AND NOT x.dimensions ?& keys))
