@@ -580,6 +580,103 @@ COMMENT ON FUNCTION @extschema@.nps_alerts(interval, float8, text[], integer, ti
 
 
 -- ---------------------------------------------------------------------------------------------
+-- Aggregates: the transition state is npsagg instead of internal (Citus pushes such aggregates
+-- down; PostgreSQL runs them in parallel without serialize/deserialize). CREATE OR REPLACE
+-- AGGREGATE changes the state type in place, so users' views over nps(), nps_agg(), rollup()
+-- and their npsagg columns are kept. The 0.1 support functions are then unused and dropped
+-- (their C symbols stay in the library for databases still at 0.1).
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.nps_state_merge(@extschema@.npsagg, @extschema@.npsagg) RETURNS @extschema@.npsagg
+  AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION @extschema@.nps_state_nps(@extschema@.npsagg) RETURNS float8
+  AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION @extschema@.nps_state_weighted_nps(@extschema@.npsagg) RETURNS float8
+  AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION @extschema@.nps_state_summary(@extschema@.npsagg) RETURNS @extschema@.npsagg
+  AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION @extschema@.nps_state_weighted_summary(@extschema@.npsagg) RETURNS @extschema@.npsagg
+  AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION @extschema@.nps_state_rollup(@extschema@.npsagg) RETURNS @extschema@.npsagg
+  AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+DO $do$
+DECLARE
+  t record;
+  -- the empty summary: every aggregate but rollup starts from it
+  zero constant text := '{"counts":[0,0,0,0,0,0,0,0,0,0,0],"weights":[0,0,0,0,0,0,0,0,0,0,0],"weight_sq":0}';
+BEGIN
+  FOR t IN SELECT * FROM (VALUES ('int2', 'smallint'), ('int4', 'integer'), ('int8', 'bigint')) v(sfx, typ) LOOP
+    EXECUTE format($f$
+      CREATE FUNCTION @extschema@.nps_state_%1$s(@extschema@.npsagg, %2$s) RETURNS @extschema@.npsagg
+        AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+      CREATE FUNCTION @extschema@.nps_state_inv_%1$s(@extschema@.npsagg, %2$s) RETURNS @extschema@.npsagg
+        AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+      CREATE FUNCTION @extschema@.nps_state_weighted_%1$s(@extschema@.npsagg, %2$s, float8) RETURNS @extschema@.npsagg
+        AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+      CREATE OR REPLACE AGGREGATE @extschema@.nps(score %2$s) (
+        SFUNC = @extschema@.nps_state_%1$s, STYPE = @extschema@.npsagg, SSPACE = 200, INITCOND = %3$L,
+        FINALFUNC = @extschema@.nps_state_nps, COMBINEFUNC = @extschema@.nps_state_merge,
+        MSFUNC = @extschema@.nps_state_%1$s, MINVFUNC = @extschema@.nps_state_inv_%1$s,
+        MSTYPE = @extschema@.npsagg, MSSPACE = 200, MINITCOND = %3$L, MFINALFUNC = @extschema@.nps_state_nps,
+        PARALLEL = SAFE);
+      CREATE OR REPLACE AGGREGATE @extschema@.nps(score %2$s, weight float8) (
+        SFUNC = @extschema@.nps_state_weighted_%1$s, STYPE = @extschema@.npsagg, SSPACE = 200, INITCOND = %3$L,
+        FINALFUNC = @extschema@.nps_state_weighted_nps, COMBINEFUNC = @extschema@.nps_state_merge,
+        PARALLEL = SAFE);
+      CREATE OR REPLACE AGGREGATE @extschema@.nps_agg(score %2$s) (
+        SFUNC = @extschema@.nps_state_%1$s, STYPE = @extschema@.npsagg, SSPACE = 200, INITCOND = %3$L,
+        FINALFUNC = @extschema@.nps_state_summary, COMBINEFUNC = @extschema@.nps_state_merge,
+        MSFUNC = @extschema@.nps_state_%1$s, MINVFUNC = @extschema@.nps_state_inv_%1$s,
+        MSTYPE = @extschema@.npsagg, MSSPACE = 200, MINITCOND = %3$L, MFINALFUNC = @extschema@.nps_state_summary,
+        PARALLEL = SAFE);
+      CREATE OR REPLACE AGGREGATE @extschema@.nps_agg(score %2$s, weight float8) (
+        SFUNC = @extschema@.nps_state_weighted_%1$s, STYPE = @extschema@.npsagg, SSPACE = 200, INITCOND = %3$L,
+        FINALFUNC = @extschema@.nps_state_weighted_summary, COMBINEFUNC = @extschema@.nps_state_merge,
+        PARALLEL = SAFE);
+      COMMENT ON AGGREGATE @extschema@.nps(%2$s) IS 'Net Promoter Score (-100..100) of 0..10 scores';
+      COMMENT ON AGGREGATE @extschema@.nps(%2$s, float8) IS 'Weighted Net Promoter Score';
+      COMMENT ON AGGREGATE @extschema@.nps_agg(%2$s) IS 'NPS summary (npsagg) of 0..10 scores';
+      COMMENT ON AGGREGATE @extschema@.nps_agg(%2$s, float8) IS 'Weighted NPS summary (npsagg)';
+    $f$, t.sfx, t.typ, zero);
+  END LOOP;
+END
+$do$;
+
+CREATE OR REPLACE AGGREGATE @extschema@.rollup(@extschema@.npsagg) (
+  SFUNC = @extschema@.nps_state_merge, STYPE = @extschema@.npsagg, SSPACE = 200,
+  FINALFUNC = @extschema@.nps_state_rollup, COMBINEFUNC = @extschema@.nps_state_merge,
+  PARALLEL = SAFE);
+COMMENT ON AGGREGATE @extschema@.rollup(@extschema@.npsagg) IS 'Merges npsagg summaries (e.g. days into months)';
+DO $do$
+DECLARE
+  t record;
+BEGIN
+  FOR t IN SELECT * FROM (VALUES ('int2', 'smallint'), ('int4', 'integer'), ('int8', 'bigint')) v(sfx, typ) LOOP
+    EXECUTE format($f$
+      DROP FUNCTION @extschema@.nps_trans_%1$s(internal, %2$s);
+      DROP FUNCTION @extschema@.nps_inv_%1$s(internal, %2$s);
+      DROP FUNCTION @extschema@.nps_wtrans_%1$s(internal, %2$s, float8);
+      REVOKE ALL ON FUNCTION @extschema@.nps_state_%1$s(@extschema@.npsagg, %2$s) FROM PUBLIC;
+      REVOKE ALL ON FUNCTION @extschema@.nps_state_inv_%1$s(@extschema@.npsagg, %2$s) FROM PUBLIC;
+      REVOKE ALL ON FUNCTION @extschema@.nps_state_weighted_%1$s(@extschema@.npsagg, %2$s, float8) FROM PUBLIC;
+    $f$, t.sfx, t.typ);
+  END LOOP;
+END
+$do$;
+DROP FUNCTION @extschema@.nps_combine(internal, internal);
+DROP FUNCTION @extschema@.nps_serialize(internal);
+DROP FUNCTION @extschema@.nps_deserialize(bytea, internal);
+DROP FUNCTION @extschema@.nps_final(internal);
+DROP FUNCTION @extschema@.nps_wfinal(internal);
+DROP FUNCTION @extschema@.npsagg_final(internal);
+DROP FUNCTION @extschema@.npsagg_wfinal(internal);
+DROP FUNCTION @extschema@.nps_rollup_trans(internal, @extschema@.npsagg);
+DROP FUNCTION @extschema@.nps_rollup_final(internal);
+REVOKE ALL ON FUNCTION @extschema@.nps_state_merge(@extschema@.npsagg, @extschema@.npsagg),
+  @extschema@.nps_state_nps(@extschema@.npsagg), @extschema@.nps_state_weighted_nps(@extschema@.npsagg),
+  @extschema@.nps_state_summary(@extschema@.npsagg), @extschema@.nps_state_weighted_summary(@extschema@.npsagg),
+  @extschema@.nps_state_rollup(@extschema@.npsagg) FROM PUBLIC;
 -- Analysis at dashboard speed: answers store their payment context; day x segment rollups,
 -- the latest answer per customer and survey funnel counts are kept by triggers; the analysis
 -- functions read them. The existing answers get their context and the rollups are filled here.
