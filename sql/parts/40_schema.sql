@@ -26,7 +26,10 @@ CREATE TABLE @extschema@.payment_source (
   max_attempts    integer NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),  -- delivery tries per survey
   enabled         boolean NOT NULL DEFAULT true,
   tracked         boolean NOT NULL DEFAULT true,
-  created_at      timestamptz NOT NULL DEFAULT now()
+  created_at      timestamptz NOT NULL DEFAULT now(),
+  -- The *_expr columns hold the expressions bound at track time (schema-qualified, what runs);
+  -- this keeps the text as it was written, keyed by track_payments' argument names.
+  expressions_as_written jsonb
 );
 
 CREATE TABLE @extschema@.payment_event (
