@@ -35,7 +35,8 @@ override CXXFLAGS += -std=c++17 -Wall -Wextra -Werror
 override BITCODE_CXXFLAGS += -std=c++17
 else
 all:
-	@echo "pg_config not found: install postgresql-server-dev-15, or run 'make test' / 'make demo', which install it"; exit 1
+	@m=$$(sh scripts/pg-major.sh 2>/dev/null) || m="NN (NN: your PostgreSQL major)"; \
+	echo "pg_config not found: install postgresql-server-dev-$$m, or run 'make test' / 'make demo', which install it"; exit 1
 endif
 
 $(DATA_built): $(SQL_PARTS)
@@ -48,26 +49,26 @@ $(OBJS): $(NPS_HEADERS)
 deps:
 	@sh scripts/install-deps.sh
 
+# make test / demo / bench build for, install into and run on the distribution's PostgreSQL
+# major (15 on Debian 12, 17 on Debian 13); PG_MAJOR=NN selects another (scripts/pg-major.sh).
+BUILD_SELECTED = pgc=$$(sh scripts/pg-major.sh --pg-config) && $(MAKE) all PG_CONFIG=$$pgc && $(MAKE) install PG_CONFIG=$$pgc
+
 # make test: install what is missing, build, install, run every suite in a throwaway cluster.
 test: deps
-	$(MAKE) all
-	$(MAKE) install
+	$(BUILD_SELECTED)
 	sh scripts/run-tests.sh
 
 prove:
 	pg_prove --ext .sql -r test/t
 
 demo: deps
-	$(MAKE) all
-	$(MAKE) install
+	$(BUILD_SELECTED)
 	sh scripts/demo.sh
 
 demo-shell: deps
-	$(MAKE) all
-	$(MAKE) install
+	$(BUILD_SELECTED)
 	sh scripts/demo.sh --shell
 
 bench: deps
-	$(MAKE) all
-	$(MAKE) install
+	$(BUILD_SELECTED)
 	sh scripts/bench.sh

@@ -212,6 +212,9 @@ UPDATE demo.answer SET comment = CASE
     'Best tool we pay for'])[1 + (demo.u(18, id) * 4)::int % 4] END;
 
 \if :have_delivery
+-- the surveys were created when the payment happened (record_response refuses an answer dated
+-- before its survey was created)
+UPDATE nps_billing.survey s SET created_at = p.paid_at FROM demo.plan_survey p WHERE p.id = s.id;
 SELECT count(nps_billing.record_response(token, score, comment, responded_at)) AS answers_recorded
 FROM demo.answer \gset
 \else

@@ -5,7 +5,10 @@
 set -u
 cd "$(dirname "$0")/.."
 if [ -z "${NPS_IN_CLUSTER:-}" ]; then
-  exec env NPS_IN_CLUSTER=1 pg_virtualenv -t -v 15 \
+  . scripts/pg-major.sh
+  major=$(pg_major)
+  [ -n "$major" ] || { echo "$0: cannot tell the PostgreSQL major; set PG_MAJOR=NN" >&2; exit 1; }
+  exec env NPS_IN_CLUSTER=1 PG_MAJOR="$major" PG_CONFIG="$(pg_config_of "$major")" pg_virtualenv -t -v "$major" \
     -o shared_buffers=2GB -o work_mem=64MB -o max_wal_size=8GB -o checkpoint_timeout=30min \
     -o max_parallel_workers_per_gather=2 -o max_worker_processes=8 -o jit=off \
     -o synchronous_commit=off -o max_connections=50 \

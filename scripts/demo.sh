@@ -1,11 +1,14 @@
 #!/bin/sh
-# make demo: a throwaway PostgreSQL 15 with the extension and a year of Stripe billing history
+# make demo: a throwaway PostgreSQL (the distribution's major, or PG_MAJOR=NN) with the extension and a year of Stripe billing history
 # (examples/demo_billing.sql), then the billing story told by the analysis functions
 # (examples/demo_analysis.sql). `--shell` keeps the cluster and opens psql on it.
 set -eu
 cd "$(dirname "$0")/.."
 if [ -z "${NPS_IN_CLUSTER:-}" ]; then
-  exec env NPS_IN_CLUSTER=1 pg_virtualenv -t -v 15 sh "$0" "$@"
+  . scripts/pg-major.sh
+  major=$(pg_major)
+  [ -n "$major" ] || { echo "$0: cannot tell the PostgreSQL major; set PG_MAJOR=NN" >&2; exit 1; }
+  exec env NPS_IN_CLUSTER=1 PG_MAJOR="$major" PG_CONFIG="$(pg_config_of "$major")" pg_virtualenv -t -v "$major" sh "$0" "$@"
 fi
 start=$(date +%s)
 echo "Loading 20,000 Stripe customers and 12 months of charges through the track_payments trigger,"

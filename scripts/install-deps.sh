@@ -1,16 +1,32 @@
 #!/bin/sh
-# Installs what `make test` / `make demo` need on Debian 12, idempotently, from Debian only.
+# Installs what `make test` / `make demo` need, idempotently, from the distribution's packages
+# only: its PostgreSQL major (15 on Debian 12, 17 on Debian 13; PG_MAJOR=NN overrides, see
+# scripts/pg-major.sh), the server headers, pgTAP and pg_prove.
 set -eu
+. "$(dirname "$0")/pg-major.sh"
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+updated=""
+apt_update() {
+  [ -n "$updated" ] && return
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  updated=1
+}
+major=$(pg_major)
+if [ -z "$major" ]; then  # no package lists yet (a fresh machine or chroot)
+  apt_update
+  major=$(pg_major)
+fi
+[ -n "$major" ] || { echo "install-deps: cannot tell the distribution's PostgreSQL major; set PG_MAJOR=NN" >&2; exit 1; }
 need=""
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
-for p in make g++ postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap \
-         libtap-parser-sourcehandler-pgtap-perl postgresql-common; do
+for p in make g++ postgresql-$major postgresql-server-dev-$major postgresql-$major-pgtap \
+         libtap-parser-sourcehandler-pgtap-perl postgresql-common \
+         libdbd-pg-perl; do
   have "$p" || need="$need $p"
 done
 if [ -n "$(echo "$need" | tr -d ' ')" ]; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  echo "install-deps: installing:$need"
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  echo "install-deps: installing (PostgreSQL $major):$need"
+  apt_update
   # Do not let the package create and start the machine's main cluster: tests use throwaway ones.
   if [ ! -d /etc/postgresql-common ]; then
     $SUDO mkdir -p /etc/postgresql-common/createcluster.d
@@ -18,4 +34,4 @@ if [ -n "$(echo "$need" | tr -d ' ')" ]; then
   fi
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need
 fi
-command -v pg_config >/dev/null || { echo "install-deps: pg_config missing after install" >&2; exit 1; }
+[ -x "$(pg_config_of "$major")" ] || { echo "install-deps: $(pg_config_of "$major") missing after install" >&2; exit 1; }

@@ -1,10 +1,14 @@
 #!/bin/sh
-# Runs every suite (pg_regress, isolation, pgTAP) in a throwaway PostgreSQL 15 cluster made by
-# pg_virtualenv, prints one summary line and exits non-zero on any failure.
+# Runs every suite (pg_regress, isolation, pgTAP) in a throwaway cluster made by pg_virtualenv, of
+# the selected PostgreSQL major (scripts/pg-major.sh: the distribution's, or PG_MAJOR=NN), prints
+# one summary line and exits non-zero on any failure.
 set -u
 cd "$(dirname "$0")/.."
 if [ -z "${NPS_IN_CLUSTER:-}" ]; then
-  exec env NPS_IN_CLUSTER=1 pg_virtualenv -t -v 15 \
+  . scripts/pg-major.sh
+  major=$(pg_major)
+  [ -n "$major" ] || { echo "$0: cannot tell the PostgreSQL major; set PG_MAJOR=NN" >&2; exit 1; }
+  exec env NPS_IN_CLUSTER=1 PG_MAJOR="$major" PG_CONFIG="$(pg_config_of "$major")" pg_virtualenv -t -v "$major" \
     -o max_prepared_transactions=10 \
     sh "$0" "$@"
 fi

@@ -102,15 +102,8 @@ void warn_untracked_capture(Relation rel);
 Oid ext_namespace();
 Oid ext_owner();
 
-// search_path = pg_catalog, <nsp> until PopOverrideSearchPath().
-inline void push_path(Oid nsp) {
-    OverrideSearchPath p;
-    p.schemas = list_make1_oid(nsp);
-    p.addCatalog = true;
-    p.addTemp = false;
-    p.generation = 0;
-    PushOverrideSearchPath(&p);
-}
+// search_path = pg_catalog, <nsp> until compat::pop_search_path(the returned level).
+inline int push_path(Oid nsp) { return compat::push_search_path(nsp); }
 
 // Runs fn with the extension owner's rights and search_path (pg_catalog, nps_billing), restoring
 // the caller's user and search path even on error.
@@ -120,14 +113,14 @@ void as_owner(Oid owner, Oid extnsp, F &&fn) {
     int save_sec;
     GetUserIdAndSecContext(&save_uid, &save_sec);
     SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-    push_path(extnsp);
+    int path_level = push_path(extnsp);
     PG_TRY();
     {
         fn();
     }
     PG_FINALLY();
     {
-        PopOverrideSearchPath();
+        compat::pop_search_path(path_level);
         SetUserIdAndSecContext(save_uid, save_sec);
     }
     PG_END_TRY();
@@ -136,14 +129,14 @@ void as_owner(Oid owner, Oid extnsp, F &&fn) {
 // Expressions run as the writer, with search_path = pg_catalog, <the table's schema>.
 template <typename F>
 void as_writer(Oid tablensp, F &&fn) {
-    push_path(tablensp);
+    int path_level = push_path(tablensp);
     PG_TRY();
     {
         fn();
     }
     PG_FINALLY();
     {
-        PopOverrideSearchPath();
+        compat::pop_search_path(path_level);
     }
     PG_END_TRY();
 }

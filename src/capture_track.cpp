@@ -36,7 +36,7 @@ Relation open_tracked_table(Oid relid, LOCKMODE lock, const char *what) {
     if (rel->rd_rel->relkind != RELKIND_RELATION && rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
         ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
                         errmsg("cannot %s \"%s\": only tables can be tracked", what, RelationGetRelationName(rel))));
-    if (!pg_class_ownercheck(relid, GetUserId()))
+    if (!nps::compat::class_ownercheck(relid, GetUserId()))
         ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
                         errmsg("must be owner of table %s to %s it", RelationGetRelationName(rel), what)));
     return rel;

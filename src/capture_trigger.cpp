@@ -314,7 +314,7 @@ bool probe(Oid relid, Oid indexid, int nkeys, const Datum *vals, const Oid *proc
     for (int i = 0; i < nkeys; i++)
         ScanKeyEntryInitialize(&keys[i], 0, i + 1, BTEqualStrategyNumber, InvalidOid, idx->rd_indcollation[i],
                                procs[i], vals[i]);
-    IndexScanDesc scan = index_beginscan(heap, idx, GetActiveSnapshot(), nkeys, 0);
+    IndexScanDesc scan = nps::compat::index_beginscan(heap, idx, GetActiveSnapshot(), nkeys, 0);
     index_rescan(scan, keys, nkeys, NULL, 0);
     TupleTableSlot *slot = table_slot_create(heap, NULL);
     bool found = index_getnext_slot(scan, ForwardScanDirection, slot);
@@ -352,7 +352,7 @@ bool insert_event_direct(Source *s, const Datum *vals, const bool *nulls) {
     rte->relid = s->ev_rel;
     rte->relkind = RELKIND_RELATION;
     rte->rellockmode = RowExclusiveLock;
-    ExecInitRangeTable(estate, list_make1(rte));
+    nps::compat::init_range_table(estate, rte);
     ResultRelInfo *rri = makeNode(ResultRelInfo);
     InitResultRelInfo(rri, rel, 1, NULL, 0);
     estate->es_output_cid = GetCurrentCommandId(true);

@@ -16,6 +16,7 @@ extern "C" {
 #include "utils/elog.h"
 #include "utils/memutils.h"
 }
+#include "pg_compat.hpp"  // every PostgreSQL version difference
 
 #include <cstdarg>
 #include <cstdio>

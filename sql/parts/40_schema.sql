@@ -17,12 +17,16 @@ CREATE TABLE @extschema@.payment_source (
   on_error        text NOT NULL DEFAULT 'record' CHECK (on_error IN ('record', 'raise')),
   -- survey policy
   survey_on       text[] NOT NULL DEFAULT '{succeeded}' CHECK (survey_on <@ '{succeeded,failed}'),
-  delay           interval NOT NULL DEFAULT '1 hour',
-  throttle        interval NOT NULL DEFAULT '90 days',
+  -- policy intervals: no negative part (they are added to payment times), bounded (35_intervals.sql)
+  delay           interval NOT NULL DEFAULT '1 hour'
+                  CHECK (@extschema@.interval_within(delay, '0', '1 year')),
+  throttle        interval NOT NULL DEFAULT '90 days'
+                  CHECK (@extschema@.interval_within(throttle, '0', '100 years')),
   sample_rate     float8 NOT NULL DEFAULT 1.0 CHECK (sample_rate >= 0 AND sample_rate <= 1),
   min_amount      numeric NOT NULL DEFAULT 0,
   channel         text NOT NULL DEFAULT 'email' CHECK (channel IN ('email', 'in_app', 'sms')),
-  expires_after   interval NOT NULL DEFAULT '14 days',
+  expires_after   interval NOT NULL DEFAULT '14 days'
+                  CHECK (@extschema@.interval_within(expires_after, '1 minute', '10 years')),
   max_attempts    integer NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),  -- delivery tries per survey
   enabled         boolean NOT NULL DEFAULT true,
   tracked         boolean NOT NULL DEFAULT true,
@@ -68,7 +72,10 @@ CREATE TABLE @extschema@.survey (
   lease_until timestamptz,
   sent_at     timestamptz,
   last_error  text,
-  created_at  timestamptz NOT NULL DEFAULT now()
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  -- the login role (session_user) that took the lease: with lease_owner it decides who may
+  -- report the survey (60_delivery.sql)
+  lease_role  name
 );
 CREATE INDEX survey_customer_idx ON @extschema@.survey (customer_id);
 -- The queue: only live surveys are indexed.

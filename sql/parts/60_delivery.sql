@@ -29,12 +29,21 @@ COMMENT ON TYPE @extschema@.claimed_survey IS
 REVOKE USAGE ON TYPE @extschema@.claimed_survey FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------------------------
+-- Who holds a lease: the worker name the sender chose AND the login role of its session
+-- (session_user). Inside these SECURITY DEFINER functions current_user is the extension owner,
+-- so the caller's role is not visible as current_user; session_user is the role that
+-- authenticated, which the caller cannot change (only a superuser may SET SESSION
+-- AUTHORIZATION). Roles that one login reaches with SET ROLE share its leases: that login may act
+-- as any of them anyway. A lease taken before 0.2 (lease_role NULL) is matched on the worker
+-- name alone until it ends.
 CREATE FUNCTION @extschema@.claim_surveys(worker text, max integer DEFAULT 100,
                                           lease interval DEFAULT '5 minutes')
 RETURNS SETOF @extschema@.claimed_survey
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+  lease_end timestamptz;
 BEGIN
   -- Not STRICT: a NULL argument is a caller bug and gets 22004, not a silent empty result.
   IF worker IS NULL OR max IS NULL OR lease IS NULL THEN
@@ -49,8 +58,13 @@ BEGIN
   IF max <= 0 OR max > 10000 THEN
     RAISE EXCEPTION 'claim_surveys: max % is out of range 1..10000', max USING ERRCODE = '22023';
   END IF;
-  IF lease <= interval '0' OR lease > interval '1 day' THEN
-    RAISE EXCEPTION 'claim_surveys: lease % is out of range (0, 1 day]', lease USING ERRCODE = '22023';
+  -- Checked for what it does: no negative part (35_intervals.sql), then in absolute time from now.
+  IF @extschema@.interval_within(lease, '1 microsecond', '1 day') THEN
+    lease_end := now() + lease;
+  END IF;
+  IF lease_end IS NULL OR lease_end <= now() OR lease_end > now() + interval '25 hours' THEN
+    RAISE EXCEPTION 'claim_surveys: lease % is out of range (0, 1 day] or has a negative part', lease
+      USING ERRCODE = '22023';
   END IF;
   RETURN QUERY
   WITH picked AS (
@@ -70,7 +84,8 @@ BEGIN
     UPDATE @extschema@.survey s
        SET status = 'sending',
            lease_owner = claim_surveys.worker,
-           lease_until = now() + claim_surveys.lease,
+           lease_role = session_user,
+           lease_until = lease_end,
            attempts = s.attempts + 1
       FROM picked
      WHERE s.id = picked.id
@@ -86,63 +101,46 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION @extschema@.claim_surveys(text, integer, interval) IS
-  'Leases up to max due surveys (pending, or sending with a lapsed lease) to worker for lease; '
-  'FOR UPDATE SKIP LOCKED: concurrent workers never get the same survey while a lease holds';
+  'Leases up to max due surveys (pending, or sending with a lapsed lease) to worker and the '
+  'session''s login role for lease; FOR UPDATE SKIP LOCKED: concurrent workers never get the '
+  'same survey while a lease holds';
 
 -- ---------------------------------------------------------------------------------------------
--- The lease check shared by mark_sent and mark_failed: locks the survey row and returns it, or
--- raises P0002 (no such survey) / 55000 (not leased by this worker any more).
-CREATE FUNCTION @extschema@.lease_check(survey_id bigint, worker text, caller text)
-RETURNS @extschema@.survey
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-  s @extschema@.survey;
-BEGIN
-  IF survey_id IS NULL OR worker IS NULL THEN
-    RAISE EXCEPTION '%: % must not be NULL', caller,
-      CASE WHEN survey_id IS NULL THEN 'survey_id' ELSE 'worker' END USING ERRCODE = '22004';
-  END IF;
-  SELECT * INTO s FROM @extschema@.survey x WHERE x.id = lease_check.survey_id FOR UPDATE;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION '%: survey % does not exist', caller, survey_id USING ERRCODE = 'P0002';
-  END IF;
-  -- The owner may still report after its lease lapsed as long as nobody re-claimed the survey:
-  -- the message most likely went out, and recording it prevents a second send.
-  IF s.lease_owner IS DISTINCT FROM worker OR s.status NOT IN ('sending', 'responded') THEN
-    RAISE EXCEPTION '%: survey % is not leased by worker "%"', caller, survey_id, worker
-      USING ERRCODE = '55000',
-            DETAIL = CASE
-              WHEN s.status = 'sending' THEN 'Another worker holds its lease (a lapsed lease is re-claimed).'
-              ELSE format('Its status is %s.', s.status) END,
-            HINT = 'Do not report a survey twice; claim it again with claim_surveys().';
-  END IF;
-  RETURN s;
-END
-$fn$;
-REVOKE ALL ON FUNCTION @extschema@.lease_check(bigint, text, text) FROM PUBLIC;
-COMMENT ON FUNCTION @extschema@.lease_check(bigint, text, text) IS
-  'Internal: locks a survey and checks that worker holds its lease; grant nobody';
+-- Reports. The lease check is part of the UPDATE's WHERE clause: one statement per call (or per
+-- batch), and a survey the caller does not hold - unknown id, another worker's or another role's
+-- lease, a lease re-claimed after it lapsed, already reported, never claimed - is refused with
+-- the same 55000 and the same message, which reveals nothing about it. The owner may still
+-- report after its lease lapsed as long as nobody re-claimed the survey: the message most likely
+-- went out, and recording it prevents a second send.
 
 CREATE FUNCTION @extschema@.mark_sent(survey_id bigint, worker text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-DECLARE
-  s @extschema@.survey;
 BEGIN
-  s := @extschema@.lease_check(survey_id, worker, 'mark_sent');
+  IF survey_id IS NULL OR worker IS NULL THEN
+    RAISE EXCEPTION 'mark_sent: % must not be NULL',
+      CASE WHEN survey_id IS NULL THEN 'survey_id' ELSE 'worker' END USING ERRCODE = '22004';
+  END IF;
   -- An answer can arrive before the sender reports (in-app surveys): keep 'responded'.
   UPDATE @extschema@.survey x
      SET status = CASE WHEN x.status = 'responded' THEN 'responded' ELSE 'sent' END,
-         sent_at = now(), lease_owner = NULL, lease_until = NULL
-   WHERE x.id = s.id;
+         sent_at = now(), lease_owner = NULL, lease_until = NULL, lease_role = NULL
+   WHERE x.id = mark_sent.survey_id
+     AND x.lease_owner = mark_sent.worker
+     AND (x.lease_role IS NULL OR x.lease_role = session_user)
+     AND x.status IN ('sending', 'responded');
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'mark_sent: survey % is not leased by worker "%"', survey_id, worker
+      USING ERRCODE = '55000',
+            HINT = 'Report only surveys this worker claimed with claim_surveys(), once each.';
+  END IF;
 END
 $fn$;
 COMMENT ON FUNCTION @extschema@.mark_sent(bigint, text) IS
-  'Reports a claimed survey as sent; only the worker holding its lease (55000 otherwise)';
+  'Reports a claimed survey as sent; only the worker and role holding its lease (55000 otherwise, '
+  'the same for every survey the caller does not hold)';
 
 CREATE FUNCTION @extschema@.mark_failed(survey_id bigint, worker text, error text,
                                         retry_after interval DEFAULT '15 minutes')
@@ -151,34 +149,144 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-  s @extschema@.survey;
-  max_attempts integer;
   new_status text;
 BEGIN
-  IF error IS NULL OR retry_after IS NULL THEN
+  IF survey_id IS NULL OR worker IS NULL OR error IS NULL OR retry_after IS NULL THEN
     RAISE EXCEPTION 'mark_failed: % must not be NULL',
-      CASE WHEN error IS NULL THEN 'error' ELSE 'retry_after' END USING ERRCODE = '22004';
+      CASE WHEN survey_id IS NULL THEN 'survey_id' WHEN worker IS NULL THEN 'worker'
+           WHEN error IS NULL THEN 'error' ELSE 'retry_after' END USING ERRCODE = '22004';
   END IF;
-  IF retry_after < interval '0' THEN
-    RAISE EXCEPTION 'mark_failed: retry_after % is negative', retry_after USING ERRCODE = '22023';
+  IF NOT @extschema@.interval_within(retry_after, '0', '1 year') THEN
+    RAISE EXCEPTION 'mark_failed: retry_after % is out of range [0, 1 year] or has a negative part', retry_after
+      USING ERRCODE = '22023';
   END IF;
-  s := @extschema@.lease_check(survey_id, worker, 'mark_failed');
-  SELECT p.max_attempts INTO max_attempts FROM @extschema@.payment_source p WHERE p.id = s.source_id;
-  new_status := CASE WHEN s.status = 'responded' THEN 'responded'
-                     WHEN s.attempts >= coalesce(max_attempts, 5) THEN 'failed'
-                     ELSE 'pending' END;
   UPDATE @extschema@.survey x
-     SET status = new_status,
-         send_after = CASE WHEN new_status = 'pending' THEN now() + retry_after ELSE x.send_after END,
+     SET status = CASE WHEN x.status = 'responded' THEN 'responded'
+                       WHEN x.attempts >= coalesce((SELECT p.max_attempts FROM @extschema@.payment_source p
+                                                     WHERE p.id = x.source_id), 5) THEN 'failed'
+                       ELSE 'pending' END,
+         send_after = CASE WHEN x.status = 'responded'
+                             OR x.attempts >= coalesce((SELECT p.max_attempts FROM @extschema@.payment_source p
+                                                         WHERE p.id = x.source_id), 5)
+                           THEN x.send_after ELSE now() + retry_after END,
          last_error = left(error, 2000),
-         lease_owner = NULL, lease_until = NULL
-   WHERE x.id = s.id;
+         lease_owner = NULL, lease_until = NULL, lease_role = NULL
+   WHERE x.id = mark_failed.survey_id
+     AND x.lease_owner = mark_failed.worker
+     AND (x.lease_role IS NULL OR x.lease_role = session_user)
+     AND x.status IN ('sending', 'responded')
+  RETURNING x.status INTO new_status;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'mark_failed: survey % is not leased by worker "%"', survey_id, worker
+      USING ERRCODE = '55000',
+            HINT = 'Report only surveys this worker claimed with claim_surveys(), once each.';
+  END IF;
   RETURN new_status;
 END
 $fn$;
 COMMENT ON FUNCTION @extschema@.mark_failed(bigint, text, text, interval) IS
   'Reports a failed delivery: back to pending after retry_after, or failed once attempts reach '
   'the source''s max_attempts (default 5); returns the new status';
+
+-- Batches: one statement and one lease check for up to 10000 surveys; one row per distinct id,
+-- in the order given: ok = true and the new status, or ok = false and NULL status for a survey
+-- the caller does not hold (nothing else is revealed about it). Ids are locked in id order
+-- (the primary key scan of = ANY), so overlapping batches cannot deadlock.
+CREATE FUNCTION @extschema@.mark_sent(survey_ids bigint[], worker text)
+RETURNS TABLE (survey_id bigint, ok boolean, status text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+BEGIN
+  IF survey_ids IS NULL OR worker IS NULL THEN
+    RAISE EXCEPTION 'mark_sent: % must not be NULL',
+      CASE WHEN survey_ids IS NULL THEN 'survey_ids' ELSE 'worker' END USING ERRCODE = '22004';
+  END IF;
+  IF cardinality(survey_ids) > 10000 THEN
+    RAISE EXCEPTION 'mark_sent: % survey ids in one call, at most 10000', cardinality(survey_ids)
+      USING ERRCODE = '54000';
+  END IF;
+  IF array_position(survey_ids, NULL) IS NOT NULL THEN
+    RAISE EXCEPTION 'mark_sent: survey_ids must not contain NULL' USING ERRCODE = '22004';
+  END IF;
+  RETURN QUERY
+  WITH done AS (
+    UPDATE @extschema@.survey x
+       SET status = CASE WHEN x.status = 'responded' THEN 'responded' ELSE 'sent' END,
+           sent_at = now(), lease_owner = NULL, lease_until = NULL, lease_role = NULL
+     WHERE x.id = ANY (mark_sent.survey_ids)
+       AND x.lease_owner = mark_sent.worker
+       AND (x.lease_role IS NULL OR x.lease_role = session_user)
+       AND x.status IN ('sending', 'responded')
+    RETURNING x.id, x.status
+  )
+  SELECT u.id, d.id IS NOT NULL, d.status
+    FROM (SELECT DISTINCT ON (v.id) v.id, v.ord
+            FROM unnest(mark_sent.survey_ids) WITH ORDINALITY AS v(id, ord)
+           ORDER BY v.id, v.ord) u
+    LEFT JOIN done d ON d.id = u.id
+   ORDER BY u.ord;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.mark_sent(bigint[], text) IS
+  'Reports a batch of claimed surveys as sent in one statement; one row per distinct id: ok and '
+  'the new status, or ok = false for a survey the worker and role do not hold';
+
+CREATE FUNCTION @extschema@.mark_failed(survey_ids bigint[], worker text, error text,
+                                        retry_after interval DEFAULT '15 minutes')
+RETURNS TABLE (survey_id bigint, ok boolean, status text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+BEGIN
+  IF survey_ids IS NULL OR worker IS NULL OR error IS NULL OR retry_after IS NULL THEN
+    RAISE EXCEPTION 'mark_failed: % must not be NULL',
+      CASE WHEN survey_ids IS NULL THEN 'survey_ids' WHEN worker IS NULL THEN 'worker'
+           WHEN error IS NULL THEN 'error' ELSE 'retry_after' END USING ERRCODE = '22004';
+  END IF;
+  IF cardinality(survey_ids) > 10000 THEN
+    RAISE EXCEPTION 'mark_failed: % survey ids in one call, at most 10000', cardinality(survey_ids)
+      USING ERRCODE = '54000';
+  END IF;
+  IF array_position(survey_ids, NULL) IS NOT NULL THEN
+    RAISE EXCEPTION 'mark_failed: survey_ids must not contain NULL' USING ERRCODE = '22004';
+  END IF;
+  IF NOT @extschema@.interval_within(retry_after, '0', '1 year') THEN
+    RAISE EXCEPTION 'mark_failed: retry_after % is out of range [0, 1 year] or has a negative part', retry_after
+      USING ERRCODE = '22023';
+  END IF;
+  RETURN QUERY
+  WITH done AS (
+    UPDATE @extschema@.survey x
+       SET status = CASE WHEN x.status = 'responded' THEN 'responded'
+                         WHEN x.attempts >= coalesce((SELECT p.max_attempts FROM @extschema@.payment_source p
+                                                       WHERE p.id = x.source_id), 5) THEN 'failed'
+                         ELSE 'pending' END,
+           send_after = CASE WHEN x.status = 'responded'
+                               OR x.attempts >= coalesce((SELECT p.max_attempts FROM @extschema@.payment_source p
+                                                           WHERE p.id = x.source_id), 5)
+                             THEN x.send_after ELSE now() + mark_failed.retry_after END,
+           last_error = left(mark_failed.error, 2000),
+           lease_owner = NULL, lease_until = NULL, lease_role = NULL
+     WHERE x.id = ANY (mark_failed.survey_ids)
+       AND x.lease_owner = mark_failed.worker
+       AND (x.lease_role IS NULL OR x.lease_role = session_user)
+       AND x.status IN ('sending', 'responded')
+    RETURNING x.id, x.status
+  )
+  SELECT u.id, d.id IS NOT NULL, d.status
+    FROM (SELECT DISTINCT ON (v.id) v.id, v.ord
+            FROM unnest(mark_failed.survey_ids) WITH ORDINALITY AS v(id, ord)
+           ORDER BY v.id, v.ord) u
+    LEFT JOIN done d ON d.id = u.id
+   ORDER BY u.ord;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.mark_failed(bigint[], text, text, interval) IS
+  'Reports a failed delivery for a batch of claimed surveys (one error text for all) in one '
+  'statement; one row per distinct id: ok and the new status, or ok = false when not held';
 
 CREATE FUNCTION @extschema@.expire_surveys()
 RETURNS integer
@@ -191,13 +299,13 @@ DECLARE
 BEGIN
   -- 'sent' too: an unanswered survey expires (sent_at still tells it was delivered).
   UPDATE @extschema@.survey s
-     SET status = 'expired', lease_owner = NULL, lease_until = NULL
+     SET status = 'expired', lease_owner = NULL, lease_until = NULL, lease_role = NULL
    WHERE s.status IN ('pending', 'sending', 'sent') AND s.expires_at <= now();
   GET DIAGNOSTICS expired = ROW_COUNT;
   -- Leases that ran out max_attempts times (a sender that crashes on this survey every time)
   -- are never claimed again: close them as failed.
   UPDATE @extschema@.survey s
-     SET status = 'failed', lease_owner = NULL, lease_until = NULL,
+     SET status = 'failed', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
          last_error = coalesce(s.last_error, 'lease ran out ' || s.attempts || ' times')
     FROM @extschema@.payment_source p
    WHERE s.status = 'sending' AND s.lease_until <= now()
@@ -233,6 +341,11 @@ BEGIN
     RAISE EXCEPTION 'record_response: responded_at % is not a finite time', responded_at
       USING ERRCODE = '22023';
   END IF;
+  -- responded_at comes from the collector's clock: 5 minutes of skew either way are accepted.
+  IF responded_at > now() + interval '5 minutes' THEN
+    RAISE EXCEPTION 'record_response: responded_at % is in the future (more than 5 minutes after now())', responded_at
+      USING ERRCODE = '22023';
+  END IF;
   IF length(comment) > 10000 THEN
     RAISE EXCEPTION 'record_response: comment has % characters, at most 10000 are kept', length(comment)
       USING ERRCODE = '22001';
@@ -244,6 +357,11 @@ BEGIN
   END IF;
   IF s.status IN ('expired', 'cancelled') THEN
     RAISE EXCEPTION 'record_response: survey % is %', s.id, s.status USING ERRCODE = '22023';
+  END IF;
+  -- (historical answers, given before any survey existed, load with COPY into response)
+  IF responded_at < s.created_at - interval '5 minutes' THEN
+    RAISE EXCEPTION 'record_response: responded_at % is before survey % was created', responded_at, s.id
+      USING ERRCODE = '22023', HINT = 'Load historical answers with COPY into nps_billing.response.';
   END IF;
   IF responded_at >= s.expires_at THEN
     RAISE EXCEPTION 'record_response: survey % is expired (it closed at %)', s.id, s.expires_at
@@ -262,4 +380,5 @@ END
 $fn$;
 COMMENT ON FUNCTION @extschema@.record_response(text, integer, text, timestamptz) IS
   'Stores the answer to a survey (by its token) and returns the response id; a second answer '
-  'replaces the first. Unknown token P0002, expired/cancelled survey 22023, score 22003';
+  'replaces the first. Unknown token P0002, expired/cancelled survey 22023, score 22003, '
+  'responded_at before the survey or in the future (5 minutes of clock skew allowed) 22023';

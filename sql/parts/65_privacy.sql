@@ -99,10 +99,15 @@ BEGIN
   IF older_than IS NULL THEN
     RAISE EXCEPTION 'purge: older_than must not be NULL' USING ERRCODE = '22004';
   END IF;
-  IF older_than <= interval '0' THEN
-    RAISE EXCEPTION 'purge: older_than % must be positive', older_than USING ERRCODE = '22023';
+  -- Checked for what it does (35_intervals.sql): no negative part, at least a day (a shorter
+  -- retention would delete surveys still being delivered), and the cutoff really is in the past.
+  IF @extschema@.interval_within(older_than, '1 day', '1000 years') THEN
+    cutoff := now() - older_than;
   END IF;
-  cutoff := now() - older_than;
+  IF cutoff IS NULL OR cutoff >= now() - interval '23 hours' THEN
+    RAISE EXCEPTION 'purge: older_than % must be positive, at least 1 day and at most 1000 years, with no negative part', older_than
+      USING ERRCODE = '22023';
+  END IF;
 
   -- Surveys created before the cutoff, whatever their state (live ones that old are overdue).
   -- The links to them are cleared by the next statements, whose fresh snapshots also see an

@@ -107,13 +107,16 @@ AS $$
   WHERE b.bucket_start < until
     AND @extschema@.check_argument(bucket IS NOT NULL AND since IS NOT NULL AND until IS NOT NULL,
           '22004', 'nps_trend: bucket, since and until must not be NULL')
-    AND @extschema@.check_argument(bucket IS NULL OR bucket > interval '0',
-          '22023', format('nps_trend: bucket %s must be a positive interval', bucket))
+    -- no negative part (35_intervals.sql): every bucket ends after it starts, whatever the start
+    AND @extschema@.check_argument(bucket IS NULL
+                                   OR @extschema@.interval_within(bucket, '1 microsecond', '100 years'),
+          '22023', format('nps_trend: bucket %s must be a positive interval of at most 100 years with no negative part', bucket))
     AND @extschema@.check_argument(since IS NULL OR until IS NULL
                                    OR (isfinite(since) AND isfinite(until) AND since <= until),
           '22023', format('nps_trend: since %s and until %s must be finite with since <= until', since, until))
     AND @extschema@.check_argument(bucket IS NULL OR since IS NULL OR until IS NULL
-                                   OR NOT isfinite(since) OR NOT isfinite(until) OR bucket <= interval '0'
+                                   OR NOT isfinite(since) OR NOT isfinite(until)
+                                   OR NOT @extschema@.interval_within(bucket, '1 microsecond', '100 years')
                                    OR extract(epoch FROM until - since) / extract(epoch FROM bucket) <= 100000,
           '54000', format('nps_trend: buckets of %s between %s and %s exceed the limit of 100000 buckets',
                           bucket, since, until))
@@ -204,8 +207,9 @@ AS $$
                   WHERE e.customer_id = r.customer_id AND e.occurred_at <= r.responded_at)
       AND @extschema@.check_argument("window" IS NOT NULL, '22004',
             'nps_failed_payments: window must not be NULL')
-      AND @extschema@.check_argument("window" IS NULL OR "window" > interval '0', '22023',
-            format('nps_failed_payments: window %s must be a positive interval', "window"))
+      AND @extschema@.check_argument("window" IS NULL
+                                     OR @extschema@.interval_within("window", '1 microsecond', '100 years'), '22023',
+            format('nps_failed_payments: window %s must be a positive interval of at most 100 years with no negative part', "window"))
     GROUP BY 1
   )
   SELECT v.failed_payment, coalesce(@extschema@.responses(g.a), 0), @extschema@.nps(g.a),
@@ -287,8 +291,9 @@ AS $$
                                      AND nps_alerts.attributes IS NOT NULL AND min_responses IS NOT NULL
                                      AND as_of IS NOT NULL,
             '22004', 'nps_alerts: no argument may be NULL')
-      AND @extschema@.check_argument("window" IS NULL OR "window" > interval '0', '22023',
-            format('nps_alerts: window %s must be a positive interval', "window"))
+      AND @extschema@.check_argument("window" IS NULL
+                                     OR @extschema@.interval_within("window", '1 microsecond', '100 years'), '22023',
+            format('nps_alerts: window %s must be a positive interval of at most 100 years with no negative part', "window"))
       AND @extschema@.check_argument(drop_threshold IS NULL
                                      OR (drop_threshold >= 0 AND drop_threshold < 'infinity'), '22023',
             format('nps_alerts: drop_threshold %s must be a finite number >= 0', drop_threshold))

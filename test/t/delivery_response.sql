@@ -1,6 +1,6 @@
 -- record_response: answers by token, replacement, which statuses accept answers, errors.
 BEGIN;
-SELECT plan(28);
+SELECT plan(36);
 SET LOCAL search_path = nps_billing, public;
 
 CREATE TEMP TABLE dr_pay (id int);
@@ -13,6 +13,7 @@ SELECT 'dr-tok-' || st, p.id, 'dr-cust-' || st, 'sms', st, now() - interval '1 d
 INSERT INTO survey (token, source_id, customer_id, channel, status, send_after, expires_at)
 SELECT 'dr-tok-overdue', p.id, 'dr-cust-overdue', 'email', 'sent', now() - interval '20 days', now() - interval '1 hour'
   FROM payment_source p WHERE p.name = 'dr';
+UPDATE survey SET created_at = now() - interval '20 days' WHERE token = 'dr-tok-overdue';
 
 -- a first answer
 SELECT ok(record_response('dr-tok-sent', 9, 'clear invoice') > 0, 'record_response returns the response id');
@@ -58,11 +59,29 @@ SELECT throws_ok($$SELECT record_response('dr-tok-sent', 9, NULL, 'infinity')$$,
 SELECT throws_ok($$SELECT record_response('dr-tok-sent', 9, repeat('x', 10001))$$, '22001', NULL, 'a comment over 10000 characters: 22001');
 SELECT throws_ok($$SELECT record_response('dr-tok-sent', 2147483647)$$, '22003', NULL, 'huge score: 22003');
 SELECT throws_ok($$SELECT record_response(repeat('t', 1000000), 9)$$, 'P0002', 'record_response: no survey has this token', 'a 1 MB token: P0002, not echoed');
+-- responded_at: not before the survey was created, not in the future (5 minutes of clock skew either way)
+SELECT throws_ok($$SELECT record_response('dr-tok-sent', 9, NULL, now() - interval '1 hour')$$, '22023',
+                 format('record_response: responded_at %s is before survey %s was created', now() - interval '1 hour',
+                        (SELECT id FROM survey WHERE token = 'dr-tok-sent')),
+                 'an answer dated before its survey existed: 22023');
+SELECT throws_ok($$SELECT record_response('dr-tok-sent', 9, NULL, '2001-01-01')$$, '22023', NULL, 'an answer dated years before: 22023');
+SELECT throws_ok($$SELECT record_response('dr-tok-sent', 9, NULL, now() + interval '1 day')$$, '22023',
+                 format('record_response: responded_at %s is in the future (more than 5 minutes after now())', now() + interval '1 day'),
+                 'an answer dated tomorrow: 22023');
+SELECT throws_ok($$SELECT record_response('dr-tok-sent', 9, NULL, now() + interval '5 minutes 1 second')$$, '22023', NULL,
+                 'just beyond the 5-minute skew: 22023');
+SELECT throws_ok($$SELECT record_response('no-such-token', 9, NULL, now() + interval '1 year')$$, '22023', NULL,
+                 'a future time is refused before the token is looked up');
+SELECT lives_ok($$SELECT record_response('dr-tok-sent', 8, NULL, now() + interval '4 minutes')$$, 'within the skew after now: accepted');
+SELECT lives_ok($$SELECT record_response('dr-tok-sent', 8, NULL, now() - interval '4 minutes')$$,
+                'within the skew before the survey was created: accepted');
 SELECT is((SELECT score::int FROM response r JOIN survey s ON s.id = r.survey_id WHERE s.token = 'dr-tok-sent'), 8,
           'failed calls changed nothing');
+SELECT lives_ok($$INSERT INTO response (customer_id, score, channel, responded_at) VALUES ('dr-hist', 9, 'email', '2001-01-01')$$,
+                'historical answers still load straight into response (the COPY path), whatever their date');
 
 -- a responded survey that is then claimed and sent keeps 'responded' (the answer is not lost)
-UPDATE survey SET status = 'sending', lease_owner = 'w', lease_until = now() + interval '1 minute' WHERE token = 'dr-tok-pending';
+UPDATE survey SET status = 'sending', lease_owner = 'w', lease_role = session_user, lease_until = now() + interval '1 minute' WHERE token = 'dr-tok-pending';
 SELECT lives_ok($$SELECT record_response('dr-tok-pending', 9)$$, 'answered while its sender still holds the lease');
 SELECT lives_ok($$SELECT mark_sent((SELECT id FROM survey WHERE token = 'dr-tok-pending'), 'w')$$, '... the sender reports it sent');
 SELECT results_eq($$SELECT status, sent_at IS NOT NULL, lease_owner FROM survey WHERE token = 'dr-tok-pending'$$,

@@ -1,5 +1,5 @@
 -- Queue correctness under concurrency: 20,000 due surveys drained by 4 reference senders
--- (examples/sender/sender.sh --once) running at the same time. No timing is asserted.
+-- (examples/sender/sender.pl --once) running at the same time. No timing is asserted.
 -- The fixture is committed (the senders are other sessions) and removed at the end.
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
@@ -21,24 +21,26 @@ CREATE ROLE nps_stress_sender LOGIN PASSWORD 'stress-test-only';
 GRANT USAGE ON SCHEMA nps_billing TO nps_stress_sender;
 GRANT EXECUTE ON FUNCTION nps_billing.claim_surveys(text, integer, interval),
                           nps_billing.mark_sent(bigint, text),
-                          nps_billing.mark_failed(bigint, text, text, interval) TO nps_stress_sender;
+                          nps_billing.mark_failed(bigint, text, text, interval),
+                          nps_billing.mark_sent(bigint[], text),
+                          nps_billing.mark_failed(bigint[], text, text, interval) TO nps_stress_sender;
 \setenv PGUSER nps_stress_sender
 \setenv PGPASSWORD stress-test-only
 -- a directory of this run's own (several clusters may run the suite at once)
 SELECT '/tmp/nps_delivery_stress_' || current_setting('port') || '_' || pg_backend_pid() AS outdir \gset
 \setenv NPS_STRESS_DIR :outdir
 \! rm -rf "$NPS_STRESS_DIR" && mkdir -p "$NPS_STRESS_DIR"
-\! for i in 1 2 3 4; do bash examples/sender/sender.sh --once --worker stress-$i --batch 200 --outbox "$NPS_STRESS_DIR/out$i" 2>"$NPS_STRESS_DIR/err$i" & done; wait
+\! for i in 1 2 3 4; do perl examples/sender/sender.pl --once --worker stress-$i --batch 200 --outbox "$NPS_STRESS_DIR/out$i" 2>"$NPS_STRESS_DIR/err$i" & done; wait
 
 CREATE TEMP TABLE outbox (sent_at text, worker text, survey_id bigint, customer text, link text, source text, amount numeric, currency text);
 \copy outbox FROM PROGRAM 'cat "$NPS_STRESS_DIR"/out*/*.tsv'
 
 -- the three sms surveys become due now; one sender with an sms outage reports them failed
 UPDATE nps_billing.survey SET send_after = now() - interval '1 second' WHERE channel = 'sms' AND token LIKE 'ds-tok-%';
-\! bash examples/sender/sender.sh --once --worker stress-sms --fail-channel sms --retry-after '2 hours' --outbox "$NPS_STRESS_DIR/out-sms" 2>"$NPS_STRESS_DIR/err-sms"
+\! perl examples/sender/sender.pl --once --worker stress-sms --fail-channel sms --retry-after '2 hours' --outbox "$NPS_STRESS_DIR/out-sms" 2>"$NPS_STRESS_DIR/err-sms"
 
 -- a sender that cannot claim (here: --batch 0) says why and exits non-zero
-\! bash examples/sender/sender.sh --once --batch 0 --outbox "$NPS_STRESS_DIR/out-bad" 2>"$NPS_STRESS_DIR/err-bad"; echo $? >"$NPS_STRESS_DIR/rc-bad"
+\! perl examples/sender/sender.pl --once --batch 0 --outbox "$NPS_STRESS_DIR/out-bad" 2>"$NPS_STRESS_DIR/err-bad"; echo $? >"$NPS_STRESS_DIR/rc-bad"
 
 BEGIN;
 SELECT plan(12);

@@ -124,7 +124,7 @@ SELECT id, 'pp-err-' || d, 'e', now() - d * interval '1 day' FROM payment_source
 INSERT INTO customer_contact SELECT 'pp-cust-' || d, now() - d * interval '1 day' FROM unnest(ARRAY[10, 200, 400]) d;
 CREATE TEMP TABLE nps_before_purge AS SELECT nps(score), count(*) FROM response;
 SELECT throws_ok($$SELECT * FROM purge(NULL)$$, '22004', 'purge: older_than must not be NULL', 'purge NULL: 22004');
-SELECT throws_ok($$SELECT * FROM purge('0')$$, '22023', 'purge: older_than 00:00:00 must be positive', 'purge zero: 22023');
+SELECT throws_ok($$SELECT * FROM purge('0')$$, '22023', 'purge: older_than 00:00:00 must be positive, at least 1 day and at most 1000 years, with no negative part', 'purge zero: 22023');
 SELECT throws_ok($$SELECT * FROM purge('-1 day')$$, '22023', NULL, 'purge negative: 22023');
 SELECT results_eq($$SELECT * FROM purge('365 days')$$, $$VALUES (1, 2, 2, 1, 1)$$,
   'purge(365 days): (events, surveys, responses, capture_errors, contacts)');

@@ -9,7 +9,9 @@ CREATE ROLE nps_sender NOLOGIN;
 GRANT USAGE ON SCHEMA nps_billing TO nps_sender;
 GRANT EXECUTE ON FUNCTION nps_billing.claim_surveys(text, integer, interval),
                           nps_billing.mark_sent(bigint, text),
-                          nps_billing.mark_failed(bigint, text, text, interval) TO nps_sender;
+                          nps_billing.mark_failed(bigint, text, text, interval),
+                          nps_billing.mark_sent(bigint[], text),
+                          nps_billing.mark_failed(bigint[], text, text, interval) TO nps_sender;
 -- response collector: the web/SMS endpoint that stores answers by token, nothing else
 CREATE ROLE nps_collector NOLOGIN;
 GRANT USAGE ON SCHEMA nps_billing TO nps_collector;
@@ -51,7 +53,7 @@ SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', 'SELECT * FROM nps_billi
 SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', $q$SELECT nps_billing.record_response('pr-token-3', 9)$q$)$$, '42501', NULL, 'sender cannot record responses');
 SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', 'SELECT nps_billing.expire_surveys()')$$, '42501', NULL, 'sender cannot expire surveys');
 SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', $q$SELECT nps_billing.forget_customer('pr-cust-1')$q$)$$, '42501', NULL, 'sender cannot forget customers');
-SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', $q$SELECT nps_billing.lease_check(7701, 's1', 'x')$q$)$$, '42501', NULL, 'sender cannot call the internal lease_check');
+SELECT lives_ok($$SELECT pg_temp.as_role('nps_sender', $q$SELECT * FROM nps_billing.mark_sent(ARRAY[7703]::bigint[], 's1')$q$)$$, 'sender: batch mark_sent');
 SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', $q$UPDATE nps_billing.survey SET status = 'sent'$q$)$$, '42501', NULL, 'sender cannot update surveys directly');
 
 -- collector
@@ -114,14 +116,14 @@ SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronam
                    AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)$$,
                 'every SECURITY DEFINER function pins search_path = pg_catalog, pg_temp');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'nps_billing'::regnamespace
-                   AND p.proname IN ('claim_surveys', 'mark_sent', 'mark_failed', 'expire_surveys', 'record_response', 'forget_customer', 'purge', 'lease_check')
+                   AND p.proname IN ('claim_surveys', 'mark_sent', 'mark_failed', 'expire_surveys', 'record_response', 'forget_customer', 'purge')
                    AND NOT p.prosecdef$$, 'queue, response and privacy functions are SECURITY DEFINER (roles need no table grants)');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'nps_billing'::regnamespace
-                   AND p.proname IN ('claim_surveys', 'mark_sent', 'mark_failed', 'expire_surveys', 'record_response', 'forget_customer', 'purge', 'lease_check')
+                   AND p.proname IN ('claim_surveys', 'mark_sent', 'mark_failed', 'expire_surveys', 'record_response', 'forget_customer', 'purge')
                    AND obj_description(p.oid, 'pg_proc') IS NULL$$, 'every delivery and privacy function has a COMMENT');
 SELECT is((SELECT count(*)::int FROM pg_proc p WHERE p.pronamespace = 'nps_billing'::regnamespace
-            AND p.proname IN ('claim_surveys', 'mark_sent', 'mark_failed', 'expire_surveys', 'record_response', 'forget_customer', 'purge', 'lease_check')), 8,
-          'the eight delivery and privacy functions exist once each');
+            AND p.proname IN ('claim_surveys', 'mark_sent', 'mark_failed', 'expire_surveys', 'record_response', 'forget_customer', 'purge')), 9,
+          'the delivery and privacy functions exist once each (mark_sent and mark_failed for one id and for arrays)');
 SELECT function_returns('nps_billing', 'claim_surveys', ARRAY['text', 'integer', 'interval'], 'setof nps_billing.claimed_survey', 'claim_surveys returns SETOF claimed_survey');
 SELECT function_returns('nps_billing', 'record_response', ARRAY['text', 'integer', 'text', 'timestamp with time zone'], 'bigint', 'record_response returns bigint');
 SELECT * FROM finish();
