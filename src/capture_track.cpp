@@ -94,10 +94,9 @@ NPS_FUNCTION(nps_track_payments) {
     if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'nps_billing' AND extversion = '0.1'", true,
                     1) != SPI_OK_SELECT)
         elog(ERROR, "nps_billing: could not read pg_extension");
-    if (SPI_processed > 0)
-        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                        errmsg("nps_billing 0.1 cannot track tables with this version of its library"),
-                        errhint("Run ALTER EXTENSION nps_billing UPDATE.")));
+    // A database still at 0.1 (the library was updated first): expressions are stored as written,
+    // read as 0.1 reads them, and bound by ALTER EXTENSION nps_billing UPDATE.
+    bool legacy = SPI_processed > 0;
     // The settings the trigger evaluates under (standard_conforming_strings, ...), whatever the
     // caller's session says; names in the text resolve in pg_catalog, then the table's schema.
     int gucs = pin_settings();
@@ -107,9 +106,10 @@ NPS_FUNCTION(nps_track_payments) {
     // Bound: schema-qualified, read back the same under the trigger's search_path.
     const char *bound[X_COUNT];
     for (int i = 0; i < X_COUNT; i++)
-        bound[i] = bind_expression(static_cast<ExprSlot>(i), exprs[i], rel);
+        bound[i] = legacy ? exprs[i] : bind_expression(static_cast<ExprSlot>(i), exprs[i], rel);
     // The compiled statement as a whole (defence in depth: exactly the 7 columns we build).
-    set_search_path(EVAL_PATH);
+    if (!legacy)
+        set_search_path(EVAL_PATH);
     {
         SPIPlanPtr plan = SPI_prepare_params(eval_sql(bound, NULL), parser_setup, shape, 0);
         if (plan == NULL)
@@ -179,7 +179,15 @@ NPS_FUNCTION(nps_track_payments) {
         n[11] = ' ';
         n[12] = '\0';
         const char *sql =
-            reactivate
+            legacy && reactivate
+                ? "UPDATE nps_billing.payment_source SET customer_expr = $2, payment_key_expr = $3, succeeded_expr = $4, "
+                  "failed_expr = $5, amount_expr = $6, currency_expr = $7, paid_at_expr = $8, attributes_expr = $9, "
+                  "on_error = $11, tracked = true WHERE name = $10 AND relid = $1 AND $12 IS NOT NULL RETURNING id"
+            : legacy
+                ? "INSERT INTO nps_billing.payment_source (relid, customer_expr, payment_key_expr, succeeded_expr, "
+                  "failed_expr, amount_expr, currency_expr, paid_at_expr, attributes_expr, name, on_error) "
+                  "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 WHERE $12 IS NOT NULL RETURNING id"
+            : reactivate
                 ? "UPDATE nps_billing.payment_source SET customer_expr = $2, payment_key_expr = $3, succeeded_expr = $4, "
                   "failed_expr = $5, amount_expr = $6, currency_expr = $7, paid_at_expr = $8, attributes_expr = $9, "
                   "on_error = $11, tracked = true, expressions_as_written = " WRITTEN_JSON " "
