@@ -1797,3 +1797,23 @@ REVOKE ALL ON FUNCTION @extschema@.npsagg_add(@extschema@.npsagg, @extschema@.np
   @extschema@.answers_in(timestamptz, timestamptz, text[]) FROM PUBLIC;
 REVOKE ALL ON TABLE @extschema@.rollup_segment, @extschema@.rollup_days, @extschema@.customer_latest_answer,
   @extschema@.survey_funnel_day, @extschema@.nps_daily, @extschema@.nps_daily_days_since_payment FROM PUBLIC;
+-- Capture: expressions bound at track time, the text as written kept beside them; a dropped
+-- tracked table leaves no tracked source behind.
+ALTER TABLE @extschema@.payment_source ADD COLUMN expressions_as_written jsonb;
+CREATE FUNCTION @extschema@._capture_table_dropped() RETURNS event_trigger
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  UPDATE @extschema@.payment_source s SET tracked = false
+    FROM pg_catalog.pg_event_trigger_dropped_objects() d
+   WHERE s.tracked AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
+     AND d.objid = s.relid::pg_catalog.oid;
+END $$;
+COMMENT ON FUNCTION @extschema@._capture_table_dropped() IS
+  'Internal: marks the payment source of a dropped table untracked (event trigger nps_billing_capture_dropped)';
+REVOKE ALL ON FUNCTION @extschema@._capture_table_dropped() FROM PUBLIC;
+CREATE EVENT TRIGGER nps_billing_capture_dropped ON sql_drop
+  EXECUTE FUNCTION @extschema@._capture_table_dropped();
+-- 0.1 sources: bind their expressions once (and untrack those of dropped tables).
+CREATE FUNCTION @extschema@._capture_rebind() RETURNS integer AS 'MODULE_PATHNAME', 'nps_capture_rebind' LANGUAGE C;
+SELECT @extschema@._capture_rebind();
+DROP FUNCTION @extschema@._capture_rebind();

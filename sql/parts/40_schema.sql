@@ -32,7 +32,10 @@ CREATE TABLE @extschema@.payment_source (
   tracked         boolean NOT NULL DEFAULT true,
   created_at      timestamptz NOT NULL DEFAULT now(),
   -- attribute keys the analysis rollups keep per day (segments of nps_by, nps_alerts)
-  dimensions      text[] NOT NULL DEFAULT '{plan,method}'
+  dimensions      text[] NOT NULL DEFAULT '{plan,method}',
+  -- The *_expr columns hold the expressions bound at track time (schema-qualified, what runs);
+  -- this keeps the text as it was written, keyed by track_payments' argument names.
+  expressions_as_written jsonb
 );
 
 CREATE TABLE @extschema@.payment_event (
