@@ -10,7 +10,7 @@ out=${DEB_DIR:-$top/build/deb}
 . scripts/chroot-lib.sh  # copy_tree
 need=""
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
-for p in make g++ dpkg-dev debhelper postgresql-server-dev-all; do have "$p" || need="$need $p"; done
+for p in build-essential make g++ dpkg-dev debhelper postgresql-server-dev-all; do have "$p" || need="$need $p"; done
 if [ -n "$need" ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "build-deb: installing:$need"

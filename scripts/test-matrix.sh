@@ -34,7 +34,6 @@ for entry in $MATRIX; do
   log=$(mktemp /tmp/nps-matrix-$suite.XXXXXX.log)
   debs=$(mktemp -d /tmp/nps-matrix-debs-$suite.XXXXXX)
   echo "== test-matrix: Debian $suite, PostgreSQL $major: $CMD (log: $log, removed if it passes)"
-  rc=0
   (
     set -e
     trap 'chroot_down' EXIT
@@ -57,7 +56,8 @@ for entry in $MATRIX; do
     # The distribution's major is the expected one (not, say, a leftover of another).
     [ -x "$ROOT/usr/lib/postgresql/$major/bin/postgres" ] || [ -x "$ROOT/usr/lib/postgresql/$major/bin/pg_config" ] || {
       echo "test-matrix: PostgreSQL $major is not what $suite installed: $(ls "$ROOT/usr/lib/postgresql" 2>/dev/null)"; exit 1; }
-  ) >"$log" 2>&1 || rc=$?
+  ) >"$log" 2>&1  # (not `|| rc=$?`: that would switch off set -e inside)
+  rc=$?
   if [ "$rc" -eq 0 ] && [ "$DEB" = 1 ]; then
     echo "-- test-matrix: the package on Debian $suite" >>"$log"
     sh scripts/test-deb.sh "$suite" "$major" "$debs" >"$debs/test.log" 2>&1 || rc=$?
