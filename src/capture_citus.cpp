@@ -57,8 +57,8 @@ const char *citus_table_kind(Oid relid) {
 }
 
 // The Citus table whose shard rel is (pg_dist_shard; shards are named <table>_<shardid> in the
-// table's schema), or NULL.
-const char *citus_shard_of(Relation rel) {
+// table's schema), or NULL; *table_oid its oid.
+const char *citus_shard_of(Relation rel, Oid *table_oid = NULL) {
     if (!has_catalog("pg_dist_shard"))
         return NULL;
     const char *relname = RelationGetRelationName(rel);
@@ -73,22 +73,25 @@ const char *citus_shard_of(Relation rel) {
     Datum a[] = {Int64GetDatum(shardid), ObjectIdGetDatum(RelationGetNamespace(rel)),
                  CStringGetTextDatum(relname)};
     // Long names are truncated by Citus before the suffix: the schema and the shard id decide.
-    if (SPI_execute_with_args("SELECT s.logicalrelid::pg_catalog.text FROM pg_catalog.pg_dist_shard s "
+    if (SPI_execute_with_args("SELECT s.logicalrelid::pg_catalog.text, s.logicalrelid::pg_catalog.oid "
+                              "FROM pg_catalog.pg_dist_shard s "
                               "JOIN pg_catalog.pg_class c ON c.oid = s.logicalrelid "
                               "WHERE s.shardid = $1 AND c.relnamespace = $2 "
                               "AND (c.relname::pg_catalog.text || '_' || s.shardid = $3 "
                               "     OR pg_catalog.length($3) >= 60)",
                               3, t, a, NULL, true, 1) != SPI_OK_SELECT)
         elog(ERROR, "nps_billing: could not read pg_dist_shard");
-    if (SPI_processed > 0)
-        table = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-    if (table)
-        table = MemoryContextStrdup(TopTransactionContext, table);
+    if (SPI_processed > 0) {
+        bool isnull;
+        table = MemoryContextStrdup(TopTransactionContext, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+        if (table_oid)
+            *table_oid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+    }
     SPI_finish();
     return table;
 }
 
-List *warned = NIL;  // relids already warned about in this backend (TopMemoryContext)
+List *warned = NIL;  // relids looked at in this backend, and Citus tables warned about (TopMemoryContext)
 
 }  // namespace
 
@@ -118,17 +121,23 @@ void warn_untracked_capture(Relation rel) {
     MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
     warned = lappend_oid(warned, relid);
     MemoryContextSwitchTo(old);
-    const char *table = citus_shard_of(rel);
-    if (table)
+    Oid table_oid = InvalidOid;
+    const char *table = citus_shard_of(rel, &table_oid);
+    if (table && list_member_oid(warned, table_oid))
+        return;  // one warning per Citus table, not one per shard
+    if (table) {
+        old = MemoryContextSwitchTo(TopMemoryContext);
+        warned = lappend_oid(warned, table_oid);
+        MemoryContextSwitchTo(old);
         ereport(WARNING, (errcode(ERRCODE_WARNING),
-                          errmsg("payments written to \"%s\" are not captured: it is a shard of the Citus table %s",
-                                 RelationGetRelationName(rel), table),
-                          errdetail("nps_billing does not capture payments of Citus tables; this warning is "
-                                    "shown once per session."),
+                          errmsg("payments written to the Citus table %s are not captured", table),
+                          errdetail("Its shards (here \"%s\") have the capture trigger but no payment source; "
+                                    "this warning is shown once per session.",
+                                    RelationGetRelationName(rel)),
                           errhint("Drop the triggers nps_billing_capture_insert and nps_billing_capture_update of "
                                   "%s and track a plain PostgreSQL table; see docs/scale-out.md.",
                                   table)));
-    else
+    }    else
         ereport(WARNING, (errcode(ERRCODE_WARNING),
                           errmsg("payments written to \"%s\" are not captured: it has the capture trigger but no "
                                  "payment source",

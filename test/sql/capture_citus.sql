@@ -32,11 +32,13 @@ CREATE TABLE cit_dist (id int, cust text, st text);
 CREATE TABLE cit_ref (id int, cust text, st text);
 CREATE TABLE cit_local (id int, cust text, st text);
 CREATE TABLE cit_dist_102008 (id int, cust text, st text);
+CREATE TABLE cit_dist_102009 (id int, cust text, st text);
 INSERT INTO pg_catalog.pg_dist_partition VALUES
   ('cit_dist', 'h', NULL, 1, 's', false),
   ('cit_ref', 'n', NULL, 2, 't', false),
   ('cit_local', 'n', NULL, 0, 's', false);
-INSERT INTO pg_catalog.pg_dist_shard VALUES ('cit_dist', 102008, 't', '-2147483648', '-2013265921');
+INSERT INTO pg_catalog.pg_dist_shard VALUES ('cit_dist', 102008, 't', '-2147483648', '-2013265921'),
+  ('cit_dist', 102009, 't', '-2013265920', '-1879048193');
 
 -- 0A000 for a distributed, a reference and a Citus local table, and for a shard
 SELECT nps_billing.track_payments('cit_dist', 'cust', 'id::text', $$st = 'ok'$$);
@@ -46,12 +48,16 @@ SELECT nps_billing.track_payments('cit_dist_102008', 'cust', 'id::text', $$st = 
 SELECT count(*) AS sources FROM nps_billing.payment_source WHERE relid::text LIKE 'cit_dist%' OR relid::text IN ('cit_ref', 'cit_local');
 SELECT count(*) AS triggers FROM pg_trigger WHERE tgrelid IN ('cit_dist'::regclass, 'cit_ref'::regclass, 'cit_local'::regclass, 'cit_dist_102008'::regclass);
 
--- a shard that got the trigger (citus.enable_unsafe_triggers copies it): the warning names its table
+-- shards that got the trigger (citus.enable_unsafe_triggers copies it): one warning per session
+-- naming the distributed table, not one per shard
 CREATE TRIGGER nps_billing_capture_insert AFTER INSERT ON cit_dist_102008
+  REFERENCING NEW TABLE AS nps_new FOR EACH STATEMENT EXECUTE FUNCTION nps_billing.capture();
+CREATE TRIGGER nps_billing_capture_insert AFTER INSERT ON cit_dist_102009
   REFERENCING NEW TABLE AS nps_new FOR EACH STATEMENT EXECUTE FUNCTION nps_billing.capture();
 INSERT INTO cit_dist_102008 VALUES (1, 'C1', 'ok');
 INSERT INTO cit_dist_102008 VALUES (2, 'C2', 'ok');
-SELECT count(*) AS committed FROM cit_dist_102008;
+INSERT INTO cit_dist_102009 VALUES (3, 'C3', 'ok');
+SELECT (SELECT count(*) FROM cit_dist_102008) + (SELECT count(*) FROM cit_dist_102009) AS committed;
 
 -- a plain table is still tracked with the Citus catalog present
 CREATE TABLE cit_plain2 (id int PRIMARY KEY, cust text, st text);
@@ -69,4 +75,4 @@ DELETE FROM nps_billing.payment_event WHERE source_id IN (SELECT id FROM nps_bil
 DELETE FROM nps_billing.survey WHERE source_id IN (SELECT id FROM nps_billing.payment_source WHERE name LIKE 'cit\_%');
 DELETE FROM nps_billing.customer_contact WHERE customer_id IN ('C1', 'C2');
 DELETE FROM nps_billing.payment_source WHERE name LIKE 'cit\_%';
-DROP TABLE cit_plain, cit_plain2, cit_other_102008, cit_orphan, cit_dist, cit_ref, cit_local, cit_dist_102008;
+DROP TABLE cit_plain, cit_plain2, cit_other_102008, cit_orphan, cit_dist, cit_ref, cit_local, cit_dist_102008, cit_dist_102009;
