@@ -98,7 +98,7 @@ for page in README.md docs/*.md; do
   done >>"$dir/page.psql"
   psql -qX -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
   psql -qX -v ON_ERROR_STOP=1 -d "$db" -c 'CREATE EXTENSION nps_billing' >/dev/null
-  psql -qX -P footer=off -v ON_ERROR_STOP=1 -d "$db" -f "$dir/page.psql" >"$dir/page.out" 2>&1; rc=$?
+  PGDATABASE=$db psql -qX -P footer=off -v ON_ERROR_STOP=1 -f "$dir/page.psql" >"$dir/page.out" 2>&1; rc=$?
   awk -v dir="$dir" '/^@@block [0-9]+@@$/ { f = dir "/" substr($2, 1, 3) ".out"; printf "" > f; next }
                      f != "" { print >> f }' "$dir/page.out"
   bad=""
