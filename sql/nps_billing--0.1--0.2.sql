@@ -5,7 +5,8 @@
 
 -- ---------------------------------------------------------------------------------------------
 -- Delivery hardening (intervals checked for what they do; leases held by worker and login role;
--- reports that reveal nothing; batch reports; responded_at checked)
+-- reports that reveal nothing; batch reports; responded_at checked) and a queue that writes less
+-- (claims update surveys in place; payment context read by primary key)
 -- ---------------------------------------------------------------------------------------------
 CREATE FUNCTION @extschema@.interval_within(i interval, lo interval, hi interval) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -47,8 +48,20 @@ ALTER TABLE @extschema@.payment_source
   ADD CONSTRAINT payment_source_throttle_check CHECK (@extschema@.interval_within(throttle, '0', '100 years')),
   ADD CONSTRAINT payment_source_expires_after_check CHECK (@extschema@.interval_within(expires_after, '1 minute', '10 years'));
 
--- Leases taken by 0.1 keep lease_role NULL and are matched on the worker name alone until they end.
-ALTER TABLE @extschema@.survey ADD COLUMN lease_role name;
+-- survey: the leasing role; queued/live derived from status (a claim changes neither, so it is
+-- an in-place HOT update); the queue and expiry indexes on them; room on each page for HOT.
+-- The table is rewritten once (stored generated columns) with the new fillfactor. Leases taken
+-- by 0.1 keep lease_role NULL and are matched on the worker name alone until they end; queued,
+-- leased and sent surveys keep their status, lease and attempts.
+ALTER TABLE @extschema@.survey SET (fillfactor = 80);
+ALTER TABLE @extschema@.survey
+  ADD COLUMN lease_role oid,
+  ADD COLUMN queued boolean GENERATED ALWAYS AS (status IN ('pending', 'sending')) STORED,
+  ADD COLUMN live boolean GENERATED ALWAYS AS (status IN ('pending', 'sending', 'sent')) STORED;
+DROP INDEX @extschema@.survey_queue_idx;
+CREATE INDEX survey_queue_idx ON @extschema@.survey (send_after) WHERE queued;
+DROP INDEX @extschema@.survey_expiry_idx;
+CREATE INDEX survey_expiry_idx ON @extschema@.survey (expires_at) WHERE live;
 
 DROP FUNCTION @extschema@.lease_check(bigint, text, text);
 CREATE OR REPLACE FUNCTION @extschema@.claim_surveys(worker text, max integer DEFAULT 100,
@@ -59,6 +72,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
   lease_end timestamptz;
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
 BEGIN
   -- Not STRICT: a NULL argument is a caller bug and gets 22004, not a silent empty result.
   IF worker IS NULL OR max IS NULL OR lease IS NULL THEN
@@ -73,6 +87,9 @@ BEGIN
   IF max <= 0 OR max > 10000 THEN
     RAISE EXCEPTION 'claim_surveys: max % is out of range 1..10000', max USING ERRCODE = '22023';
   END IF;
+  IF caller IS NULL THEN  -- the session's login role was dropped meanwhile
+    RAISE EXCEPTION 'claim_surveys: the session''s login role no longer exists' USING ERRCODE = '42704';
+  END IF;
   -- Checked for what it does: no negative part (35_intervals.sql), then in absolute time from now.
   IF @extschema@.interval_within(lease, '1 microsecond', '1 day') THEN
     lease_end := now() + lease;
@@ -85,7 +102,8 @@ BEGIN
   WITH picked AS (
     SELECT s.id
       FROM @extschema@.survey s
-     WHERE s.status IN ('pending', 'sending')
+     WHERE s.queued  -- survey_queue_idx
+       AND s.status IN ('pending', 'sending')
        AND s.send_after <= now()
        AND s.expires_at > now()
        AND (s.status = 'pending'
@@ -99,7 +117,7 @@ BEGIN
     UPDATE @extschema@.survey s
        SET status = 'sending',
            lease_owner = claim_surveys.worker,
-           lease_role = session_user,
+           lease_role = caller,
            lease_until = lease_end,
            attempts = s.attempts + 1
       FROM picked
@@ -107,11 +125,15 @@ BEGIN
     RETURNING s.id, s.token, s.customer_id, s.channel, s.attempts, s.lease_until, s.expires_at,
               s.source_id, s.event_id, s.send_after
   )
+  -- The payment context: one primary-key probe per claimed survey (LIMIT 1 keeps each LATERAL
+  -- subquery a nested loop; a plain join let the planner hash the whole payment_event table).
   SELECT c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at,
          p.name, e.kind, e.amount, e.currency, e.occurred_at, e.attributes
     FROM claimed c
-    LEFT JOIN @extschema@.payment_source p ON p.id = c.source_id
-    LEFT JOIN @extschema@.payment_event e ON e.id = c.event_id
+    LEFT JOIN LATERAL (SELECT p.name FROM @extschema@.payment_source p
+                        WHERE p.id = c.source_id LIMIT 1) p ON true
+    LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
+                         FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true
    ORDER BY c.send_after, c.id;
 END
 $fn$;
@@ -125,6 +147,8 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
 BEGIN
   IF survey_id IS NULL OR worker IS NULL THEN
     RAISE EXCEPTION 'mark_sent: % must not be NULL',
@@ -136,7 +160,7 @@ BEGIN
          sent_at = now(), lease_owner = NULL, lease_until = NULL, lease_role = NULL
    WHERE x.id = mark_sent.survey_id
      AND x.lease_owner = mark_sent.worker
-     AND (x.lease_role IS NULL OR x.lease_role = session_user)
+     AND (x.lease_role IS NULL OR x.lease_role = caller)
      AND x.status IN ('sending', 'responded');
   IF NOT FOUND THEN
     RAISE EXCEPTION 'mark_sent: survey % is not leased by worker "%"', survey_id, worker
@@ -157,6 +181,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
   new_status text;
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
 BEGIN
   IF survey_id IS NULL OR worker IS NULL OR error IS NULL OR retry_after IS NULL THEN
     RAISE EXCEPTION 'mark_failed: % must not be NULL',
@@ -180,7 +205,7 @@ BEGIN
          lease_owner = NULL, lease_until = NULL, lease_role = NULL
    WHERE x.id = mark_failed.survey_id
      AND x.lease_owner = mark_failed.worker
-     AND (x.lease_role IS NULL OR x.lease_role = session_user)
+     AND (x.lease_role IS NULL OR x.lease_role = caller)
      AND x.status IN ('sending', 'responded')
   RETURNING x.status INTO new_status;
   IF NOT FOUND THEN
@@ -201,6 +226,8 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
+DECLARE
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
 BEGIN
   IF survey_ids IS NULL OR worker IS NULL THEN
     RAISE EXCEPTION 'mark_sent: % must not be NULL',
@@ -220,7 +247,7 @@ BEGIN
            sent_at = now(), lease_owner = NULL, lease_until = NULL, lease_role = NULL
      WHERE x.id = ANY (mark_sent.survey_ids)
        AND x.lease_owner = mark_sent.worker
-       AND (x.lease_role IS NULL OR x.lease_role = session_user)
+       AND (x.lease_role IS NULL OR x.lease_role = caller)
        AND x.status IN ('sending', 'responded')
     RETURNING x.id, x.status
   )
@@ -243,6 +270,8 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
+DECLARE
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
 BEGIN
   IF survey_ids IS NULL OR worker IS NULL OR error IS NULL OR retry_after IS NULL THEN
     RAISE EXCEPTION 'mark_failed: % must not be NULL',
@@ -275,7 +304,7 @@ BEGIN
            lease_owner = NULL, lease_until = NULL, lease_role = NULL
      WHERE x.id = ANY (mark_failed.survey_ids)
        AND x.lease_owner = mark_failed.worker
-       AND (x.lease_role IS NULL OR x.lease_role = session_user)
+       AND (x.lease_role IS NULL OR x.lease_role = caller)
        AND x.status IN ('sending', 'responded')
     RETURNING x.id, x.status
   )
@@ -306,7 +335,7 @@ BEGIN
   -- 'sent' too: an unanswered survey expires (sent_at still tells it was delivered).
   UPDATE @extschema@.survey s
      SET status = 'expired', lease_owner = NULL, lease_until = NULL, lease_role = NULL
-   WHERE s.status IN ('pending', 'sending', 'sent') AND s.expires_at <= now();
+   WHERE s.live AND s.status IN ('pending', 'sending', 'sent') AND s.expires_at <= now();  -- survey_expiry_idx
   GET DIAGNOSTICS expired = ROW_COUNT;
   -- Leases that ran out max_attempts times (a sender that crashes on this survey every time)
   -- are never claimed again: close them as failed.
@@ -314,7 +343,7 @@ BEGIN
      SET status = 'failed', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
          last_error = coalesce(s.last_error, 'lease ran out ' || s.attempts || ' times')
     FROM @extschema@.payment_source p
-   WHERE s.status = 'sending' AND s.lease_until <= now()
+   WHERE s.queued AND s.status = 'sending' AND s.lease_until <= now()
      AND p.id = s.source_id AND s.attempts >= p.max_attempts;
   GET DIAGNOSTICS exhausted = ROW_COUNT;
   RETURN expired + exhausted;
