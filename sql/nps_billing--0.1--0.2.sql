@@ -578,3 +578,15 @@ $$;
 COMMENT ON FUNCTION @extschema@.nps_alerts(interval, float8, text[], integer, timestamptz) IS
   'Segments (overall, source, each listed attribute) whose NPS in [as_of - window, as_of) fell by more than drop_threshold points versus the window before, with p-value';
 
+
+-- ---------------------------------------------------------------------------------------------
+-- Capture: backfill_payments (rows a table held before it was tracked; skip_reason backfilled)
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.backfill_payments(source regclass, since timestamptz DEFAULT '-infinity',
+                                              last_surveys regclass DEFAULT NULL) RETURNS bigint
+  AS 'MODULE_PATHNAME', 'nps_backfill_payments' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.backfill_payments(regclass, timestamptz, regclass) IS
+  'Record the rows a tracked table held before tracking (paid at or after since) as payment events with skip_reason backfilled and no survey; '
+  'idempotent. Seeds customer_contact from imported responses and the optional last_surveys table (customer_id, last_survey_at). '
+  'Returns the number of events recorded';
+REVOKE ALL ON FUNCTION @extschema@.backfill_payments(regclass, timestamptz, regclass) FROM PUBLIC;
