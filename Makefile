@@ -23,7 +23,7 @@ ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso --load-extension=$(
 
 PG_CPPFLAGS =
 SHLIB_LINK  = -lstdc++
-EXTRA_CLEAN = $(DATA_built) test/results test/output_iso test/regression.* test/log
+EXTRA_CLEAN = $(DATA_built) test/results test/output_iso test/regression.* test/log $(FUZZ_BIN)
 
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)
@@ -45,7 +45,25 @@ $(DATA_built): $(SQL_PARTS)
 
 $(OBJS): $(NPS_HEADERS)
 
-.PHONY: deps test demo demo-shell bench prove
+# libFuzzer target for the npsagg text and binary parsers (src/npsagg_core.cpp, no backend).
+# `make fuzz` runs FUZZ_TIME seconds (default 300) from the seed corpus in test/fuzz/corpus;
+# new inputs go to a scratch directory, not into the repository. make test runs 20 seconds.
+FUZZ_CXX  ?= $(shell for c in clang++-19 clang++-16 clang++-14 clang++; do command -v $$c && break; done 2>/dev/null)
+FUZZ_TIME ?= 300
+FUZZ_BIN   = test/fuzz/npsagg_fuzz
+ifneq ($(PGXS),)
+FUZZ_PGLIBS = $(foreach l,pgcommon pgport,$(firstword $(wildcard $(shell $(PG_CONFIG) --pkglibdir)/lib$(l).a $(shell $(PG_CONFIG) --libdir)/lib$(l).a)))
+endif
+$(FUZZ_BIN): test/fuzz/npsagg_fuzz.cpp src/npsagg_core.cpp src/npsagg_core.hpp
+	@test -n "$(FUZZ_CXX)" || { echo "make fuzz: clang++ not found (apt-get install clang libclang-rt-dev)"; exit 1; }
+	$(FUZZ_CXX) -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	  -isystem $(PG_INCLUDE) -o $@ test/fuzz/npsagg_fuzz.cpp src/npsagg_core.cpp $(FUZZ_PGLIBS)
+fuzz-build: $(FUZZ_BIN)
+fuzz: $(FUZZ_BIN)
+	@work=$$(mktemp -d); ./$(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -max_len=4096 -print_final_stats=1 \
+	  -artifact_prefix=$${FUZZ_ARTIFACTS:-./} $$work test/fuzz/corpus; rc=$$?; rm -rf $$work; exit $$rc
+
+.PHONY: deps test demo demo-shell bench prove fuzz fuzz-build
 deps:
 	@sh scripts/install-deps.sh
 
@@ -56,6 +74,7 @@ BUILD_SELECTED = pgc=$$(sh scripts/pg-major.sh --pg-config) && $(MAKE) all PG_CO
 # make test: install what is missing, build, install, run every suite in a throwaway cluster.
 test: deps
 	$(BUILD_SELECTED)
+	pgc=$$(sh scripts/pg-major.sh --pg-config) && $(MAKE) fuzz-build PG_CONFIG=$$pgc
 	sh scripts/run-tests.sh
 
 prove:

@@ -18,10 +18,16 @@ if [ -z "$major" ]; then  # no package lists yet (a fresh machine or chroot)
 fi
 [ -n "$major" ] || { echo "install-deps: cannot tell the distribution's PostgreSQL major; set PG_MAJOR=NN" >&2; exit 1; }
 need=""
+# clang and its libFuzzer runtime for the npsagg fuzz target (make fuzz; a short run in make test)
+case "$(. /etc/os-release 2>/dev/null; echo "${VERSION_ID:-}")" in
+  12) fuzz_pkgs="clang-14 libclang-rt-14-dev";;
+  13) fuzz_pkgs="clang-19 libclang-rt-19-dev";;
+  *) fuzz_pkgs="clang libclang-rt-dev";;
+esac
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 for p in make g++ postgresql-$major postgresql-server-dev-$major postgresql-$major-pgtap \
          libtap-parser-sourcehandler-pgtap-perl postgresql-common \
-         libdbd-pg-perl; do
+         libdbd-pg-perl $fuzz_pkgs; do
   have "$p" || need="$need $p"
 done
 if [ -n "$(echo "$need" | tr -d ' ')" ]; then

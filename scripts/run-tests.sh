@@ -14,6 +14,9 @@ if [ -z "${NPS_IN_CLUSTER:-}" ]; then
 fi
 log=$(mktemp -d)
 failed=0; passed=0
+# The throwaway cluster's server log (pg_virtualenv's), checked for crashes at the end.
+srvlog=$(pg_lsclusters -h 2>/dev/null | awk -v p="${PGPORT:-}" '$3 == p { print $7; exit }')
+srvlog_start=$( [ -n "$srvlog" ] && [ -f "$srvlog" ] && wc -c <"$srvlog" || echo 0)
 
 # pg_regress + isolation (PGXS installcheck)
 make -s installcheck >"$log/regress.out" 2>&1; rc=$?
@@ -49,6 +52,30 @@ for t in $(ls test/*.sh 2>/dev/null | sort); do
   passed=$((passed + ok)); failed=$((failed + bad))
   if [ $src -ne 0 ] && [ "$bad" -eq 0 ]; then echo "not ok - $t exited $src"; failed=$((failed + 1)); fi
 done
+
+# libFuzzer campaign on the npsagg text and binary parsers (make fuzz runs a longer one).
+if [ -x test/fuzz/npsagg_fuzz ]; then
+  if FUZZ_TIME="${NPS_TEST_FUZZ_TIME:-20}" FUZZ_ARTIFACTS="$log/" make -s fuzz >"$log/fuzz.out" 2>&1; then
+    echo "ok - libFuzzer npsagg parsers: $(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$log/fuzz.out") runs, no failure"
+    passed=$((passed + 1))
+  else
+    grep -vE '^(#|INFO|0x)' "$log/fuzz.out" | tail -20
+    echo "not ok - libFuzzer npsagg parsers"; failed=$((failed + 1))
+  fi
+else
+  echo "not ok - libFuzzer target test/fuzz/npsagg_fuzz not built (make fuzz-build)"; failed=$((failed + 1))
+fi
+
+# A crash is the worst defect: no backend may have died during the run.
+if [ -n "$srvlog" ] && [ -f "$srvlog" ]; then
+  if tail -c +$((srvlog_start + 1)) "$srvlog" | grep -E 'terminated by signal|was terminated by exception' >"$log/crash.out"; then
+    cat "$log/crash.out"; echo "not ok - server log shows a backend terminated by a signal"; failed=$((failed + 1))
+  else
+    echo "ok - server log ($srvlog) shows no backend terminated by a signal"; passed=$((passed + 1))
+  fi
+else
+  echo "not ok - server log of the test cluster not found"; failed=$((failed + 1))
+fi
 
 rm -rf "$log"
 echo "nps_billing: $passed passed, $failed failed"

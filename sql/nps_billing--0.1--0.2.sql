@@ -580,6 +580,1126 @@ COMMENT ON FUNCTION @extschema@.nps_alerts(interval, float8, text[], integer, ti
 
 
 -- ---------------------------------------------------------------------------------------------
+-- Analysis at dashboard speed: answers store their payment context; day x segment rollups,
+-- the latest answer per customer and survey funnel counts are kept by triggers; the analysis
+-- functions read them. The existing answers get their context and the rollups are filled here.
+-- ---------------------------------------------------------------------------------------------
+-- Arithmetic on stored summaries (rollup tables kept up to date answer by answer). NULL is the
+-- empty summary; a sum that overflows or a subtraction below zero raises 22003.
+CREATE FUNCTION @extschema@.npsagg_add(a @extschema@.npsagg, b @extschema@.npsagg) RETURNS @extschema@.npsagg
+  AS 'MODULE_PATHNAME', 'npsagg_add_agg' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION @extschema@.npsagg_sub(a @extschema@.npsagg, b @extschema@.npsagg) RETURNS @extschema@.npsagg
+  AS 'MODULE_PATHNAME', 'npsagg_sub_agg' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION @extschema@.npsagg_add(a @extschema@.npsagg, score integer, weight float8 DEFAULT 1)
+  RETURNS @extschema@.npsagg
+  AS 'MODULE_PATHNAME', 'npsagg_add_score' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION @extschema@.npsagg_remove(a @extschema@.npsagg, score integer, weight float8 DEFAULT 1)
+  RETURNS @extschema@.npsagg
+  AS 'MODULE_PATHNAME', 'npsagg_remove_score' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.npsagg_add(@extschema@.npsagg, @extschema@.npsagg) IS
+  'Sum of two summaries (NULL = empty); 22003 on count overflow';
+COMMENT ON FUNCTION @extschema@.npsagg_sub(@extschema@.npsagg, @extschema@.npsagg) IS
+  'a minus b (NULL = empty); 22003 if b holds answers a does not';
+COMMENT ON FUNCTION @extschema@.npsagg_add(@extschema@.npsagg, integer, float8) IS
+  'The summary with one more answer (score, weight); NULL score or weight adds nothing';
+COMMENT ON FUNCTION @extschema@.npsagg_remove(@extschema@.npsagg, integer, float8) IS
+  'The summary with one answer (score, weight) less; 22003 if it has no answer of that score';
+
+-- (no fast default: a fresh install has no stored "missing value" for it either)
+ALTER TABLE @extschema@.payment_source ADD COLUMN dimensions text[];
+UPDATE @extschema@.payment_source SET dimensions = '{plan,method}';
+ALTER TABLE @extschema@.payment_source ALTER COLUMN dimensions SET DEFAULT '{plan,method}',
+                                       ALTER COLUMN dimensions SET NOT NULL;
+ALTER TABLE @extschema@.response
+  ADD COLUMN survey_event_id bigint,
+  ADD COLUMN payment_event_id bigint,
+  ADD COLUMN payment_source_id integer,
+  ADD COLUMN payment_kind text,
+  ADD COLUMN payment_amount numeric,
+  ADD COLUMN payment_currency text,
+  ADD COLUMN payment_at timestamptz,
+  ADD COLUMN payment_attributes jsonb,
+  ADD COLUMN payment_dimensions jsonb,
+  ADD COLUMN days_since_payment integer,
+  ADD COLUMN failed_payment_30d boolean,
+  ADD COLUMN context_at timestamptz;
+-- The payment context of an answer, fixed when the answer is recorded.
+--
+-- Every response row carries its context (columns payment_* etc. of table response): the
+-- customer's last payment event at or before the answer (any kind; a tie on occurred_at goes to
+-- the larger event id), the whole 24-hour periods since it, whether the customer had a failed
+-- payment in the 720 hours up to the answer, the event's attributes and their projection on
+-- the source's dimensions, and the payment event of the answer's survey. A BEFORE trigger
+-- computes it for every INSERT (record_response, plain COPY of historical answers) unless the
+-- row comes with one (context_at set: a restored dump keeps its context), and again when an
+-- answer's customer, time or survey changes. Facts written later (payments backfilled or
+-- re-tracked, events inserted by hand) do not reach recorded answers by themselves:
+-- refresh_response_context() brings a range of answers up to date; purge() calls it.
+
+-- The context of one answer, for set-based refreshes. Also what the trigger computes.
+CREATE FUNCTION @extschema@.context_of(customer text, survey bigint, at timestamptz,
+                                       old_survey_event bigint DEFAULT NULL)
+RETURNS TABLE (survey_event_id bigint, payment_event_id bigint, payment_source_id integer,
+               payment_kind text, payment_amount numeric, payment_currency text,
+               payment_at timestamptz, payment_attributes jsonb, payment_dimensions jsonb,
+               days_since_payment integer, failed_payment_30d boolean)
+-- a one-row table function, inlined into refresh_response_context()'s UPDATE (no SET clause)
+LANGUAGE sql STABLE PARALLEL SAFE ROWS 1
+AS $$
+  SELECT CASE WHEN customer IS NOT NULL THEN
+           coalesce((SELECT s.event_id FROM @extschema@.survey s WHERE s.id = survey),
+                    (SELECT x.id FROM @extschema@.payment_event x WHERE x.id = old_survey_event)) END,
+         e.id, e.source_id, e.kind, e.amount, e.currency, e.occurred_at, e.attributes,
+         CASE WHEN e.id IS NOT NULL THEN
+           coalesce((SELECT jsonb_object_agg(k.key, e.attributes -> k.key)
+                       FROM @extschema@.payment_source p, unnest(p.dimensions) AS k(key)
+                      WHERE p.id = e.source_id), '{}') END,
+         floor(extract(epoch FROM at - e.occurred_at) / 86400)::integer,
+         CASE WHEN customer IS NOT NULL THEN
+           EXISTS (SELECT 1 FROM @extschema@.payment_event f
+                    WHERE f.customer_id = customer AND f.kind = 'failed'
+                      AND f.occurred_at > at - interval '720 hours' AND f.occurred_at <= at) END
+  FROM (SELECT) one
+  LEFT JOIN LATERAL (
+    SELECT e.id, e.source_id, e.kind, e.amount, e.currency, e.occurred_at, e.attributes
+      FROM @extschema@.payment_event e
+     WHERE e.customer_id = customer AND e.occurred_at <= at
+     ORDER BY e.occurred_at DESC, e.id DESC
+     LIMIT 1) e ON true
+$$;
+REVOKE ALL ON FUNCTION @extschema@.context_of(text, bigint, timestamptz, bigint) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.context_of(text, bigint, timestamptz, bigint) IS
+  'Internal: the payment context of an answer of customer at a time (what table response stores)';
+
+CREATE FUNCTION @extschema@.response_context_fill() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  c record;
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    IF NEW.context_at IS NOT NULL THEN RETURN NEW; END IF;
+  ELSIF NEW.context_at IS NOT NULL
+        AND NEW.customer_id IS NOT DISTINCT FROM OLD.customer_id
+        AND NEW.responded_at = OLD.responded_at
+        AND (NEW.survey_id IS NULL OR NEW.survey_id IS NOT DISTINCT FROM OLD.survey_id) THEN
+    RETURN NEW;
+  END IF;
+  IF NEW.customer_id IS NULL THEN
+    NEW.survey_event_id := NULL; NEW.payment_event_id := NULL; NEW.payment_source_id := NULL;
+    NEW.payment_kind := NULL; NEW.payment_amount := NULL; NEW.payment_currency := NULL;
+    NEW.payment_at := NULL; NEW.payment_attributes := NULL; NEW.payment_dimensions := NULL;
+    NEW.days_since_payment := NULL; NEW.failed_payment_30d := NULL;
+  ELSE
+    -- the body of context_of(), inline: plpgsql keeps its plan
+    SELECT CASE WHEN NEW.survey_id IS NOT NULL THEN
+             (SELECT s.event_id FROM @extschema@.survey s WHERE s.id = NEW.survey_id) END AS survey_event_id,
+           e.id AS payment_event_id, e.source_id AS payment_source_id, e.kind AS payment_kind,
+           e.amount AS payment_amount, e.currency AS payment_currency, e.occurred_at AS payment_at,
+           e.attributes AS payment_attributes,
+           CASE WHEN e.id IS NOT NULL THEN
+             coalesce((SELECT jsonb_object_agg(k.key, e.attributes -> k.key)
+                         FROM @extschema@.payment_source p, unnest(p.dimensions) AS k(key)
+                        WHERE p.id = e.source_id), '{}') END AS payment_dimensions,
+           floor(extract(epoch FROM NEW.responded_at - e.occurred_at) / 86400)::integer AS days_since_payment,
+           EXISTS (SELECT 1 FROM @extschema@.payment_event f
+                    WHERE f.customer_id = NEW.customer_id AND f.kind = 'failed'
+                      AND f.occurred_at > NEW.responded_at - interval '720 hours'
+                      AND f.occurred_at <= NEW.responded_at) AS failed_payment_30d
+      INTO c
+      FROM (SELECT) one
+      LEFT JOIN LATERAL (
+        SELECT e.id, e.source_id, e.kind, e.amount, e.currency, e.occurred_at, e.attributes
+          FROM @extschema@.payment_event e
+         WHERE e.customer_id = NEW.customer_id AND e.occurred_at <= NEW.responded_at
+         ORDER BY e.occurred_at DESC, e.id DESC
+         LIMIT 1) e ON true;
+    IF c.survey_event_id IS NULL AND TG_OP = 'UPDATE' THEN
+      c.survey_event_id := OLD.survey_event_id;
+    END IF;
+    NEW.survey_event_id := c.survey_event_id; NEW.payment_event_id := c.payment_event_id;
+    NEW.payment_source_id := c.payment_source_id; NEW.payment_kind := c.payment_kind;
+    NEW.payment_amount := c.payment_amount; NEW.payment_currency := c.payment_currency;
+    NEW.payment_at := c.payment_at; NEW.payment_attributes := c.payment_attributes;
+    NEW.payment_dimensions := c.payment_dimensions; NEW.days_since_payment := c.days_since_payment;
+    NEW.failed_payment_30d := c.failed_payment_30d;
+  END IF;
+  NEW.context_at := now();
+  RETURN NEW;
+END
+$fn$;
+REVOKE ALL ON FUNCTION @extschema@.response_context_fill() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.response_context_fill() IS
+  'Trigger: stores the payment context of an answer when it is recorded (or its customer, time or survey changes)';
+
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.refresh_response_context(since timestamptz DEFAULT '-infinity',
+                                                     until timestamptz DEFAULT 'infinity',
+                                                     customers text[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  n bigint;
+BEGIN
+  IF since IS NULL OR until IS NULL THEN
+    RAISE EXCEPTION 'refresh_response_context: % must not be NULL',
+      CASE WHEN since IS NULL THEN 'since' ELSE 'until' END USING ERRCODE = '22004';
+  END IF;
+  IF since > until THEN
+    RAISE EXCEPTION 'refresh_response_context: since % is after until %', since, until USING ERRCODE = '22023';
+  END IF;
+  -- Only answers whose context differs are rewritten; the rollups follow through the
+  -- response triggers (old context out, new one in).
+  UPDATE @extschema@.response r
+     SET survey_event_id = c.survey_event_id, payment_event_id = c.payment_event_id,
+         payment_source_id = c.payment_source_id, payment_kind = c.payment_kind,
+         payment_amount = c.payment_amount, payment_currency = c.payment_currency,
+         payment_at = c.payment_at, payment_attributes = c.payment_attributes,
+         payment_dimensions = c.payment_dimensions, days_since_payment = c.days_since_payment,
+         failed_payment_30d = c.failed_payment_30d, context_at = now()
+    FROM @extschema@.response o
+   CROSS JOIN LATERAL @extschema@.context_of(o.customer_id, o.survey_id, o.responded_at, o.survey_event_id) c
+   WHERE r.id = o.id
+     AND o.responded_at >= since AND o.responded_at < until
+     AND (customers IS NULL OR o.customer_id = ANY (customers))
+     AND (o.survey_event_id, o.payment_event_id, o.payment_source_id, o.payment_kind, o.payment_amount,
+          o.payment_currency, o.payment_at, o.payment_attributes, o.payment_dimensions,
+          o.days_since_payment, o.failed_payment_30d)
+         IS DISTINCT FROM
+         (c.survey_event_id, c.payment_event_id, c.payment_source_id, c.payment_kind, c.payment_amount,
+          c.payment_currency, c.payment_at, c.payment_attributes, c.payment_dimensions,
+          c.days_since_payment, c.failed_payment_30d);
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.refresh_response_context(timestamptz, timestamptz, text[]) IS
+  'Recomputes the stored payment context of answers given in [since, until) (only of these customers '
+  'when given) from the payment events as they are now, e.g. after older payments were backfilled; '
+  'updates the rollups with them; returns how many answers changed';
+
+-- The context of every existing answer, computed now from the payment events as they are
+-- (before the response triggers exist: one pass, no per-row trigger work).
+UPDATE @extschema@.response r
+   SET survey_event_id = c.survey_event_id, payment_event_id = c.payment_event_id,
+       payment_source_id = c.payment_source_id, payment_kind = c.payment_kind,
+       payment_amount = c.payment_amount, payment_currency = c.payment_currency,
+       payment_at = c.payment_at, payment_attributes = c.payment_attributes,
+       payment_dimensions = c.payment_dimensions, days_since_payment = c.days_since_payment,
+       failed_payment_30d = c.failed_payment_30d, context_at = now()
+  FROM @extschema@.response o
+ CROSS JOIN LATERAL @extschema@.context_of(o.customer_id, o.survey_id, o.responded_at) c
+ WHERE r.id = o.id;
+CREATE INDEX response_payment_event_idx ON @extschema@.response (payment_event_id) WHERE payment_event_id IS NOT NULL;
+CREATE TRIGGER response_context_fill
+  BEFORE INSERT OR UPDATE ON @extschema@.response
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.response_context_fill();
+-- Rollups kept as answers arrive: what the analysis functions read instead of every answer.
+--
+--   rollup_segment  per UTC day of the answer x source x dimension values x failed payment
+--                   before: an npsagg of the answers (source 0 / dims '{}': no payment context)
+--   rollup_days     per UTC day x days since the last payment: an npsagg
+--   customer_latest_answer  each customer's latest answer (revenue_at_risk)
+--   survey_funnel_day       surveys per UTC creation day x outcome (survey_funnel)
+--
+-- Statement-level triggers on response and survey keep them exact in the same transaction:
+-- one INSERT ... ON CONFLICT DO UPDATE per table and statement (race-free under concurrent
+-- answers: the conflicting row is locked and re-read), a replaced, re-dated or re-contexted
+-- answer moves its count (its old row out, its new one in), a deleted one leaves.
+-- These tables hold only what the answers and surveys determine, so they are not dumped:
+-- a restore fills them again through the same triggers as it loads response and survey
+-- (after pg_restore --disable-triggers, run rebuild_rollups()).
+
+CREATE TABLE @extschema@.rollup_segment (
+  day        date NOT NULL,
+  source_id  integer NOT NULL,       -- payment_source.id of the answer's payment; 0: none
+  dims       jsonb NOT NULL,         -- response.payment_dimensions; '{}' without payment
+  failed_30d boolean NOT NULL,       -- response.failed_payment_30d (false when unknown)
+  agg        @extschema@.npsagg NOT NULL,
+  PRIMARY KEY (day, source_id, dims, failed_30d)
+);
+CREATE TABLE @extschema@.rollup_days (
+  day        date NOT NULL,
+  days_since integer NOT NULL,       -- response.days_since_payment
+  agg        @extschema@.npsagg NOT NULL,
+  PRIMARY KEY (day, days_since)
+);
+CREATE TABLE @extschema@.customer_latest_answer (
+  customer_id  text PRIMARY KEY,
+  response_id  bigint NOT NULL,
+  responded_at timestamptz NOT NULL,
+  category     @extschema@.nps_category NOT NULL
+);
+CREATE INDEX customer_latest_answer_category_idx ON @extschema@.customer_latest_answer (category);
+CREATE TABLE @extschema@.survey_funnel_day (
+  day      date NOT NULL,            -- UTC day of survey.created_at
+  outcome  text NOT NULL,            -- responded / expired / failed / open (pending, sending, sent, cancelled)
+  sent     boolean NOT NULL,         -- sent_at set, or answered
+  -- the writing backend's pid mod 8: concurrent senders (mark_sent moves a survey from "open"
+  -- to "open, sent") update different rows instead of queueing on one; readers sum the shards
+  shard    smallint NOT NULL,
+  surveys  bigint NOT NULL,          -- may be negative in one shard; the sum over shards is the count
+  PRIMARY KEY (day, outcome, sent, shard)
+);
+COMMENT ON TABLE @extschema@.rollup_segment IS
+  'Per UTC day, source, dimension values and failed payment before: npsagg of the answers (kept by triggers)';
+COMMENT ON TABLE @extschema@.rollup_days IS
+  'Per UTC day and whole days since the last payment: npsagg of the answers (kept by triggers)';
+COMMENT ON TABLE @extschema@.customer_latest_answer IS
+  'Each customer''s latest answer (kept by triggers; forget_customer removes the row)';
+COMMENT ON TABLE @extschema@.survey_funnel_day IS
+  'Surveys per UTC creation day, outcome and whether sent, in shards to sum (kept by triggers)';
+
+-- UTC day of a time, and the UTC midnights at or after / at or before it (infinities stay).
+CREATE FUNCTION @extschema@.utc_day(t timestamptz) RETURNS date
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT (t AT TIME ZONE 'UTC')::date $$;
+CREATE FUNCTION @extschema@.utc_floor(t timestamptz) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT date_trunc('day', t AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' $$;
+CREATE FUNCTION @extschema@.utc_ceil(t timestamptz) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT CASE WHEN date_trunc('day', t AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' = t THEN t
+                  ELSE (date_trunc('day', t AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') + interval '24 hours' END $$;
+COMMENT ON FUNCTION @extschema@.utc_day(timestamptz) IS 'The UTC date of a time (the rollups'' day)';
+COMMENT ON FUNCTION @extschema@.utc_floor(timestamptz) IS 'The UTC midnight at or before a time';
+COMMENT ON FUNCTION @extschema@.utc_ceil(timestamptz) IS 'The UTC midnight at or after a time';
+
+-- A survey's funnel outcome.
+CREATE FUNCTION @extschema@.funnel_outcome(status text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT CASE WHEN status IN ('responded', 'expired', 'failed') THEN status ELSE 'open' END $$;
+COMMENT ON FUNCTION @extschema@.funnel_outcome(text) IS
+  'responded / expired / failed, or open for pending, sending, sent and cancelled surveys';
+
+-- ---------------------------------------------------------------------------------------------
+-- Response triggers (statement level: one pass per statement over its transition tables).
+CREATE FUNCTION @extschema@.response_rollups_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  -- the common case (record_response, COPY): add, in one statement
+  WITH seg AS (
+    INSERT INTO @extschema@.rollup_segment AS g (day, source_id, dims, failed_30d, agg)
+    SELECT @extschema@.utc_day(n.responded_at), coalesce(n.payment_source_id, 0),
+           coalesce(n.payment_dimensions, '{}'), coalesce(n.failed_payment_30d, false),
+           @extschema@.nps_agg(n.score)
+      FROM nps_new n GROUP BY 1, 2, 3, 4
+    ON CONFLICT (day, source_id, dims, failed_30d)
+    DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg)
+  ), days AS (
+    INSERT INTO @extschema@.rollup_days AS g (day, days_since, agg)
+    SELECT @extschema@.utc_day(n.responded_at), n.days_since_payment, @extschema@.nps_agg(n.score)
+      FROM nps_new n WHERE n.days_since_payment IS NOT NULL GROUP BY 1, 2
+    ON CONFLICT (day, days_since) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg)
+  )
+  INSERT INTO @extschema@.customer_latest_answer AS l (customer_id, response_id, responded_at, category)
+  SELECT DISTINCT ON (n.customer_id) n.customer_id, n.id, n.responded_at, n.category
+    FROM nps_new n WHERE n.customer_id IS NOT NULL
+   ORDER BY n.customer_id, n.responded_at DESC, n.id DESC
+  ON CONFLICT (customer_id) DO UPDATE
+     SET response_id = excluded.response_id, responded_at = excluded.responded_at, category = excluded.category
+   WHERE (excluded.responded_at, excluded.response_id) > (l.responded_at, l.response_id);
+  RETURN NULL;
+END
+$fn$;
+
+-- UPDATE (replaced answers, refreshed contexts, forget_customer, purge): each changed answer
+-- leaves its old rollup rows and joins its new ones.
+CREATE FUNCTION @extschema@.response_rollups_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  -- INSERT ... ON CONFLICT DO UPDATE (record_response) fires this for every new answer, with
+  -- no row updated: nothing to move
+  IF NOT EXISTS (SELECT 1 FROM nps_old) THEN
+    RETURN NULL;
+  END IF;
+    WITH d AS (SELECT n.*, 1 AS sign FROM nps_new n JOIN nps_old o USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)
+                UNION ALL
+                SELECT o.*, -1 FROM nps_old o JOIN nps_new n USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)), k AS (
+      SELECT @extschema@.utc_day(d.responded_at) AS day, coalesce(d.payment_source_id, 0) AS source_id,
+             coalesce(d.payment_dimensions, '{}') AS dims, coalesce(d.failed_payment_30d, false) AS failed_30d,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign > 0) AS plus,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign < 0) AS minus
+        FROM d GROUP BY 1, 2, 3, 4
+    ), upd AS (
+      UPDATE @extschema@.rollup_segment g SET agg = @extschema@.npsagg_sub(@extschema@.npsagg_add(g.agg, k.plus), k.minus)
+        FROM k
+       WHERE g.day = k.day AND g.source_id = k.source_id AND g.dims = k.dims AND g.failed_30d = k.failed_30d
+      RETURNING g.day, g.source_id, g.dims, g.failed_30d
+    )
+    INSERT INTO @extschema@.rollup_segment AS g (day, source_id, dims, failed_30d, agg)
+    SELECT k.day, k.source_id, k.dims, k.failed_30d, @extschema@.npsagg_sub(k.plus, k.minus)
+      FROM k
+     WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.day = k.day AND u.source_id = k.source_id
+                                             AND u.dims = k.dims AND u.failed_30d = k.failed_30d)
+    ON CONFLICT (day, source_id, dims, failed_30d) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    WITH d AS (SELECT n.*, 1 AS sign FROM nps_new n JOIN nps_old o USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)
+                UNION ALL
+                SELECT o.*, -1 FROM nps_old o JOIN nps_new n USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)), k AS (
+      SELECT @extschema@.utc_day(d.responded_at) AS day, d.days_since_payment AS days_since,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign > 0) AS plus,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign < 0) AS minus
+        FROM d WHERE d.days_since_payment IS NOT NULL GROUP BY 1, 2
+    ), upd AS (
+      UPDATE @extschema@.rollup_days g SET agg = @extschema@.npsagg_sub(@extschema@.npsagg_add(g.agg, k.plus), k.minus)
+        FROM k WHERE g.day = k.day AND g.days_since = k.days_since
+      RETURNING g.day, g.days_since
+    )
+    INSERT INTO @extschema@.rollup_days AS g (day, days_since, agg)
+    SELECT k.day, k.days_since, @extschema@.npsagg_sub(k.plus, k.minus)
+      FROM k WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.day = k.day AND u.days_since = k.days_since)
+    ON CONFLICT (day, days_since) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    -- rows left empty go
+    DELETE FROM @extschema@.rollup_segment g
+     USING (SELECT DISTINCT @extschema@.utc_day(o.responded_at) AS day, coalesce(o.payment_source_id, 0) AS source_id,
+                   coalesce(o.payment_dimensions, '{}') AS dims, coalesce(o.failed_payment_30d, false) AS failed_30d
+              FROM nps_old o) k
+     WHERE g.day = k.day AND g.source_id = k.source_id AND g.dims = k.dims AND g.failed_30d = k.failed_30d
+       AND @extschema@.responses(g.agg) = 0;
+    DELETE FROM @extschema@.rollup_days g
+     USING (SELECT DISTINCT @extschema@.utc_day(o.responded_at) AS day, o.days_since_payment AS days_since
+              FROM nps_old o) k
+     WHERE g.day = k.day AND g.days_since = k.days_since AND @extschema@.responses(g.agg) = 0;
+    -- the latest answer of each customer whose answers changed: recomputed from the answers
+    -- (a concurrent newer answer is never overwritten by an older one)
+    DELETE FROM @extschema@.customer_latest_answer l
+     WHERE l.customer_id IN (SELECT o.customer_id FROM nps_old o)
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.response r WHERE r.customer_id = l.customer_id);
+    INSERT INTO @extschema@.customer_latest_answer AS l (customer_id, response_id, responded_at, category)
+    SELECT DISTINCT ON (r.customer_id) r.customer_id, r.id, r.responded_at, r.category
+      FROM @extschema@.response r
+     WHERE r.customer_id IN (SELECT d.customer_id FROM (SELECT n.*, 1 AS sign FROM nps_new n JOIN nps_old o USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)
+                UNION ALL
+                SELECT o.*, -1 FROM nps_old o JOIN nps_new n USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)) d)
+     ORDER BY r.customer_id, r.responded_at DESC, r.id DESC
+    ON CONFLICT (customer_id) DO UPDATE
+       SET response_id = excluded.response_id, responded_at = excluded.responded_at, category = excluded.category
+     WHERE (excluded.responded_at, excluded.response_id) > (l.responded_at, l.response_id)
+        OR l.response_id IN (SELECT o.id FROM nps_old o);
+    RETURN NULL;
+END
+$fn$;
+
+CREATE FUNCTION @extschema@.response_rollups_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM nps_old) THEN
+    RETURN NULL;
+  END IF;
+    WITH d AS (SELECT o.*, -1 AS sign FROM nps_old o), k AS (
+      SELECT @extschema@.utc_day(d.responded_at) AS day, coalesce(d.payment_source_id, 0) AS source_id,
+             coalesce(d.payment_dimensions, '{}') AS dims, coalesce(d.failed_payment_30d, false) AS failed_30d,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign > 0) AS plus,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign < 0) AS minus
+        FROM d GROUP BY 1, 2, 3, 4
+    ), upd AS (
+      UPDATE @extschema@.rollup_segment g SET agg = @extschema@.npsagg_sub(@extschema@.npsagg_add(g.agg, k.plus), k.minus)
+        FROM k
+       WHERE g.day = k.day AND g.source_id = k.source_id AND g.dims = k.dims AND g.failed_30d = k.failed_30d
+      RETURNING g.day, g.source_id, g.dims, g.failed_30d
+    )
+    INSERT INTO @extschema@.rollup_segment AS g (day, source_id, dims, failed_30d, agg)
+    SELECT k.day, k.source_id, k.dims, k.failed_30d, @extschema@.npsagg_sub(k.plus, k.minus)
+      FROM k
+     WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.day = k.day AND u.source_id = k.source_id
+                                             AND u.dims = k.dims AND u.failed_30d = k.failed_30d)
+    ON CONFLICT (day, source_id, dims, failed_30d) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    WITH d AS (SELECT o.*, -1 AS sign FROM nps_old o), k AS (
+      SELECT @extschema@.utc_day(d.responded_at) AS day, d.days_since_payment AS days_since,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign > 0) AS plus,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign < 0) AS minus
+        FROM d WHERE d.days_since_payment IS NOT NULL GROUP BY 1, 2
+    ), upd AS (
+      UPDATE @extschema@.rollup_days g SET agg = @extschema@.npsagg_sub(@extschema@.npsagg_add(g.agg, k.plus), k.minus)
+        FROM k WHERE g.day = k.day AND g.days_since = k.days_since
+      RETURNING g.day, g.days_since
+    )
+    INSERT INTO @extschema@.rollup_days AS g (day, days_since, agg)
+    SELECT k.day, k.days_since, @extschema@.npsagg_sub(k.plus, k.minus)
+      FROM k WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.day = k.day AND u.days_since = k.days_since)
+    ON CONFLICT (day, days_since) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    -- rows left empty go
+    DELETE FROM @extschema@.rollup_segment g
+     USING (SELECT DISTINCT @extschema@.utc_day(o.responded_at) AS day, coalesce(o.payment_source_id, 0) AS source_id,
+                   coalesce(o.payment_dimensions, '{}') AS dims, coalesce(o.failed_payment_30d, false) AS failed_30d
+              FROM nps_old o) k
+     WHERE g.day = k.day AND g.source_id = k.source_id AND g.dims = k.dims AND g.failed_30d = k.failed_30d
+       AND @extschema@.responses(g.agg) = 0;
+    DELETE FROM @extschema@.rollup_days g
+     USING (SELECT DISTINCT @extschema@.utc_day(o.responded_at) AS day, o.days_since_payment AS days_since
+              FROM nps_old o) k
+     WHERE g.day = k.day AND g.days_since = k.days_since AND @extschema@.responses(g.agg) = 0;
+    -- the latest answer of each customer whose answers changed: recomputed from the answers
+    -- (a concurrent newer answer is never overwritten by an older one)
+    DELETE FROM @extschema@.customer_latest_answer l
+     WHERE l.customer_id IN (SELECT o.customer_id FROM nps_old o)
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.response r WHERE r.customer_id = l.customer_id);
+    INSERT INTO @extschema@.customer_latest_answer AS l (customer_id, response_id, responded_at, category)
+    SELECT DISTINCT ON (r.customer_id) r.customer_id, r.id, r.responded_at, r.category
+      FROM @extschema@.response r
+     WHERE r.customer_id IN (SELECT d.customer_id FROM (SELECT o.*, -1 AS sign FROM nps_old o) d)
+     ORDER BY r.customer_id, r.responded_at DESC, r.id DESC
+    ON CONFLICT (customer_id) DO UPDATE
+       SET response_id = excluded.response_id, responded_at = excluded.responded_at, category = excluded.category
+     WHERE (excluded.responded_at, excluded.response_id) > (l.responded_at, l.response_id)
+        OR l.response_id IN (SELECT o.id FROM nps_old o);
+    RETURN NULL;
+END
+$fn$;
+
+CREATE FUNCTION @extschema@.response_rollups_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  TRUNCATE @extschema@.rollup_segment, @extschema@.rollup_days, @extschema@.customer_latest_answer;
+  RETURN NULL;
+END
+$fn$;
+
+CREATE TRIGGER response_rollups_insert AFTER INSERT ON @extschema@.response
+  REFERENCING NEW TABLE AS nps_new
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.response_rollups_insert();
+CREATE TRIGGER response_rollups_update AFTER UPDATE ON @extschema@.response
+  REFERENCING OLD TABLE AS nps_old NEW TABLE AS nps_new
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.response_rollups_update();
+CREATE TRIGGER response_rollups_delete AFTER DELETE ON @extschema@.response
+  REFERENCING OLD TABLE AS nps_old
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.response_rollups_delete();
+CREATE TRIGGER response_rollups_truncate AFTER TRUNCATE ON @extschema@.response
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.response_rollups_truncate();
+-- Survey funnel counts (survey triggers), rebuild_rollups(), and the source-dimension hook.
+
+-- Surveys: a statement-level trigger for INSERT and DELETE (capture's INSERT ... SELECT of many
+-- surveys costs one statement), a row-level one for the UPDATEs that change an outcome (a claim,
+-- pending -> sending, changes none and does not fire it).
+CREATE FUNCTION @extschema@.survey_funnel_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys)
+  SELECT @extschema@.utc_day(n.created_at), @extschema@.funnel_outcome(n.status),
+         n.sent_at IS NOT NULL OR n.status = 'responded', pg_backend_pid() % 8, count(*)
+    FROM nps_new n GROUP BY 1, 2, 3
+  ON CONFLICT (day, outcome, sent, shard) DO UPDATE SET surveys = f.surveys + excluded.surveys;
+  RETURN NULL;
+END
+$fn$;
+CREATE FUNCTION @extschema@.survey_funnel_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys)
+  SELECT @extschema@.utc_day(o.created_at), @extschema@.funnel_outcome(o.status),
+         o.sent_at IS NOT NULL OR o.status = 'responded', pg_backend_pid() % 8, -count(*)
+    FROM nps_old o GROUP BY 1, 2, 3
+  ON CONFLICT (day, outcome, sent, shard) DO UPDATE SET surveys = f.surveys + excluded.surveys;
+  RETURN NULL;
+END
+$fn$;
+CREATE FUNCTION @extschema@.survey_funnel_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  -- the WHEN clause guarantees the two keys differ: one statement, two rows
+  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys)
+  VALUES (@extschema@.utc_day(OLD.created_at), @extschema@.funnel_outcome(OLD.status),
+          OLD.sent_at IS NOT NULL OR OLD.status = 'responded', pg_backend_pid() % 8, -1),
+         (@extschema@.utc_day(NEW.created_at), @extschema@.funnel_outcome(NEW.status),
+          NEW.sent_at IS NOT NULL OR NEW.status = 'responded', pg_backend_pid() % 8, 1)
+  ON CONFLICT (day, outcome, sent, shard) DO UPDATE SET surveys = f.surveys + excluded.surveys;
+  RETURN NULL;
+END
+$fn$;
+CREATE FUNCTION @extschema@.survey_funnel_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  TRUNCATE @extschema@.survey_funnel_day;
+  RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER survey_funnel_insert AFTER INSERT ON @extschema@.survey
+  REFERENCING NEW TABLE AS nps_new
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.survey_funnel_insert();
+CREATE TRIGGER survey_funnel_delete AFTER DELETE ON @extschema@.survey
+  REFERENCING OLD TABLE AS nps_old
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.survey_funnel_delete();
+CREATE TRIGGER survey_funnel_update AFTER UPDATE ON @extschema@.survey
+  FOR EACH ROW
+  -- the key funnel_outcome(status), sent, UTC day, written out (a WHEN clause is not planned:
+  -- an SQL function call in it would run unplanned per row)
+  WHEN ((CASE WHEN OLD.status IN ('responded', 'expired', 'failed') THEN OLD.status ELSE 'open' END,
+         OLD.sent_at IS NOT NULL OR OLD.status = 'responded', OLD.created_at)
+        IS DISTINCT FROM
+        (CASE WHEN NEW.status IN ('responded', 'expired', 'failed') THEN NEW.status ELSE 'open' END,
+         NEW.sent_at IS NOT NULL OR NEW.status = 'responded', NEW.created_at))
+  EXECUTE FUNCTION @extschema@.survey_funnel_update();
+CREATE TRIGGER survey_funnel_truncate AFTER TRUNCATE ON @extschema@.survey
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.survey_funnel_truncate();
+REVOKE ALL ON FUNCTION @extschema@.survey_funnel_insert(), @extschema@.survey_funnel_delete(),
+  @extschema@.survey_funnel_update(), @extschema@.survey_funnel_truncate(),
+  @extschema@.response_rollups_insert(), @extschema@.response_rollups_update(),
+  @extschema@.response_rollups_delete(), @extschema@.response_rollups_truncate() FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.rebuild_rollups(from_day date DEFAULT '-infinity', to_day date DEFAULT 'infinity')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  n bigint;
+  lo timestamptz;
+  hi timestamptz;
+BEGIN
+  IF from_day IS NULL OR to_day IS NULL THEN
+    RAISE EXCEPTION 'rebuild_rollups: % must not be NULL',
+      CASE WHEN from_day IS NULL THEN 'from_day' ELSE 'to_day' END USING ERRCODE = '22004';
+  END IF;
+  IF from_day > to_day THEN
+    RAISE EXCEPTION 'rebuild_rollups: from_day % is after to_day %', from_day, to_day USING ERRCODE = '22023';
+  END IF;
+  lo := from_day::timestamp AT TIME ZONE 'UTC';
+  hi := to_day::timestamp AT TIME ZONE 'UTC';
+  -- Answers and surveys being written finish first and new ones wait: the rebuilt rows are
+  -- exactly what the committed rows say, and nothing is counted twice or lost.
+  LOCK TABLE @extschema@.response, @extschema@.survey IN SHARE MODE;
+  DELETE FROM @extschema@.rollup_segment g WHERE g.day >= from_day AND g.day < to_day;
+  INSERT INTO @extschema@.rollup_segment (day, source_id, dims, failed_30d, agg)
+  SELECT @extschema@.utc_day(r.responded_at), coalesce(r.payment_source_id, 0),
+         coalesce(r.payment_dimensions, '{}'), coalesce(r.failed_payment_30d, false),
+         @extschema@.nps_agg(r.score)
+    FROM @extschema@.response r WHERE r.responded_at >= lo AND r.responded_at < hi
+   GROUP BY 1, 2, 3, 4;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  DELETE FROM @extschema@.rollup_days g WHERE g.day >= from_day AND g.day < to_day;
+  INSERT INTO @extschema@.rollup_days (day, days_since, agg)
+  SELECT @extschema@.utc_day(r.responded_at), r.days_since_payment, @extschema@.nps_agg(r.score)
+    FROM @extschema@.response r
+   WHERE r.responded_at >= lo AND r.responded_at < hi AND r.days_since_payment IS NOT NULL
+   GROUP BY 1, 2;
+  -- latest answers of the customers who answered in the range
+  INSERT INTO @extschema@.customer_latest_answer AS l (customer_id, response_id, responded_at, category)
+  SELECT DISTINCT ON (r.customer_id) r.customer_id, r.id, r.responded_at, r.category
+    FROM @extschema@.response r
+   WHERE r.customer_id IN (SELECT x.customer_id FROM @extschema@.response x
+                            WHERE x.responded_at >= lo AND x.responded_at < hi AND x.customer_id IS NOT NULL)
+   ORDER BY r.customer_id, r.responded_at DESC, r.id DESC
+  ON CONFLICT (customer_id) DO UPDATE
+     SET response_id = excluded.response_id, responded_at = excluded.responded_at, category = excluded.category;
+  IF from_day = '-infinity' AND to_day = 'infinity' THEN
+    DELETE FROM @extschema@.customer_latest_answer l
+     WHERE NOT EXISTS (SELECT 1 FROM @extschema@.response r WHERE r.customer_id = l.customer_id);
+  END IF;
+  DELETE FROM @extschema@.survey_funnel_day f WHERE f.day >= from_day AND f.day < to_day;
+  INSERT INTO @extschema@.survey_funnel_day (day, outcome, sent, shard, surveys)
+  SELECT @extschema@.utc_day(s.created_at), @extschema@.funnel_outcome(s.status),
+         s.sent_at IS NOT NULL OR s.status = 'responded', 0, count(*)
+    FROM @extschema@.survey s WHERE s.created_at >= lo AND s.created_at < hi
+   GROUP BY 1, 2, 3;
+  RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.rebuild_rollups(date, date) IS
+  'Recomputes the rollups (per-day answer summaries, latest answer per customer, survey funnel '
+  'counts) for UTC days in [from_day, to_day) from the answers and surveys; blocks new answers '
+  'meanwhile; returns the number of day x segment rows written';
+
+-- A source's dimensions decide the segments its answers are kept under: changing them
+-- re-projects that source's answers (their contexts, hence their rollup rows).
+CREATE FUNCTION @extschema@.payment_source_dimensions_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  UPDATE @extschema@.response r
+     SET payment_dimensions = coalesce((SELECT jsonb_object_agg(k.key, r.payment_attributes -> k.key)
+                                          FROM unnest(NEW.dimensions) AS k(key)), '{}')
+   WHERE r.payment_source_id = NEW.id;
+  RETURN NULL;
+END
+$fn$;
+REVOKE ALL ON FUNCTION @extschema@.payment_source_dimensions_changed() FROM PUBLIC;
+CREATE TRIGGER payment_source_dimensions_changed AFTER UPDATE OF dimensions ON @extschema@.payment_source
+  FOR EACH ROW WHEN (OLD.dimensions IS DISTINCT FROM NEW.dimensions)
+  EXECUTE FUNCTION @extschema@.payment_source_dimensions_changed();
+
+-- The rollups of the existing answers and surveys.
+SELECT @extschema@.rebuild_rollups();
+
+CREATE OR REPLACE VIEW @extschema@.response_context AS
+-- No customer id, comment or survey link: the analyst role may read every view (README.md (Privacy)),
+-- so this one carries scores, dates and payment context only. Join response on response_id
+-- (with the rights to read it) for comments. The context is the one stored with the answer.
+SELECT r.id                 AS response_id,
+       r.score,
+       r.category,
+       r.channel,
+       r.responded_at,
+       r.payment_event_id   AS event_id,
+       ps.name              AS source,
+       r.payment_kind       AS kind,
+       r.payment_amount     AS amount,
+       r.payment_currency   AS currency,
+       r.payment_at,
+       r.payment_attributes AS attributes,
+       r.days_since_payment,
+       r.failed_payment_30d
+FROM @extschema@.response r
+LEFT JOIN @extschema@.payment_source ps ON ps.id = r.payment_source_id;
+
+COMMENT ON VIEW @extschema@.response_context IS
+  'Each response with its customer''s last payment event at or before it (NULL payment columns when none); no customer id or comment';
+COMMENT ON COLUMN @extschema@.response_context.source IS 'payment_source.name of the last payment event';
+COMMENT ON COLUMN @extschema@.response_context.kind IS 'succeeded or failed: the last payment event''s kind';
+COMMENT ON COLUMN @extschema@.response_context.payment_at IS 'when the last payment event occurred';
+COMMENT ON COLUMN @extschema@.response_context.attributes IS 'the last payment event''s attributes (plan, method, ...)';
+COMMENT ON COLUMN @extschema@.response_context.days_since_payment IS
+  'whole 24-hour periods between the last payment event and the answer (0 = within a day)';
+COMMENT ON COLUMN @extschema@.response_context.failed_payment_30d IS
+  'a failed payment of this customer in the 30 days (720 hours) up to the answer; NULL when the customer is unknown';
+
+
+-- The analysis functions. Plain LANGUAGE sql, STABLE, not STRICT: PostgreSQL inlines them (and
+-- the helpers below) into the caller's query, so the real arguments reach the planner.
+
+-- The whole UTC days inside [since, until), as [full_lo, full_hi); both are until when there
+-- is none. The rest of the range is [since, full_lo) and [full_hi, until).
+CREATE FUNCTION @extschema@.full_lo(since timestamptz, until timestamptz) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT CASE WHEN @extschema@.utc_ceil(since) < @extschema@.utc_floor(until) THEN @extschema@.utc_ceil(since) ELSE until END $$;
+CREATE FUNCTION @extschema@.full_hi(since timestamptz, until timestamptz) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT CASE WHEN @extschema@.utc_ceil(since) < @extschema@.utc_floor(until) THEN @extschema@.utc_floor(until) ELSE until END $$;
+COMMENT ON FUNCTION @extschema@.full_lo(timestamptz, timestamptz) IS
+  'Start of the whole UTC days inside [since, until) (until when there is none)';
+COMMENT ON FUNCTION @extschema@.full_hi(timestamptz, timestamptz) IS
+  'End of the whole UTC days inside [since, until) (until when there is none)';
+
+-- The rollups as views, for BI tools and for the analysis functions (which run with the
+-- caller's rights: the analyst role reads views, not the tables behind them).
+CREATE VIEW @extschema@.nps_daily AS
+SELECT g.day, g.source_id, ps.name AS source, g.dims AS dimensions, g.failed_30d AS failed_payment_30d,
+       g.agg AS summary
+FROM @extschema@.rollup_segment g
+LEFT JOIN @extschema@.payment_source ps ON ps.id = g.source_id;
+COMMENT ON VIEW @extschema@.nps_daily IS
+  'npsagg of the answers per UTC day, payment source (0/NULL: no payment before the answer), '
+  'the source''s dimension values and failed payment in the 30 days before; kept as answers arrive';
+CREATE VIEW @extschema@.nps_daily_days_since_payment AS
+SELECT g.day, g.days_since AS days_since_payment, g.agg AS summary
+FROM @extschema@.rollup_days g;
+COMMENT ON VIEW @extschema@.nps_daily_days_since_payment IS
+  'npsagg of the answers per UTC day and whole days since the customer''s last payment; kept as answers arrive';
+
+-- The answers given in [since, until) as summaries by source, attributes and failed payment
+-- before: rollup_segment rows for the whole UTC days, the answers themselves for the rest.
+-- attrs holds at least the given keys (the source's dimensions on rollup rows, all attributes
+-- on answers); when some rollup row of the range lacks one of keys (a source that does not
+-- keep it as a dimension), the whole range is read from the answers.
+CREATE FUNCTION @extschema@.answers_in(since timestamptz, until timestamptz, keys text[] DEFAULT '{}')
+RETURNS TABLE (source text, attrs jsonb, failed_30d boolean, a @extschema@.npsagg)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+  SELECT g.source, g.dimensions, g.failed_payment_30d, g.summary
+    FROM @extschema@.nps_daily g
+   WHERE g.day >= @extschema@.utc_day(@extschema@.full_lo(since, until))
+     AND g.day < @extschema@.utc_day(@extschema@.full_hi(since, until))
+     AND (cardinality(keys) = 0 OR NOT EXISTS (SELECT 1 FROM @extschema@.nps_daily x
+                              WHERE x.day >= @extschema@.utc_day(@extschema@.full_lo(since, until))
+                                AND x.day < @extschema@.utc_day(@extschema@.full_hi(since, until))
+                                AND x.source_id <> 0 AND NOT x.dimensions ?& keys))
+  UNION ALL
+  SELECT c.source, c.attributes, coalesce(c.failed_payment_30d, false), @extschema@.nps_agg(c.score)
+    FROM @extschema@.response_context c
+   WHERE c.responded_at >= since
+     AND c.responded_at < CASE WHEN (cardinality(keys) = 0 OR NOT EXISTS (SELECT 1 FROM @extschema@.nps_daily x
+                                        WHERE x.day >= @extschema@.utc_day(@extschema@.full_lo(since, until))
+                                          AND x.day < @extschema@.utc_day(@extschema@.full_hi(since, until))
+                                          AND x.source_id <> 0 AND NOT x.dimensions ?& keys))
+                               THEN @extschema@.full_lo(since, until) ELSE until END
+   GROUP BY 1, 2, 3
+  UNION ALL
+  SELECT c.source, c.attributes, coalesce(c.failed_payment_30d, false), @extschema@.nps_agg(c.score)
+    FROM @extschema@.response_context c
+   WHERE c.responded_at >= @extschema@.full_hi(since, until) AND c.responded_at < until
+     AND (cardinality(keys) = 0 OR NOT EXISTS (SELECT 1 FROM @extschema@.nps_daily x
+                              WHERE x.day >= @extschema@.utc_day(@extschema@.full_lo(since, until))
+                                AND x.day < @extschema@.utc_day(@extschema@.full_hi(since, until))
+                                AND x.source_id <> 0 AND NOT x.dimensions ?& keys))
+   GROUP BY 1, 2, 3
+$$;
+COMMENT ON FUNCTION @extschema@.answers_in(timestamptz, timestamptz, text[]) IS
+  'Summaries of the answers in [since, until) by source, attributes and failed payment before: '
+  'rollups for whole UTC days, answers for the rest';
+
+CREATE OR REPLACE FUNCTION @extschema@.nps_trend(bucket interval, since timestamptz, until timestamptz)
+RETURNS TABLE (bucket_start timestamptz, responses bigint, nps float8, ci_low float8, ci_high float8)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+  SELECT b.bucket_start,
+         coalesce(@extschema@.responses(s.a), 0),
+         @extschema@.nps(s.a), ci.low, ci.high
+  FROM generate_series(since, until, bucket) AS b(bucket_start)
+  CROSS JOIN LATERAL (
+    SELECT CASE WHEN @extschema@.responses(@extschema@.rollup(x.a)) > 0 THEN @extschema@.rollup(x.a) END AS a
+    FROM @extschema@.answers_in(b.bucket_start, least(b.bucket_start + bucket, until)) x) s
+  LEFT JOIN LATERAL @extschema@.nps_ci(s.a) ci ON true
+  WHERE b.bucket_start < until
+    AND @extschema@.check_argument(bucket IS NOT NULL AND since IS NOT NULL AND until IS NOT NULL,
+          '22004', 'nps_trend: bucket, since and until must not be NULL')
+    -- no negative part (35_intervals.sql): every bucket ends after it starts, whatever the start
+    AND @extschema@.check_argument(bucket IS NULL
+                                   OR @extschema@.interval_within(bucket, '1 microsecond', '100 years'),
+          '22023', format('nps_trend: bucket %s must be a positive interval of at most 100 years with no negative part', bucket))
+    AND @extschema@.check_argument(since IS NULL OR until IS NULL
+                                   OR (isfinite(since) AND isfinite(until) AND since <= until),
+          '22023', format('nps_trend: since %s and until %s must be finite with since <= until', since, until))
+    AND @extschema@.check_argument(bucket IS NULL OR since IS NULL OR until IS NULL
+                                   OR NOT isfinite(since) OR NOT isfinite(until)
+                                   OR NOT @extschema@.interval_within(bucket, '1 microsecond', '100 years')
+                                   OR extract(epoch FROM until - since) / extract(epoch FROM bucket) <= 100000,
+          '54000', format('nps_trend: buckets of %s between %s and %s exceed the limit of 100000 buckets',
+                          bucket, since, until))
+  ORDER BY b.bucket_start
+$$;
+COMMENT ON FUNCTION @extschema@.nps_trend(interval, timestamptz, timestamptz) IS
+  'NPS per time bucket in [since, until) with a 95% adjusted Wald CI; empty buckets have 0 responses and NULL NPS';
+
+CREATE OR REPLACE FUNCTION @extschema@.nps_by(attribute text,
+                                   since timestamptz DEFAULT '-infinity',
+                                   until timestamptz DEFAULT 'infinity',
+                                   min_responses integer DEFAULT 30)
+RETURNS TABLE (value text, responses bigint, nps float8, ci_low float8, ci_high float8,
+               difference float8, p_value float8)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+  WITH seg AS (
+    SELECT x.attrs ->> attribute AS value, @extschema@.rollup(x.a) AS a
+    FROM @extschema@.answers_in(since, until, ARRAY[attribute]) x
+    WHERE @extschema@.check_argument(attribute IS NOT NULL AND since IS NOT NULL AND until IS NOT NULL
+                                     AND min_responses IS NOT NULL,
+            '22004', 'nps_by: attribute, since, until and min_responses must not be NULL')
+      AND @extschema@.check_argument(min_responses IS NULL OR min_responses >= 1,
+            '22023', format('nps_by: min_responses %s must be at least 1', min_responses))
+    GROUP BY 1
+    HAVING @extschema@.responses(@extschema@.rollup(x.a)) > 0
+  ), total AS (
+    SELECT @extschema@.score_histogram(@extschema@.rollup(seg.a)) AS h FROM seg
+  ), cmp AS (
+    SELECT seg.value, seg.a,
+           @extschema@.npsagg_from_histogram(ARRAY(
+             SELECT t - s FROM unnest(total.h, @extschema@.score_histogram(seg.a)) AS u(t, s))) AS rest
+    FROM seg, total
+  )
+  SELECT cmp.value,
+         @extschema@.responses(cmp.a),
+         CASE WHEN big THEN @extschema@.nps(cmp.a) END,
+         CASE WHEN big THEN ci.low END,
+         CASE WHEN big THEN ci.high END,
+         CASE WHEN big AND rest_big THEN d.difference END,
+         CASE WHEN big AND rest_big THEN d.p_value END
+  FROM cmp
+  CROSS JOIN LATERAL (SELECT @extschema@.responses(cmp.a) >= min_responses AS big,
+                             @extschema@.responses(cmp.rest) >= min_responses AS rest_big) k
+  LEFT JOIN LATERAL @extschema@.nps_ci(cmp.a) ci ON true
+  LEFT JOIN LATERAL @extschema@.nps_compare(cmp.a, cmp.rest) d ON true
+  ORDER BY 2 DESC, 1 NULLS LAST
+$$;
+COMMENT ON FUNCTION @extschema@.nps_by(text, timestamptz, timestamptz, integer) IS
+  'NPS per value of a payment attribute (e.g. method, plan) for answers in [since, until): CI, difference vs all other answers, p-value; statistics NULL below min_responses';
+
+CREATE OR REPLACE FUNCTION @extschema@.nps_by_days_since_payment(max_days integer DEFAULT 30)
+RETURNS TABLE (day integer, responses bigint, nps float8, ci_low float8, ci_high float8)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+  SELECT d.day, coalesce(@extschema@.responses(s.a), 0), @extschema@.nps(s.a), ci.low, ci.high
+  FROM generate_series(0, max_days) AS d(day)
+  LEFT JOIN (
+    SELECT g.days_since_payment AS day, @extschema@.rollup(g.summary) AS a
+    FROM @extschema@.nps_daily_days_since_payment g
+    WHERE g.days_since_payment <= max_days
+    GROUP BY 1
+    HAVING @extschema@.responses(@extschema@.rollup(g.summary)) > 0) s ON s.day = d.day
+  LEFT JOIN LATERAL @extschema@.nps_ci(s.a) ci ON true
+  WHERE @extschema@.check_argument(max_days IS NOT NULL, '22004',
+          'nps_by_days_since_payment: max_days must not be NULL')
+    AND @extschema@.check_argument(max_days IS NULL OR max_days BETWEEN 0 AND 3660, '22023',
+          format('nps_by_days_since_payment: max_days %s must be between 0 and 3660', max_days))
+  ORDER BY d.day
+$$;
+COMMENT ON FUNCTION @extschema@.nps_by_days_since_payment(integer) IS
+  'NPS by whole days between the last payment event and the answer (0..max_days, empty days included)';
+
+CREATE OR REPLACE FUNCTION @extschema@.nps_failed_payments("window" interval DEFAULT '30 days')
+RETURNS TABLE (failed_payment boolean, responses bigint, nps float8, ci_low float8, ci_high float8,
+               difference float8, p_value float8)
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH g AS (
+    -- the stored 30 days: from the rollups (answers tied to a payment: source_id <> 0)
+    SELECT s.failed_30d AS failed, @extschema@.rollup(s.agg) AS a
+    FROM @extschema@.rollup_segment s
+    WHERE "window" = interval '30 days' AND extract(day FROM "window") = 30
+      AND s.source_id <> 0
+    GROUP BY 1
+    HAVING @extschema@.responses(@extschema@.rollup(s.agg)) > 0
+    UNION ALL
+    -- any other window: from the answers tied to a payment
+    SELECT EXISTS (SELECT 1 FROM @extschema@.payment_event f
+                   WHERE f.customer_id = r.customer_id AND f.kind = 'failed'
+                     AND f.occurred_at > r.responded_at - "window"
+                     AND f.occurred_at <= r.responded_at),
+           @extschema@.nps_agg(r.score)
+    FROM @extschema@.response r
+    WHERE NOT ("window" = interval '30 days' AND extract(day FROM "window") = 30)
+      AND r.payment_event_id IS NOT NULL
+    GROUP BY 1
+  ), checked AS (
+    SELECT g.* FROM g
+    WHERE @extschema@.check_argument("window" IS NOT NULL, '22004',
+            'nps_failed_payments: window must not be NULL')
+      AND @extschema@.check_argument("window" IS NULL
+                                     OR @extschema@.interval_within("window", '1 microsecond', '100 years'), '22023',
+            format('nps_failed_payments: window %s must be a positive interval of at most 100 years with no negative part', "window"))
+  )
+  SELECT v.failed_payment, coalesce(@extschema@.responses(g.a), 0), @extschema@.nps(g.a),
+         ci.low, ci.high, d.difference, d.p_value
+  FROM (VALUES (true), (false)) AS v(failed_payment)
+  LEFT JOIN checked g ON g.failed = v.failed_payment
+  LEFT JOIN LATERAL @extschema@.nps_ci(g.a) ci ON true
+  LEFT JOIN LATERAL @extschema@.nps_compare(
+    g.a, (SELECT o.a FROM checked o WHERE o.failed <> v.failed_payment)) d ON true
+  WHERE @extschema@.check_argument("window" IS NOT NULL, '22004',
+          'nps_failed_payments: window must not be NULL')
+    AND @extschema@.check_argument("window" IS NULL
+                                   OR @extschema@.interval_within("window", '1 microsecond', '100 years'), '22023',
+          format('nps_failed_payments: window %s must be a positive interval of at most 100 years with no negative part', "window"))
+  ORDER BY v.failed_payment DESC
+$$;
+COMMENT ON FUNCTION @extschema@.nps_failed_payments(interval) IS
+  'NPS of answers with and without a failed payment of the customer in the window before the answer; difference (this row minus the other) and p-value';
+
+CREATE OR REPLACE FUNCTION @extschema@.revenue_at_risk(since timestamptz)
+RETURNS TABLE (category @extschema@.nps_category, currency text, customers bigint, payments bigint,
+               amount numeric)
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  -- each customer's latest answer decides their category (kept per customer as answers arrive)
+  SELECT l.category, p.currency, count(*), sum(p.payments)::bigint, sum(p.amount)
+  FROM @extschema@.customer_latest_answer l
+  CROSS JOIN LATERAL (
+    SELECT e.currency, count(*) AS payments, sum(e.amount) AS amount
+    FROM @extschema@.payment_event e
+    WHERE e.customer_id = l.customer_id AND e.kind = 'succeeded' AND e.occurred_at >= since
+    GROUP BY e.currency) p
+  WHERE l.category IN ('detractor', 'passive')
+    AND @extschema@.check_argument(since IS NOT NULL, '22004', 'revenue_at_risk: since must not be NULL')
+  GROUP BY l.category, p.currency
+  ORDER BY p.currency NULLS LAST, l.category
+$$;
+COMMENT ON FUNCTION @extschema@.revenue_at_risk(timestamptz) IS
+  'Succeeded payments since a time of customers whose latest answer is detractor or passive, by category and currency';
+
+CREATE OR REPLACE FUNCTION @extschema@.survey_funnel(since timestamptz)
+RETURNS TABLE (created bigint, sent bigint, responded bigint, expired bigint, failed bigint,
+               response_rate float8, median_time_to_answer interval)
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH c AS (
+    -- counts kept per UTC creation day for the whole days, the surveys themselves before
+    SELECT f.outcome, f.sent, f.surveys
+    FROM @extschema@.survey_funnel_day f
+    WHERE f.day >= @extschema@.utc_day(@extschema@.utc_ceil(since))
+    UNION ALL
+    SELECT @extschema@.funnel_outcome(s.status), s.sent_at IS NOT NULL OR s.status = 'responded', count(*)
+    FROM @extschema@.survey s
+    WHERE s.created_at >= since AND s.created_at < @extschema@.utc_ceil(since)
+    GROUP BY 1, 2
+  ), n AS (
+    SELECT coalesce(sum(c.surveys), 0)::bigint AS created,
+           coalesce(sum(c.surveys) FILTER (WHERE c.sent), 0)::bigint AS sent,
+           coalesce(sum(c.surveys) FILTER (WHERE c.outcome = 'responded'), 0)::bigint AS responded,
+           coalesce(sum(c.surveys) FILTER (WHERE c.outcome = 'expired'), 0)::bigint AS expired,
+           coalesce(sum(c.surveys) FILTER (WHERE c.outcome = 'failed'), 0)::bigint AS failed
+    FROM c
+  )
+  SELECT n.created, n.sent, n.responded, n.expired, n.failed,
+         n.responded::float8 / nullif(n.sent, 0),
+         -- the median needs the answers' times themselves
+         (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY r.responded_at - s.sent_at)
+            FROM @extschema@.survey s
+            -- an answer never predates its survey: the extra range lets the planner read only
+            -- recent answers (response_responded_at_idx) instead of every answer ever given
+            JOIN @extschema@.response r ON r.survey_id = s.id AND r.responded_at >= since
+           WHERE s.created_at >= since)
+  FROM n
+  WHERE @extschema@.check_argument(since IS NOT NULL, '22004', 'survey_funnel: since must not be NULL')
+$$;
+COMMENT ON FUNCTION @extschema@.survey_funnel(timestamptz) IS
+  'Surveys created since a time: how many were sent, answered, expired, failed; response rate (answered/sent) and median time from sending to answer';
+
+CREATE OR REPLACE FUNCTION @extschema@.nps_alerts("window" interval, drop_threshold float8,
+                                       attributes text[] DEFAULT '{plan,method}',
+                                       min_responses integer DEFAULT 30,
+                                       as_of timestamptz DEFAULT now())
+RETURNS TABLE (dimension text, value text, previous_responses bigint, previous_nps float8,
+               current_responses bigint, current_nps float8, nps_drop float8, p_value float8)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+  WITH w AS (
+    SELECT true AS is_current, x.source, x.attrs, x.a
+    FROM @extschema@.answers_in(as_of - "window", as_of, nps_alerts.attributes) x
+    UNION ALL
+    SELECT false, x.source, x.attrs, x.a
+    FROM @extschema@.answers_in((as_of - "window") - "window", as_of - "window", nps_alerts.attributes) x
+  ), checked AS (
+    SELECT w.* FROM w
+    WHERE @extschema@.check_argument("window" IS NOT NULL AND drop_threshold IS NOT NULL
+                                     AND nps_alerts.attributes IS NOT NULL AND min_responses IS NOT NULL
+                                     AND as_of IS NOT NULL,
+            '22004', 'nps_alerts: no argument may be NULL')
+      AND @extschema@.check_argument("window" IS NULL
+                                     OR @extschema@.interval_within("window", '1 microsecond', '100 years'), '22023',
+            format('nps_alerts: window %s must be a positive interval of at most 100 years with no negative part', "window"))
+      AND @extschema@.check_argument(drop_threshold IS NULL
+                                     OR (drop_threshold >= 0 AND drop_threshold < 'infinity'), '22023',
+            format('nps_alerts: drop_threshold %s must be a finite number >= 0', drop_threshold))
+      AND @extschema@.check_argument(min_responses IS NULL OR min_responses >= 1, '22023',
+            format('nps_alerts: min_responses %s must be at least 1', min_responses))
+      AND @extschema@.check_argument(as_of IS NULL OR isfinite(as_of), '22023',
+            format('nps_alerts: as_of %s must be finite', as_of))
+  ), seg AS (
+    SELECT d.dimension, d.value,
+           @extschema@.rollup(w.a) FILTER (WHERE w.is_current) AS cur,
+           @extschema@.rollup(w.a) FILTER (WHERE NOT w.is_current) AS prev
+    FROM checked w
+    CROSS JOIN LATERAL (
+      SELECT 'overall'::text, NULL::text
+      UNION ALL SELECT 'source', w.source WHERE w.source IS NOT NULL
+      UNION ALL SELECT k.key, w.attrs ->> k.key
+                FROM unnest(nps_alerts.attributes) AS k(key) WHERE w.attrs ->> k.key IS NOT NULL
+    ) AS d(dimension, value)
+    GROUP BY 1, 2
+  )
+  SELECT seg.dimension, seg.value,
+         @extschema@.responses(seg.prev), @extschema@.nps(seg.prev),
+         @extschema@.responses(seg.cur), @extschema@.nps(seg.cur),
+         @extschema@.nps(seg.prev) - @extschema@.nps(seg.cur),
+         cmp.p_value
+  FROM seg
+  CROSS JOIN LATERAL @extschema@.nps_compare(seg.cur, seg.prev) cmp
+  WHERE @extschema@.responses(seg.cur) >= min_responses
+    AND @extschema@.responses(seg.prev) >= min_responses
+    AND @extschema@.nps(seg.prev) - @extschema@.nps(seg.cur) > drop_threshold
+  ORDER BY cmp.p_value, 7 DESC, 1, 2
+$$;
+COMMENT ON FUNCTION @extschema@.nps_alerts(interval, float8, text[], integer, timestamptz) IS
+  'Segments (overall, source, each listed attribute) whose NPS in [as_of - window, as_of) fell by more than drop_threshold points versus the window before, with p-value';
+
+CREATE OR REPLACE FUNCTION @extschema@.purge(older_than interval,
+                                  OUT events integer, OUT surveys integer, OUT responses integer,
+                                  OUT capture_errors integer, OUT contacts integer)
+RETURNS record
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  cutoff timestamptz;
+  longest_throttle interval;
+  gone_ids bigint[];
+  gone_events bigint[];
+  gone_customers text[];
+BEGIN
+  IF older_than IS NULL THEN
+    RAISE EXCEPTION 'purge: older_than must not be NULL' USING ERRCODE = '22004';
+  END IF;
+  -- Checked for what it does (35_intervals.sql): no negative part, at least a day (a shorter
+  -- retention would delete surveys still being delivered), and the cutoff really is in the past.
+  IF @extschema@.interval_within(older_than, '1 day', '1000 years') THEN
+    cutoff := now() - older_than;
+  END IF;
+  IF cutoff IS NULL OR cutoff >= now() - interval '23 hours' THEN
+    RAISE EXCEPTION 'purge: older_than % must be positive, at least 1 day and at most 1000 years, with no negative part', older_than
+      USING ERRCODE = '22023';
+  END IF;
+
+  -- Surveys created before the cutoff, whatever their state (live ones that old are overdue).
+  -- The links to them are cleared by the next statements, whose fresh snapshots also see an
+  -- answer that was being recorded while the DELETE waited for its row lock.
+  WITH gone AS (
+    DELETE FROM @extschema@.survey s WHERE s.created_at < cutoff RETURNING s.id, s.event_id
+  )
+  SELECT count(*), coalesce(array_agg(gone.id), '{}'), coalesce(array_agg(gone.event_id), '{}')
+    INTO surveys, gone_ids, gone_events FROM gone;
+  UPDATE @extschema@.response r SET survey_id = NULL WHERE r.survey_id = ANY (gone_ids);
+  UPDATE @extschema@.payment_event e SET survey_id = NULL
+   WHERE e.id = ANY (gone_events) AND e.survey_id = ANY (gone_ids);
+
+  -- Events before the cutoff, except those a still-live survey needs for its message.
+  WITH gone AS (
+    DELETE FROM @extschema@.payment_event e
+     WHERE e.occurred_at < cutoff
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.survey s
+                        WHERE s.event_id = e.id AND s.status IN ('pending', 'sending'))
+    RETURNING e.customer_id
+  )
+  SELECT count(*), coalesce(array_agg(DISTINCT gone.customer_id) FILTER (WHERE gone.customer_id IS NOT NULL), '{}')
+    INTO events, gone_customers FROM gone;
+
+  -- Old responses lose comment and links to a person; score, category, channel and dates stay.
+  UPDATE @extschema@.response r
+     SET comment = NULL, customer_id = NULL, survey_id = NULL
+   WHERE r.responded_at < cutoff
+     AND (r.comment IS NOT NULL OR r.customer_id IS NOT NULL OR r.survey_id IS NOT NULL);
+  GET DIAGNOSTICS responses = ROW_COUNT;
+  -- Later answers of those customers lose the context the removed events gave them (their
+  -- stored attributes too); the older ones lost it with their customer id above.
+  IF cardinality(gone_customers) > 0 THEN
+    PERFORM @extschema@.refresh_response_context(cutoff, 'infinity', gone_customers);
+  END IF;
+
+  DELETE FROM @extschema@.capture_error ce WHERE ce.at < cutoff;
+  GET DIAGNOSTICS capture_errors = ROW_COUNT;
+
+  -- A contact row is the throttle's memory: drop it only when no source's throttle needs it.
+  SELECT max(p.throttle) INTO longest_throttle FROM @extschema@.payment_source p;
+  DELETE FROM @extschema@.customer_contact c
+   WHERE c.last_survey_at < now() - greatest(older_than, coalesce(longest_throttle, interval '0'));
+  GET DIAGNOSTICS contacts = ROW_COUNT;
+END
+$fn$;
+
+-- Nothing for PUBLIC (the new functions only: a blanket REVOKE would record users' grants on
+-- the old objects as the extension's initial privileges).
+REVOKE ALL ON FUNCTION @extschema@.npsagg_add(@extschema@.npsagg, @extschema@.npsagg),
+  @extschema@.npsagg_sub(@extschema@.npsagg, @extschema@.npsagg),
+  @extschema@.npsagg_add(@extschema@.npsagg, integer, float8),
+  @extschema@.npsagg_remove(@extschema@.npsagg, integer, float8),
+  @extschema@.refresh_response_context(timestamptz, timestamptz, text[]),
+  @extschema@.utc_day(timestamptz), @extschema@.utc_floor(timestamptz), @extschema@.utc_ceil(timestamptz),
+  @extschema@.funnel_outcome(text), @extschema@.rebuild_rollups(date, date),
+  @extschema@.full_lo(timestamptz, timestamptz), @extschema@.full_hi(timestamptz, timestamptz),
+  @extschema@.answers_in(timestamptz, timestamptz, text[]) FROM PUBLIC;
+REVOKE ALL ON TABLE @extschema@.rollup_segment, @extschema@.rollup_days, @extschema@.customer_latest_answer,
+  @extschema@.survey_funnel_day, @extschema@.nps_daily, @extschema@.nps_daily_days_since_payment FROM PUBLIC;
 -- Capture: backfill_payments (rows a table held before it was tracked; skip_reason backfilled)
 -- ---------------------------------------------------------------------------------------------
 CREATE FUNCTION @extschema@.backfill_payments(source regclass, since timestamptz DEFAULT '-infinity',

@@ -28,20 +28,29 @@ inline AggState *existing_state(FunctionCallInfo fcinfo) {
     return PG_ARGISNULL(0) ? nullptr : reinterpret_cast<AggState *>(PG_GETARG_POINTER(0));
 }
 
+// One more response for score (0..10 checked by the caller); 22003 instead of wrapping.
+inline void count_one(AggState *st, int64 score) {
+    if (unlikely(pg_add_s64_overflow(st->s.counts[score], 1, &st->s.counts[score]))) count_overflow();
+    st->inputs++;
+}
+
 template <typename T>
 inline Datum forward(FunctionCallInfo fcinfo, T score) {
     AggState *st = state_arg(fcinfo, "nps transition");
     if (static_cast<uint64>(static_cast<int64>(score)) > 10) score_out_of_range(score);
-    st->s.counts[score]++;
-    st->inputs++;
+    count_one(st, score);
     PG_RETURN_POINTER(st);
 }
 
+// The argument is evaluated again when a row leaves the frame, so it is checked again: a
+// score out of range, or one the frame does not hold, raises (never indexes or wraps).
 template <typename T>
 inline Datum inverse(FunctionCallInfo fcinfo, T score) {
     AggState *st = existing_state(fcinfo);
     if (st == nullptr) elog(ERROR, "nps inverse transition without state");
-    st->s.counts[score]--;  // only rows that went through forward() come back here
+    if (static_cast<uint64>(static_cast<int64>(score)) > 10) score_out_of_range(score);
+    if (unlikely(st->s.counts[score] <= 0 || st->inputs <= 0)) inverse_not_in_frame(score);
+    st->s.counts[score]--;
     st->inputs--;
     PG_RETURN_POINTER(st);
 }
@@ -53,36 +62,48 @@ inline Datum weighted(FunctionCallInfo fcinfo, T score) {
     double w = PG_GETARG_FLOAT8(2);
     if (static_cast<uint64>(static_cast<int64>(score)) > 10) score_out_of_range(score);
     if (!(w >= 0) || std::isinf(w)) bad_weight(w);
-    st->s.counts[score]++;
+    count_one(st, score);
     st->s.weights[score] += w;
     st->s.weight_sq += w * w;
-    if (unlikely(std::isinf(st->s.weight_sq)))
-        ereport(ERROR, (errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE), errmsg("NPS weights are too large: their sum of squares overflows float8")));
-    st->inputs++;
+    // A finite sum of squares bounds every weight sum (sum w <= sqrt(n * sum w^2)).
+    if (unlikely(std::isinf(st->s.weight_sq))) weight_overflow();
     PG_RETURN_POINTER(st);
 }
 
+// dst += src for valid summaries; 22003 when a count, the total count, a weight sum, the
+// total weight or weight_sq would overflow (the result stays a valid summary).
 void add_into(Summary &dst, const Summary &src) {
+    int64 n = 0;
+    double w = 0;
     for (int i = 0; i < kScores; i++) {
-        if (pg_add_s64_overflow(dst.counts[i], src.counts[i], &dst.counts[i]))
-            ereport(ERROR, (errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE), errmsg("npsagg count out of range")));
+        if (pg_add_s64_overflow(dst.counts[i], src.counts[i], &dst.counts[i])) count_overflow();
+        if (pg_add_s64_overflow(n, dst.counts[i], &n)) count_overflow();
         dst.weights[i] += src.weights[i];
+        w += dst.weights[i];
     }
     dst.weight_sq += src.weight_sq;
-    if (std::isinf(dst.weight_sq))
-        ereport(ERROR, (errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE), errmsg("NPS weights are too large: their sum of squares overflows float8")));
+    if (std::isinf(dst.weight_sq) || std::isinf(w)) weight_overflow();
 }
 
-// Unweighted states carry counts only: every response weighs 1.
+// Unweighted states carry counts only: every response weighs 1. (The total count is
+// checked by make_npsagg.)
 Summary unit_weighted(const Summary &in) {
     Summary s = in;
-    int64 n = 0;
+    double n = 0;
     for (int i = 0; i < kScores; i++) {
         s.weights[i] = static_cast<double>(s.counts[i]);
-        n += s.counts[i];
+        n += s.weights[i];
     }
-    s.weight_sq = static_cast<double>(n);
+    s.weight_sq = n;
     return s;
+}
+
+// The total count of a state, 22003 when it does not fit in bigint.
+int64 checked_responses(const Summary &s) {
+    int64 n = 0;
+    for (int i = 0; i < kScores; i++)
+        if (pg_add_s64_overflow(n, s.counts[i], &n)) count_overflow();
+    return n;
 }
 
 }  // namespace
@@ -118,6 +139,8 @@ NPS_FUNCTION(nps_rollup_trans) {
     PG_RETURN_POINTER(st);
 }
 
+// Combine and deserialize see states that crossed a process boundary: they are checked as
+// npsagg values are (counts >= 0, totals in range, weights finite), never trusted.
 NPS_FUNCTION(nps_combine) {
     AggState *a = existing_state(fcinfo);
     AggState *b = PG_ARGISNULL(1) ? nullptr : reinterpret_cast<AggState *>(PG_GETARG_POINTER(1));
@@ -130,7 +153,7 @@ NPS_FUNCTION(nps_combine) {
         PG_RETURN_POINTER(a);
     }
     add_into(a->s, b->s);
-    a->inputs += b->inputs;
+    if (pg_add_s64_overflow(a->inputs, b->inputs, &a->inputs)) count_overflow();
     PG_RETURN_POINTER(a);
 }
 
@@ -144,11 +167,18 @@ NPS_FUNCTION(nps_serialize) {
 
 NPS_FUNCTION(nps_deserialize) {
     bytea *in = PG_GETARG_BYTEA_PP(0);
-    if (VARSIZE_ANY_EXHDR(in) != sizeof(AggState)) elog(ERROR, "invalid serialized nps state");
+    if (VARSIZE_ANY_EXHDR(in) != sizeof(AggState))
+        ereport(ERROR, (errcode(ERRCODE_INVALID_BINARY_REPRESENTATION), errmsg("invalid serialized nps state: wrong size")));
     MemoryContext aggcxt;
     if (!AggCheckCallContext(fcinfo, &aggcxt)) elog(ERROR, "nps_deserialize called in non-aggregate context");
+    AggState tmp;
+    memcpy(&tmp, VARDATA_ANY(in), sizeof(AggState));
+    Verdict v = check(tmp.s);
+    if (v.status != Status::ok) raise_invalid(v, "serialized nps state");
+    if (tmp.inputs < 0)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_BINARY_REPRESENTATION), errmsg("invalid serialized nps state: negative input count")));
     auto *st = static_cast<AggState *>(MemoryContextAlloc(aggcxt, sizeof(AggState)));
-    memcpy(st, VARDATA_ANY(in), sizeof(AggState));
+    *st = tmp;
     PG_RETURN_POINTER(st);
 }
 
@@ -156,7 +186,7 @@ NPS_FUNCTION(nps_deserialize) {
 NPS_FUNCTION(nps_final) {
     const AggState *st = existing_state(fcinfo);
     double v;
-    if (st == nullptr || !nps_of_counts(st->s, &v)) PG_RETURN_NULL();
+    if (st == nullptr || checked_responses(st->s) == 0 || !nps_of_counts(st->s, &v)) PG_RETURN_NULL();
     PG_RETURN_FLOAT8(v);
 }
 
@@ -164,13 +194,13 @@ NPS_FUNCTION(nps_final) {
 NPS_FUNCTION(nps_wfinal) {
     const AggState *st = existing_state(fcinfo);
     double v;
-    if (st == nullptr || st->inputs == 0 || !weighted_nps_of(st->s, &v)) PG_RETURN_NULL();
+    if (st == nullptr || st->inputs == 0 || checked_responses(st->s) == 0 || !weighted_nps_of(st->s, &v)) PG_RETURN_NULL();
     PG_RETURN_FLOAT8(v);
 }
 
 NPS_FUNCTION(npsagg_final) {
     const AggState *st = existing_state(fcinfo);
-    if (st == nullptr || responses(st->s) == 0) PG_RETURN_NULL();
+    if (st == nullptr || checked_responses(st->s) == 0) PG_RETURN_NULL();
     PG_RETURN_POINTER(make_npsagg(unit_weighted(st->s)));
 }
 

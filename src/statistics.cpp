@@ -37,7 +37,6 @@ double stderr_of(const Shares &sh) {
     double v = (sh.p + sh.d - (sh.p - sh.d) * (sh.p - sh.d)) / sh.n;
     return 100.0 * std::sqrt(v < 0 ? 0 : v);
 }
-double clamp100(double x) { return x < -100 ? -100 : x > 100 ? 100 : x; }
 
 Datum make_record(FunctionCallInfo fcinfo, const Datum *values, const bool *nulls) {
     TupleDesc tupdesc;

@@ -109,6 +109,23 @@ if [ -s "$tmp/grants_before" ] && diff -u "$tmp/grants_before" "$tmp/grants_afte
   ok "the analyst's $(grep -c . "$tmp/grants_before") grants survive"
 else notok "grants on the extension's objects changed"; show "$tmp/diff"; fi
 
+# --- the answers of 0.1 got their stored context, and the rollups hold them ---------------------
+ctx=$(q "$upd" "SELECT count(*) FILTER (WHERE context_at IS NULL) || '/' || count(*)
+                     || ' ' || ((SELECT coalesce(nps_billing.rollup(agg)::text, '') FROM nps_billing.rollup_segment)
+                                = (SELECT coalesce(nps_billing.nps_agg(score)::text, '') FROM nps_billing.response))
+                     || ' ' || (SELECT count(*) FROM nps_billing.response r
+                                 CROSS JOIN LATERAL nps_billing.context_of(r.customer_id, r.survey_id, r.responded_at, r.survey_event_id) c
+                                 WHERE (r.payment_event_id, r.days_since_payment, r.failed_payment_30d, r.payment_dimensions)
+                                       IS DISTINCT FROM (c.payment_event_id, c.days_since_payment, c.failed_payment_30d, c.payment_dimensions))
+                     || ' ' || (SELECT count(*) FROM nps_billing.customer_latest_answer)
+                     || ' ' || ((SELECT coalesce(sum(surveys), 0) FROM nps_billing.survey_funnel_day)
+                                = (SELECT count(*) FROM nps_billing.survey))
+                FROM nps_billing.response" 2>&1)
+case "$ctx" in
+  0/*" true 0 "*" true") ok "the update stored the context of every 0.1 answer and filled the rollups (${ctx%% *} without context)";;
+  *) notok "stored contexts / rollups after the update: $ctx";;
+esac
+
 # --- the user's objects and the whole pipeline work after the update ---------------------------
 if psql -qX -v ON_ERROR_STOP=1 -d "$upd" >"$tmp/err" 2>&1 <<'SQL'
 DO $$

@@ -30,7 +30,9 @@ CREATE TABLE @extschema@.payment_source (
   max_attempts    integer NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),  -- delivery tries per survey
   enabled         boolean NOT NULL DEFAULT true,
   tracked         boolean NOT NULL DEFAULT true,
-  created_at      timestamptz NOT NULL DEFAULT now()
+  created_at      timestamptz NOT NULL DEFAULT now(),
+  -- attribute keys the analysis rollups keep per day (segments of nps_by, nps_alerts)
+  dimensions      text[] NOT NULL DEFAULT '{plan,method}'
 );
 
 CREATE TABLE @extschema@.payment_event (
@@ -111,10 +113,26 @@ CREATE TABLE @extschema@.response (
   comment      text,
   channel      text,
   responded_at timestamptz NOT NULL DEFAULT now(),
-  updated_at   timestamptz
+  updated_at   timestamptz,
+  -- The answer's payment context, fixed when the answer is recorded (trigger
+  -- response_context_fill; refresh_response_context() after facts change). NULL: none.
+  survey_event_id    bigint,       -- the payment event its survey was sent for
+  payment_event_id   bigint,       -- the customer's last payment event at or before the answer
+  payment_source_id  integer,
+  payment_kind       text,
+  payment_amount     numeric,
+  payment_currency   text,
+  payment_at         timestamptz,
+  payment_attributes jsonb,
+  payment_dimensions jsonb,        -- payment_attributes reduced to its source's dimensions
+  days_since_payment integer,      -- whole 24-hour periods since payment_at
+  failed_payment_30d boolean,      -- a failed payment in the 720 hours up to the answer
+  context_at         timestamptz   -- when the context was computed; an INSERT that sets it keeps its context
 );
 CREATE INDEX response_responded_at_idx ON @extschema@.response (responded_at);
 CREATE INDEX response_customer_idx ON @extschema@.response (customer_id, responded_at);
+-- refresh_response_context() after purge finds the answers whose payment event went
+CREATE INDEX response_payment_event_idx ON @extschema@.response (payment_event_id) WHERE payment_event_id IS NOT NULL;
 
 -- One call per statement: each call updates pg_extension's row.
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.payment_source', '');

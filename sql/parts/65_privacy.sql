@@ -95,6 +95,7 @@ DECLARE
   longest_throttle interval;
   gone_ids bigint[];
   gone_events bigint[];
+  gone_customers text[];
 BEGIN
   IF older_than IS NULL THEN
     RAISE EXCEPTION 'purge: older_than must not be NULL' USING ERRCODE = '22004';
@@ -122,11 +123,15 @@ BEGIN
    WHERE e.id = ANY (gone_events) AND e.survey_id = ANY (gone_ids);
 
   -- Events before the cutoff, except those a still-live survey needs for its message.
-  DELETE FROM @extschema@.payment_event e
-   WHERE e.occurred_at < cutoff
-     AND NOT EXISTS (SELECT 1 FROM @extschema@.survey s
-                      WHERE s.event_id = e.id AND s.status IN ('pending', 'sending'));
-  GET DIAGNOSTICS events = ROW_COUNT;
+  WITH gone AS (
+    DELETE FROM @extschema@.payment_event e
+     WHERE e.occurred_at < cutoff
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.survey s
+                        WHERE s.event_id = e.id AND s.status IN ('pending', 'sending'))
+    RETURNING e.customer_id
+  )
+  SELECT count(*), coalesce(array_agg(DISTINCT gone.customer_id) FILTER (WHERE gone.customer_id IS NOT NULL), '{}')
+    INTO events, gone_customers FROM gone;
 
   -- Old responses lose comment and links to a person; score, category, channel and dates stay.
   UPDATE @extschema@.response r
@@ -134,6 +139,11 @@ BEGIN
    WHERE r.responded_at < cutoff
      AND (r.comment IS NOT NULL OR r.customer_id IS NOT NULL OR r.survey_id IS NOT NULL);
   GET DIAGNOSTICS responses = ROW_COUNT;
+  -- Later answers of those customers lose the context the removed events gave them (their
+  -- stored attributes too); the older ones lost it with their customer id above.
+  IF cardinality(gone_customers) > 0 THEN
+    PERFORM @extschema@.refresh_response_context(cutoff, 'infinity', gone_customers);
+  END IF;
 
   DELETE FROM @extschema@.capture_error ce WHERE ce.at < cutoff;
   GET DIAGNOSTICS capture_errors = ROW_COUNT;

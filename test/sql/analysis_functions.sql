@@ -61,6 +61,8 @@ FROM generate_series(1, 13) j;
 -- a failed payment AFTER v14's answer does not count
 INSERT INTO payment_event (source_id, payment_key, kind, customer_id, amount, currency, occurred_at, attributes)
 VALUES (2, 'late', 'failed', 'v14', 100, 'eur', '2026-03-20', '{"method":"invoice"}');
+-- these events were written after the answers: the answers' stored contexts catch up
+SELECT refresh_response_context() AS answers_refreshed;
 
 -- 5 SEPA customers (below min_responses = 30), all promoters
 INSERT INTO payment_event (source_id, payment_key, kind, customer_id, amount, currency, occurred_at, attributes)

@@ -64,9 +64,9 @@ CREATE TEMP TABLE nps_before AS
 
 -- the search finds X everywhere before, so it can fail
 SELECT set_eq($$SELECT * FROM pg_temp.traces('erase-me-7f3a')$$,
-  ARRAY['nps_billing.capture_error', 'nps_billing.customer_contact', 'nps_billing.opt_out',
-        'nps_billing.payment_event', 'nps_billing.response', 'nps_billing.survey'],
-  'before: the id is found in six tables');
+  ARRAY['nps_billing.capture_error', 'nps_billing.customer_contact', 'nps_billing.customer_latest_answer',
+        'nps_billing.opt_out', 'nps_billing.payment_event', 'nps_billing.response', 'nps_billing.survey'],
+  'before: the id is found in seven tables');
 SELECT is((SELECT count(*)::int FROM x_secrets), 4, 'fixture: X has 2 tokens and 2 comments');
 SELECT is((SELECT count(survey_id)::int FROM payment_event WHERE id IN (SELECT id FROM x_events)), 2, 'fixture: 2 of its events link to its surveys');
 
