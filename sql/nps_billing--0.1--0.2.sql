@@ -1700,6 +1700,8 @@ REVOKE ALL ON FUNCTION @extschema@.npsagg_add(@extschema@.npsagg, @extschema@.np
   @extschema@.answers_in(timestamptz, timestamptz, text[]) FROM PUBLIC;
 REVOKE ALL ON TABLE @extschema@.rollup_segment, @extschema@.rollup_days, @extschema@.customer_latest_answer,
   @extschema@.survey_funnel_day, @extschema@.nps_daily, @extschema@.nps_daily_days_since_payment FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
 -- Capture: backfill_payments (rows a table held before it was tracked; skip_reason backfilled)
 -- ---------------------------------------------------------------------------------------------
 CREATE FUNCTION @extschema@.backfill_payments(source regclass, since timestamptz DEFAULT '-infinity',
