@@ -1847,3 +1847,15 @@ CREATE EVENT TRIGGER nps_billing_capture_dropped ON sql_drop
 CREATE FUNCTION @extschema@._capture_rebind() RETURNS integer AS 'MODULE_PATHNAME', 'nps_capture_rebind' LANGUAGE C;
 SELECT @extschema@._capture_rebind();
 DROP FUNCTION @extschema@._capture_rebind();
+
+-- ---------------------------------------------------------------------------------------------
+-- Capture: backfill_payments (rows a table held before it was tracked; skip_reason backfilled)
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.backfill_payments(source regclass, since timestamptz DEFAULT '-infinity',
+                                              last_surveys regclass DEFAULT NULL) RETURNS bigint
+  AS 'MODULE_PATHNAME', 'nps_backfill_payments' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.backfill_payments(regclass, timestamptz, regclass) IS
+  'Record the rows a tracked table held before tracking (paid at or after since) as payment events with skip_reason backfilled and no survey; '
+  'idempotent. Seeds customer_contact from imported responses and the optional last_surveys table (customer_id, last_survey_at). '
+  'Returns the number of events recorded';
+REVOKE ALL ON FUNCTION @extschema@.backfill_payments(regclass, timestamptz, regclass) FROM PUBLIC;

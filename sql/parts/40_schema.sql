@@ -49,7 +49,8 @@ CREATE TABLE @extschema@.payment_event (
   occurred_at timestamptz NOT NULL,
   attributes  jsonb,
   survey_id   bigint,
-  -- throttled, sampled_out, below_min_amount, opted_out, no_customer, not_surveyed_kind, disabled.
+  -- throttled, sampled_out, below_min_amount, opted_out, no_customer, not_surveyed_kind, disabled,
+  -- backfilled (recorded by backfill_payments from rows that were there before tracking).
   -- No CHECK constraints on this table: PostgreSQL re-reads a CHECK's expression tree from text in
   -- every INSERT statement, which cost the capture trigger ~10% of single-row throughput (P6);
   -- the trigger is the only writer and writes only these values (README.md (Capture)).

@@ -57,6 +57,14 @@ CREATE FUNCTION @extschema@.untrack_payments(source regclass) RETURNS void
 COMMENT ON FUNCTION @extschema@.untrack_payments(regclass) IS
   'Stop tracking a payments table: drops its capture triggers, keeps events, surveys and the source row (tracked = false)';
 
+CREATE FUNCTION @extschema@.backfill_payments(source regclass, since timestamptz DEFAULT '-infinity',
+                                              last_surveys regclass DEFAULT NULL) RETURNS bigint
+  AS 'MODULE_PATHNAME', 'nps_backfill_payments' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.backfill_payments(regclass, timestamptz, regclass) IS
+  'Record the rows a tracked table held before tracking (paid at or after since) as payment events with skip_reason backfilled and no survey; '
+  'idempotent. Seeds customer_contact from imported responses and the optional last_surveys table (customer_id, last_survey_at). '
+  'Returns the number of events recorded';
+
 CREATE FUNCTION @extschema@.opt_out(customer text) RETURNS boolean
   LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
