@@ -104,6 +104,8 @@ struct Source {
 
 Source *sources = NULL;
 Source *zombies = NULL;  // invalidated while pinned
+// The key of the row whose capture raised (on_error = 'raise'), for the error message.
+char raise_key[64];
 Oid payment_source_relid = InvalidOid;
 bool callback_registered = false;
 
@@ -712,6 +714,8 @@ void process_row(RowCtx *rc) {
     if (!have)
         return;
     rc->key = ev.key;
+    if (ev.key && s->raise)
+        strlcpy(raise_key, ev.key, sizeof raise_key);
     rc->customer = ev.customer;
     if (ev.key == NULL)
         ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("payment_key expression returned NULL")));
@@ -777,6 +781,37 @@ void process_row(RowCtx *rc) {
     });
 }
 
+// What capture says about an error: never the row's values. PostgreSQL's messages may quote an
+// input value ('invalid input syntax for type integer: "<the customer id>"'), so a row's error is
+// told by its message template with every argument written as "...". The errors of a broken
+// source come from its stored expressions, not from a row: they are kept whole.
+char *scrubbed_message(const Source *s, const ErrorData *ed) {
+    if (s->broken_msg)
+        return pstrdup(s->broken_msg);
+    const char *t = ed->message_id ? ed->message_id : "error";
+    StringInfoData buf;
+    initStringInfo(&buf);
+    for (const char *c = t; *c; c++) {
+        if (*c != '%') {
+            appendStringInfoChar(&buf, *c);
+            continue;
+        }
+        if (c[1] == '%') {
+            appendStringInfoChar(&buf, '%');
+            c++;
+            continue;
+        }
+        // skip the conversion: flags, width, precision, length, then the conversion letter
+        c++;
+        while (*c && strchr("0123456789.-+ #*lhzjtqL", *c))
+            c++;
+        appendStringInfoString(&buf, "...");
+        if (*c == '\0')
+            break;
+    }
+    return buf.data;
+}
+
 // Record a row's error (as the owner). The key is recomputed alone when the evaluation failed.
 void record_error(RowCtx *rc, ErrorData *ed) {
     Source *s = rc->s;
@@ -813,7 +848,7 @@ void record_error(RowCtx *rc, ErrorData *ed) {
         // The message only (no DETAIL / CONTEXT): PostgreSQL's messages may quote an input value.
         Datum a[5] = {Int32GetDatum(s->id), key ? CStringGetTextDatum(key) : (Datum)0,
                       rc->customer ? CStringGetTextDatum(rc->customer) : (Datum)0,
-                      CStringGetTextDatum(ed->message ? ed->message : "unknown error"),
+                      CStringGetTextDatum(scrubbed_message(s, ed)),
                       CStringGetTextDatum(unpack_sql_state(ed->sqlerrcode))};
         const char n[] = {' ', static_cast<char>(key ? ' ' : 'n'), static_cast<char>(rc->customer ? ' ' : 'n'), ' ',
                           ' ', '\0'};
@@ -878,6 +913,7 @@ void run_row_path(Source *s, Relation rel, Tuplestorestate *ts, Oid owner, Oid e
         }
         rc.key = NULL;
         rc.customer = NULL;
+        raise_key[0] = '\0';
         if (s->raise)
             process_row(&rc);
         else
@@ -968,12 +1004,15 @@ void capture_statement(Source *s, TriggerData *td, int64 n, Oid owner, Oid extns
         {
             MemoryContextSwitchTo(oldcxt);
             ErrorData *ed = CopyErrorData();
-            FlushErrorState();
-            ed->context = psprintf("capture of payment source \"%s\" (on_error = raise)", s->name);
-            ed->internalquery = NULL;
-            ed->internalpos = 0;
-            ed->cursorpos = 0;
-            ReThrowError(ed);
+            FlushErrorState();  // the original (which may quote the row's values) is never reported
+            int code = ed->sqlerrcode;
+            char *msg = scrubbed_message(s, ed);
+            ereport(ERROR, (errcode(code),
+                            raise_key[0] ? errmsg("capture of payment source \"%s\" failed for payment key \"%s\": %s",
+                                                  s->name, raise_key, msg)
+                                         : errmsg("capture of payment source \"%s\" failed: %s", s->name, msg),
+                            errdetail("SQLSTATE %s (on_error = raise). The row's values are not shown.",
+                                      unpack_sql_state(code))));
         }
         PG_END_TRY();
     } else if (n <= ROW_PATH_MAX || s->broken_msg) {
