@@ -123,24 +123,34 @@ Tuplestorestate *read_with_catalog_path(const char *sql) {
 }
 
 // Runs fn as the table's owner inside a security-restricted operation (as PostgreSQL runs index
-// expressions), with search_path = pg_catalog, <the table's schema> like the capture trigger.
+// expressions), under the same settings and search_path as the capture trigger.
 template <typename F>
-void as_table_owner_sro(Oid relowner, Oid tablensp, F &&fn) {
+void as_table_owner_sro(Oid relowner, Oid tablensp, bool legacy, F &&fn) {
     Oid save_uid;
     int save_sec;
     GetUserIdAndSecContext(&save_uid, &save_sec);
     SetUserIdAndSecContext(relowner, save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-    int path_level = push_path(tablensp);
+    // Bound expressions read under the trigger's pinned settings; a source still as written in 0.1
+    // (not yet rebound) under pg_catalog and its table's schema, as the trigger reads it.
+    int level = legacy ? push_path(tablensp) : pin_settings();
+    if (!legacy)
+        set_search_path(EVAL_PATH);
     PG_TRY();
     {
         fn();
     }
-    PG_FINALLY();
+    PG_CATCH();
     {
-        nps::compat::pop_search_path(path_level);
+        // The abort undoes the settings; the user id is ours to restore.
         SetUserIdAndSecContext(save_uid, save_sec);
+        PG_RE_THROW();
     }
     PG_END_TRY();
+    if (legacy)
+        nps::compat::pop_search_path(level);
+    else
+        unpin_settings(level);
+    SetUserIdAndSecContext(save_uid, save_sec);
 }
 
 }  // namespace
@@ -184,12 +194,13 @@ NPS_FUNCTION(nps_backfill_payments) {
     int32 source_id = 0;
     char *source_name = NULL;
     const char *exprs[X_COUNT] = {};
-    bool found = false;
+    bool found = false, legacy = false;
     as_owner(owner, extnsp, [&] {
         Oid t[] = {OIDOID};
         Datum a[] = {ObjectIdGetDatum(relid)};
         if (SPI_execute_with_args("SELECT id, name, customer_expr, payment_key_expr, succeeded_expr, failed_expr, "
-                                  "amount_expr, currency_expr, paid_at_expr, attributes_expr "
+                                  "amount_expr, currency_expr, paid_at_expr, attributes_expr, "
+                                  "expressions_as_written IS NULL "
                                   "FROM nps_billing.payment_source WHERE relid = $1 AND tracked",
                                   1, t, a, NULL, true, 1) != SPI_OK_SELECT)
             elog(ERROR, "nps_billing: could not read payment_source");
@@ -203,6 +214,7 @@ NPS_FUNCTION(nps_backfill_payments) {
         source_name = SPI_getvalue(tup, desc, 2);
         for (int i = 0; i < X_COUNT; i++)
             exprs[i] = SPI_getvalue(tup, desc, 3 + i);  // NULL for a NULL column
+        legacy = DatumGetBool(SPI_getbinval(tup, desc, 3 + X_COUNT, &isnull)) && !isnull;
     });
     if (!found)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -218,7 +230,7 @@ NPS_FUNCTION(nps_backfill_payments) {
         StringInfoData sql;
         initStringInfo(&sql);
         appendStringInfo(&sql, "WITH nps_new AS (SELECT * FROM %s%s) SELECT * FROM (%s) nps_b WHERE nps_b.occurred_at >= $1",
-                         only ? "ONLY " : "", qrel, eval_sql(exprs, relname));
+                         only ? "ONLY " : "", qrel, eval_sql(exprs, legacy ? relname : ROW_ALIAS));
         ParamListInfo params = makeParamList(1);
         params->params[0].value = TimestampTzGetDatum(since);
         params->params[0].isnull = false;
@@ -229,7 +241,7 @@ NPS_FUNCTION(nps_backfill_payments) {
         cb.arg = source_name;
         cb.previous = error_context_stack;
         error_context_stack = &cb;
-        as_table_owner_sro(relowner, tablensp, [&] {
+        as_table_owner_sro(relowner, tablensp, legacy, [&] {
             Oid t[] = {TIMESTAMPTZOID};
             SPIPlanPtr p = SPI_prepare(sql.data, 1, t);
             if (p == NULL)

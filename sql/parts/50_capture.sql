@@ -94,3 +94,18 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION @extschema@.opt_in(text) IS
   'Undo opt_out(): the customer may be surveyed again (future payments only). True when the customer was opted out';
+
+-- A dropped tracked table leaves no tracked source behind (a later table could get its OID).
+CREATE FUNCTION @extschema@._capture_table_dropped() RETURNS event_trigger
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  UPDATE @extschema@.payment_source s SET tracked = false
+    FROM pg_catalog.pg_event_trigger_dropped_objects() d
+   WHERE s.tracked AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
+     AND d.objid = s.relid::pg_catalog.oid;
+END $$;
+COMMENT ON FUNCTION @extschema@._capture_table_dropped() IS
+  'Internal: marks the payment source of a dropped table untracked (event trigger nps_billing_capture_dropped)';
+REVOKE ALL ON FUNCTION @extschema@._capture_table_dropped() FROM PUBLIC;
+CREATE EVENT TRIGGER nps_billing_capture_dropped ON sql_drop
+  EXECUTE FUNCTION @extschema@._capture_table_dropped();
