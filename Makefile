@@ -63,7 +63,7 @@ fuzz: $(FUZZ_BIN)
 	@work=$$(mktemp -d); ./$(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -max_len=4096 -print_final_stats=1 \
 	  -artifact_prefix=$${FUZZ_ARTIFACTS:-./} $$work test/fuzz/corpus; rc=$$?; rm -rf $$work; exit $$rc
 
-.PHONY: deps test demo demo-shell bench prove fuzz fuzz-build
+.PHONY: deps test demo demo-shell bench prove fuzz fuzz-build test-matrix deb test-deb
 deps:
 	@sh scripts/install-deps.sh
 
@@ -91,3 +91,17 @@ demo-shell: deps
 bench: deps
 	$(BUILD_SELECTED)
 	sh scripts/bench.sh
+
+# make test-matrix: make test on PostgreSQL 17 (Debian trixie) and 18 (sid) in throwaway chroots,
+# and their Debian packages installed in fresh ones (root; scripts/test-matrix.sh).
+test-matrix:
+	sh scripts/test-matrix.sh
+
+# make deb: Debian packages postgresql-NN-nps-billing in build/deb (scripts/build-deb.sh).
+deb:
+	sh scripts/build-deb.sh
+
+# make test-deb: make deb, then the package installed in a fresh chroot of this machine's release
+# and smoke-tested (root; scripts/test-deb.sh).
+test-deb:
+	sh scripts/test-deb.sh

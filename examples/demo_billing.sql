@@ -215,11 +215,12 @@ UPDATE demo.answer SET comment = CASE
 -- the surveys were created when the payment happened (record_response refuses an answer dated
 -- before its survey was created)
 UPDATE nps_billing.survey s SET created_at = p.paid_at FROM demo.plan_survey p WHERE p.id = s.id;
+-- in survey order, so response ids do not depend on the physical order of demo.answer
 SELECT count(nps_billing.record_response(token, score, comment, responded_at)) AS answers_recorded
-FROM demo.answer \gset
+FROM (SELECT * FROM demo.answer ORDER BY id) a \gset
 \else
 INSERT INTO nps_billing.response (survey_id, customer_id, score, comment, channel, responded_at)
-SELECT id, customer_id, score, comment, 'email', responded_at FROM demo.answer;
+SELECT id, customer_id, score, comment, 'email', responded_at FROM demo.answer ORDER BY id;
 UPDATE nps_billing.survey s SET status = 'responded' FROM demo.answer a WHERE a.id = s.id;
 \endif
 

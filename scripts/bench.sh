@@ -24,7 +24,7 @@ done
 echo
 printf '%-4s | %-66s | %-10s | %-10s | %s\n' id measurement measured target met
 printf '%s\n' '-----+--------------------------------------------------------------------+------------+------------+----'
-grep -E '^P[0-9]+\|' "$out" | while IFS='|' read -r id what ratio target met; do
+grep -E '^P[0-9]+[a-z]?\|' "$out" | while IFS='|' read -r id what ratio target met; do
   printf '%-4s | %-66s | %-10s | %-10s | %s\n' "$id" "$what" "$ratio" "$target" "$met"
 done
 rm -f "$out"

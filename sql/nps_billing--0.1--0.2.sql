@@ -5,7 +5,8 @@
 
 -- ---------------------------------------------------------------------------------------------
 -- Delivery hardening (intervals checked for what they do; leases held by worker and login role;
--- reports that reveal nothing; batch reports; responded_at checked)
+-- reports that reveal nothing; batch reports; responded_at checked) and a queue that writes less
+-- (claims update surveys in place; payment context read by primary key)
 -- ---------------------------------------------------------------------------------------------
 CREATE FUNCTION @extschema@.interval_within(i interval, lo interval, hi interval) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -47,8 +48,20 @@ ALTER TABLE @extschema@.payment_source
   ADD CONSTRAINT payment_source_throttle_check CHECK (@extschema@.interval_within(throttle, '0', '100 years')),
   ADD CONSTRAINT payment_source_expires_after_check CHECK (@extschema@.interval_within(expires_after, '1 minute', '10 years'));
 
--- Leases taken by 0.1 keep lease_role NULL and are matched on the worker name alone until they end.
-ALTER TABLE @extschema@.survey ADD COLUMN lease_role name;
+-- survey: the leasing role; queued/live derived from status (a claim changes neither, so it is
+-- an in-place HOT update); the queue and expiry indexes on them; room on each page for HOT.
+-- The table is rewritten once (stored generated columns) with the new fillfactor. Leases taken
+-- by 0.1 keep lease_role NULL and are matched on the worker name alone until they end; queued,
+-- leased and sent surveys keep their status, lease and attempts.
+ALTER TABLE @extschema@.survey SET (fillfactor = 80);
+ALTER TABLE @extschema@.survey
+  ADD COLUMN lease_role oid,
+  ADD COLUMN queued boolean GENERATED ALWAYS AS (status IN ('pending', 'sending')) STORED,
+  ADD COLUMN live boolean GENERATED ALWAYS AS (status IN ('pending', 'sending', 'sent')) STORED;
+DROP INDEX @extschema@.survey_queue_idx;
+CREATE INDEX survey_queue_idx ON @extschema@.survey (send_after) WHERE queued;
+DROP INDEX @extschema@.survey_expiry_idx;
+CREATE INDEX survey_expiry_idx ON @extschema@.survey (expires_at) WHERE live;
 
 DROP FUNCTION @extschema@.lease_check(bigint, text, text);
 CREATE OR REPLACE FUNCTION @extschema@.claim_surveys(worker text, max integer DEFAULT 100,
@@ -59,6 +72,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
   lease_end timestamptz;
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
 BEGIN
   -- Not STRICT: a NULL argument is a caller bug and gets 22004, not a silent empty result.
   IF worker IS NULL OR max IS NULL OR lease IS NULL THEN
@@ -73,6 +87,9 @@ BEGIN
   IF max <= 0 OR max > 10000 THEN
     RAISE EXCEPTION 'claim_surveys: max % is out of range 1..10000', max USING ERRCODE = '22023';
   END IF;
+  IF caller IS NULL THEN  -- the session's login role was dropped meanwhile
+    RAISE EXCEPTION 'claim_surveys: the session''s login role no longer exists' USING ERRCODE = '42704';
+  END IF;
   -- Checked for what it does: no negative part (35_intervals.sql), then in absolute time from now.
   IF @extschema@.interval_within(lease, '1 microsecond', '1 day') THEN
     lease_end := now() + lease;
@@ -85,7 +102,8 @@ BEGIN
   WITH picked AS (
     SELECT s.id
       FROM @extschema@.survey s
-     WHERE s.status IN ('pending', 'sending')
+     WHERE s.queued  -- survey_queue_idx
+       AND s.status IN ('pending', 'sending')
        AND s.send_after <= now()
        AND s.expires_at > now()
        AND (s.status = 'pending'
@@ -99,7 +117,7 @@ BEGIN
     UPDATE @extschema@.survey s
        SET status = 'sending',
            lease_owner = claim_surveys.worker,
-           lease_role = session_user,
+           lease_role = caller,
            lease_until = lease_end,
            attempts = s.attempts + 1
       FROM picked
@@ -107,11 +125,15 @@ BEGIN
     RETURNING s.id, s.token, s.customer_id, s.channel, s.attempts, s.lease_until, s.expires_at,
               s.source_id, s.event_id, s.send_after
   )
+  -- The payment context: one primary-key probe per claimed survey (LIMIT 1 keeps each LATERAL
+  -- subquery a nested loop; a plain join let the planner hash the whole payment_event table).
   SELECT c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at,
          p.name, e.kind, e.amount, e.currency, e.occurred_at, e.attributes
     FROM claimed c
-    LEFT JOIN @extschema@.payment_source p ON p.id = c.source_id
-    LEFT JOIN @extschema@.payment_event e ON e.id = c.event_id
+    LEFT JOIN LATERAL (SELECT p.name FROM @extschema@.payment_source p
+                        WHERE p.id = c.source_id LIMIT 1) p ON true
+    LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
+                         FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true
    ORDER BY c.send_after, c.id;
 END
 $fn$;
@@ -125,6 +147,8 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
 BEGIN
   IF survey_id IS NULL OR worker IS NULL THEN
     RAISE EXCEPTION 'mark_sent: % must not be NULL',
@@ -136,7 +160,7 @@ BEGIN
          sent_at = now(), lease_owner = NULL, lease_until = NULL, lease_role = NULL
    WHERE x.id = mark_sent.survey_id
      AND x.lease_owner = mark_sent.worker
-     AND (x.lease_role IS NULL OR x.lease_role = session_user)
+     AND (x.lease_role IS NULL OR x.lease_role = caller)
      AND x.status IN ('sending', 'responded');
   IF NOT FOUND THEN
     RAISE EXCEPTION 'mark_sent: survey % is not leased by worker "%"', survey_id, worker
@@ -157,6 +181,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
   new_status text;
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
 BEGIN
   IF survey_id IS NULL OR worker IS NULL OR error IS NULL OR retry_after IS NULL THEN
     RAISE EXCEPTION 'mark_failed: % must not be NULL',
@@ -180,7 +205,7 @@ BEGIN
          lease_owner = NULL, lease_until = NULL, lease_role = NULL
    WHERE x.id = mark_failed.survey_id
      AND x.lease_owner = mark_failed.worker
-     AND (x.lease_role IS NULL OR x.lease_role = session_user)
+     AND (x.lease_role IS NULL OR x.lease_role = caller)
      AND x.status IN ('sending', 'responded')
   RETURNING x.status INTO new_status;
   IF NOT FOUND THEN
@@ -201,6 +226,8 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
+DECLARE
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
 BEGIN
   IF survey_ids IS NULL OR worker IS NULL THEN
     RAISE EXCEPTION 'mark_sent: % must not be NULL',
@@ -220,7 +247,7 @@ BEGIN
            sent_at = now(), lease_owner = NULL, lease_until = NULL, lease_role = NULL
      WHERE x.id = ANY (mark_sent.survey_ids)
        AND x.lease_owner = mark_sent.worker
-       AND (x.lease_role IS NULL OR x.lease_role = session_user)
+       AND (x.lease_role IS NULL OR x.lease_role = caller)
        AND x.status IN ('sending', 'responded')
     RETURNING x.id, x.status
   )
@@ -243,6 +270,8 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
+DECLARE
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
 BEGIN
   IF survey_ids IS NULL OR worker IS NULL OR error IS NULL OR retry_after IS NULL THEN
     RAISE EXCEPTION 'mark_failed: % must not be NULL',
@@ -275,7 +304,7 @@ BEGIN
            lease_owner = NULL, lease_until = NULL, lease_role = NULL
      WHERE x.id = ANY (mark_failed.survey_ids)
        AND x.lease_owner = mark_failed.worker
-       AND (x.lease_role IS NULL OR x.lease_role = session_user)
+       AND (x.lease_role IS NULL OR x.lease_role = caller)
        AND x.status IN ('sending', 'responded')
     RETURNING x.id, x.status
   )
@@ -306,7 +335,7 @@ BEGIN
   -- 'sent' too: an unanswered survey expires (sent_at still tells it was delivered).
   UPDATE @extschema@.survey s
      SET status = 'expired', lease_owner = NULL, lease_until = NULL, lease_role = NULL
-   WHERE s.status IN ('pending', 'sending', 'sent') AND s.expires_at <= now();
+   WHERE s.live AND s.status IN ('pending', 'sending', 'sent') AND s.expires_at <= now();  -- survey_expiry_idx
   GET DIAGNOSTICS expired = ROW_COUNT;
   -- Leases that ran out max_attempts times (a sender that crashes on this survey every time)
   -- are never claimed again: close them as failed.
@@ -314,7 +343,7 @@ BEGIN
      SET status = 'failed', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
          last_error = coalesce(s.last_error, 'lease ran out ' || s.attempts || ' times')
     FROM @extschema@.payment_source p
-   WHERE s.status = 'sending' AND s.lease_until <= now()
+   WHERE s.queued AND s.status = 'sending' AND s.lease_until <= now()
      AND p.id = s.source_id AND s.attempts >= p.max_attempts;
   GET DIAGNOSTICS exhausted = ROW_COUNT;
   RETURN expired + exhausted;
@@ -580,6 +609,103 @@ COMMENT ON FUNCTION @extschema@.nps_alerts(interval, float8, text[], integer, ti
 
 
 -- ---------------------------------------------------------------------------------------------
+-- Aggregates: the transition state is npsagg instead of internal (Citus pushes such aggregates
+-- down; PostgreSQL runs them in parallel without serialize/deserialize). CREATE OR REPLACE
+-- AGGREGATE changes the state type in place, so users' views over nps(), nps_agg(), rollup()
+-- and their npsagg columns are kept. The 0.1 support functions are then unused and dropped
+-- (their C symbols stay in the library for databases still at 0.1).
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.nps_state_merge(@extschema@.npsagg, @extschema@.npsagg) RETURNS @extschema@.npsagg
+  AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION @extschema@.nps_state_nps(@extschema@.npsagg) RETURNS float8
+  AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION @extschema@.nps_state_weighted_nps(@extschema@.npsagg) RETURNS float8
+  AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION @extschema@.nps_state_summary(@extschema@.npsagg) RETURNS @extschema@.npsagg
+  AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION @extschema@.nps_state_weighted_summary(@extschema@.npsagg) RETURNS @extschema@.npsagg
+  AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION @extschema@.nps_state_rollup(@extschema@.npsagg) RETURNS @extschema@.npsagg
+  AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+DO $do$
+DECLARE
+  t record;
+  -- the empty summary: every aggregate but rollup starts from it
+  zero constant text := '{"counts":[0,0,0,0,0,0,0,0,0,0,0],"weights":[0,0,0,0,0,0,0,0,0,0,0],"weight_sq":0}';
+BEGIN
+  FOR t IN SELECT * FROM (VALUES ('int2', 'smallint'), ('int4', 'integer'), ('int8', 'bigint')) v(sfx, typ) LOOP
+    EXECUTE format($f$
+      CREATE FUNCTION @extschema@.nps_state_%1$s(@extschema@.npsagg, %2$s) RETURNS @extschema@.npsagg
+        AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+      CREATE FUNCTION @extschema@.nps_state_inv_%1$s(@extschema@.npsagg, %2$s) RETURNS @extschema@.npsagg
+        AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+      CREATE FUNCTION @extschema@.nps_state_weighted_%1$s(@extschema@.npsagg, %2$s, float8) RETURNS @extschema@.npsagg
+        AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+      CREATE OR REPLACE AGGREGATE @extschema@.nps(score %2$s) (
+        SFUNC = @extschema@.nps_state_%1$s, STYPE = @extschema@.npsagg, SSPACE = 200, INITCOND = %3$L,
+        FINALFUNC = @extschema@.nps_state_nps, COMBINEFUNC = @extschema@.nps_state_merge,
+        MSFUNC = @extschema@.nps_state_%1$s, MINVFUNC = @extschema@.nps_state_inv_%1$s,
+        MSTYPE = @extschema@.npsagg, MSSPACE = 200, MINITCOND = %3$L, MFINALFUNC = @extschema@.nps_state_nps,
+        PARALLEL = SAFE);
+      CREATE OR REPLACE AGGREGATE @extschema@.nps(score %2$s, weight float8) (
+        SFUNC = @extschema@.nps_state_weighted_%1$s, STYPE = @extschema@.npsagg, SSPACE = 200, INITCOND = %3$L,
+        FINALFUNC = @extschema@.nps_state_weighted_nps, COMBINEFUNC = @extschema@.nps_state_merge,
+        PARALLEL = SAFE);
+      CREATE OR REPLACE AGGREGATE @extschema@.nps_agg(score %2$s) (
+        SFUNC = @extschema@.nps_state_%1$s, STYPE = @extschema@.npsagg, SSPACE = 200, INITCOND = %3$L,
+        FINALFUNC = @extschema@.nps_state_summary, COMBINEFUNC = @extschema@.nps_state_merge,
+        MSFUNC = @extschema@.nps_state_%1$s, MINVFUNC = @extschema@.nps_state_inv_%1$s,
+        MSTYPE = @extschema@.npsagg, MSSPACE = 200, MINITCOND = %3$L, MFINALFUNC = @extschema@.nps_state_summary,
+        PARALLEL = SAFE);
+      CREATE OR REPLACE AGGREGATE @extschema@.nps_agg(score %2$s, weight float8) (
+        SFUNC = @extschema@.nps_state_weighted_%1$s, STYPE = @extschema@.npsagg, SSPACE = 200, INITCOND = %3$L,
+        FINALFUNC = @extschema@.nps_state_weighted_summary, COMBINEFUNC = @extschema@.nps_state_merge,
+        PARALLEL = SAFE);
+      COMMENT ON AGGREGATE @extschema@.nps(%2$s) IS 'Net Promoter Score (-100..100) of 0..10 scores';
+      COMMENT ON AGGREGATE @extschema@.nps(%2$s, float8) IS 'Weighted Net Promoter Score';
+      COMMENT ON AGGREGATE @extschema@.nps_agg(%2$s) IS 'NPS summary (npsagg) of 0..10 scores';
+      COMMENT ON AGGREGATE @extschema@.nps_agg(%2$s, float8) IS 'Weighted NPS summary (npsagg)';
+    $f$, t.sfx, t.typ, zero);
+  END LOOP;
+END
+$do$;
+
+CREATE OR REPLACE AGGREGATE @extschema@.rollup(@extschema@.npsagg) (
+  SFUNC = @extschema@.nps_state_merge, STYPE = @extschema@.npsagg, SSPACE = 200,
+  FINALFUNC = @extschema@.nps_state_rollup, COMBINEFUNC = @extschema@.nps_state_merge,
+  PARALLEL = SAFE);
+COMMENT ON AGGREGATE @extschema@.rollup(@extschema@.npsagg) IS 'Merges npsagg summaries (e.g. days into months)';
+DO $do$
+DECLARE
+  t record;
+BEGIN
+  FOR t IN SELECT * FROM (VALUES ('int2', 'smallint'), ('int4', 'integer'), ('int8', 'bigint')) v(sfx, typ) LOOP
+    EXECUTE format($f$
+      DROP FUNCTION @extschema@.nps_trans_%1$s(internal, %2$s);
+      DROP FUNCTION @extschema@.nps_inv_%1$s(internal, %2$s);
+      DROP FUNCTION @extschema@.nps_wtrans_%1$s(internal, %2$s, float8);
+      REVOKE ALL ON FUNCTION @extschema@.nps_state_%1$s(@extschema@.npsagg, %2$s) FROM PUBLIC;
+      REVOKE ALL ON FUNCTION @extschema@.nps_state_inv_%1$s(@extschema@.npsagg, %2$s) FROM PUBLIC;
+      REVOKE ALL ON FUNCTION @extschema@.nps_state_weighted_%1$s(@extschema@.npsagg, %2$s, float8) FROM PUBLIC;
+    $f$, t.sfx, t.typ);
+  END LOOP;
+END
+$do$;
+DROP FUNCTION @extschema@.nps_combine(internal, internal);
+DROP FUNCTION @extschema@.nps_serialize(internal);
+DROP FUNCTION @extschema@.nps_deserialize(bytea, internal);
+DROP FUNCTION @extschema@.nps_final(internal);
+DROP FUNCTION @extschema@.nps_wfinal(internal);
+DROP FUNCTION @extschema@.npsagg_final(internal);
+DROP FUNCTION @extschema@.npsagg_wfinal(internal);
+DROP FUNCTION @extschema@.nps_rollup_trans(internal, @extschema@.npsagg);
+DROP FUNCTION @extschema@.nps_rollup_final(internal);
+REVOKE ALL ON FUNCTION @extschema@.nps_state_merge(@extschema@.npsagg, @extschema@.npsagg),
+  @extschema@.nps_state_nps(@extschema@.npsagg), @extschema@.nps_state_weighted_nps(@extschema@.npsagg),
+  @extschema@.nps_state_summary(@extschema@.npsagg), @extschema@.nps_state_weighted_summary(@extschema@.npsagg),
+  @extschema@.nps_state_rollup(@extschema@.npsagg) FROM PUBLIC;
 -- Analysis at dashboard speed: answers store their payment context; day x segment rollups,
 -- the latest answer per customer and survey funnel counts are kept by triggers; the analysis
 -- functions read them. The existing answers get their context and the rollups are filled here.
@@ -889,12 +1015,13 @@ BEGIN
            coalesce(n.payment_dimensions, '{}'), coalesce(n.failed_payment_30d, false),
            @extschema@.nps_agg(n.score)
       FROM nps_new n GROUP BY 1, 2, 3, 4
+     ORDER BY 1, 2, 3, 4  -- rows locked in key order: concurrent bulk imports cannot deadlock
     ON CONFLICT (day, source_id, dims, failed_30d)
     DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg)
   ), days AS (
     INSERT INTO @extschema@.rollup_days AS g (day, days_since, agg)
     SELECT @extschema@.utc_day(n.responded_at), n.days_since_payment, @extschema@.nps_agg(n.score)
-      FROM nps_new n WHERE n.days_since_payment IS NOT NULL GROUP BY 1, 2
+      FROM nps_new n WHERE n.days_since_payment IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (day, days_since) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg)
   )
   INSERT INTO @extschema@.customer_latest_answer AS l (customer_id, response_id, responded_at, category)
@@ -1700,3 +1827,35 @@ REVOKE ALL ON FUNCTION @extschema@.npsagg_add(@extschema@.npsagg, @extschema@.np
   @extschema@.answers_in(timestamptz, timestamptz, text[]) FROM PUBLIC;
 REVOKE ALL ON TABLE @extschema@.rollup_segment, @extschema@.rollup_days, @extschema@.customer_latest_answer,
   @extschema@.survey_funnel_day, @extschema@.nps_daily, @extschema@.nps_daily_days_since_payment FROM PUBLIC;
+-- Capture: expressions bound at track time, the text as written kept beside them; a dropped
+-- tracked table leaves no tracked source behind.
+ALTER TABLE @extschema@.payment_source ADD COLUMN expressions_as_written jsonb;
+CREATE FUNCTION @extschema@._capture_table_dropped() RETURNS event_trigger
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  UPDATE @extschema@.payment_source s SET tracked = false
+    FROM pg_catalog.pg_event_trigger_dropped_objects() d
+   WHERE s.tracked AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
+     AND d.objid = s.relid::pg_catalog.oid;
+END $$;
+COMMENT ON FUNCTION @extschema@._capture_table_dropped() IS
+  'Internal: marks the payment source of a dropped table untracked (event trigger nps_billing_capture_dropped)';
+REVOKE ALL ON FUNCTION @extschema@._capture_table_dropped() FROM PUBLIC;
+CREATE EVENT TRIGGER nps_billing_capture_dropped ON sql_drop
+  EXECUTE FUNCTION @extschema@._capture_table_dropped();
+-- 0.1 sources: bind their expressions once (and untrack those of dropped tables).
+CREATE FUNCTION @extschema@._capture_rebind() RETURNS integer AS 'MODULE_PATHNAME', 'nps_capture_rebind' LANGUAGE C;
+SELECT @extschema@._capture_rebind();
+DROP FUNCTION @extschema@._capture_rebind();
+
+-- ---------------------------------------------------------------------------------------------
+-- Capture: backfill_payments (rows a table held before it was tracked; skip_reason backfilled)
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.backfill_payments(source regclass, since timestamptz DEFAULT '-infinity',
+                                              last_surveys regclass DEFAULT NULL) RETURNS bigint
+  AS 'MODULE_PATHNAME', 'nps_backfill_payments' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.backfill_payments(regclass, timestamptz, regclass) IS
+  'Record the rows a tracked table held before tracking (paid at or after since) as payment events with skip_reason backfilled and no survey; '
+  'idempotent. Seeds customer_contact from imported responses and the optional last_surveys table (customer_id, last_survey_at). '
+  'Returns the number of events recorded';
+REVOKE ALL ON FUNCTION @extschema@.backfill_payments(regclass, timestamptz, regclass) FROM PUBLIC;

@@ -48,6 +48,15 @@ void parser_setup(ParseState *pstate, void *arg);
 // RowShape copied into cxt from the relation's descriptor.
 RowShape *make_shape(MemoryContext cxt, const char *relname, TupleDesc desc);
 
+// The raw parse tree of one expression: exactly one SQL expression, no clause smuggled in (42601).
+Node *parse_single(ExprSlot slot, const char *text);
+// Error context naming the argument of track_payments; a syntax error's position points into text.
+struct ExprErrCtx {
+    const char *argname;
+    const char *text;
+};
+void push_expr_context(ErrorContextCallback *cb, ExprErrCtx *ectx, ExprSlot slot, const char *text);
+
 // Checks one expression: exactly one SQL expression, columns of the table only, a type fitting its
 // slot. Raises 42601 / 42703 / 42804 / 0A000 naming the argument. NULL text is allowed for the
 // optional slots (returns without checking).
@@ -161,6 +170,58 @@ ErrorData *in_subtransaction(F &&fn) {
     PG_END_TRY();
     return ed;
 }
+
+}  // namespace capture
+}  // namespace nps
+
+namespace nps {
+namespace capture {
+
+// ---- Evaluation context (src/capture_bind.cpp) ----------------------------------------------
+// Expressions are evaluated under fixed settings, whatever the writer's session says, so the same
+// row gives the same event everywhere: search_path = pg_catalog, pg_temp (pg_temp last), DateStyle
+// ISO, MDY, IntervalStyle postgres, TimeZone UTC, extra_float_digits 1, lc_monetary / lc_numeric /
+// lc_time C, standard_conforming_strings on, ... pin_settings() opens a GUC nest level and sets
+// them; unpin_settings(level) undoes every setting made since (the pins and anything an
+// expression changed). On error, the (sub)transaction abort undoes them.
+constexpr const char *EVAL_PATH = "pg_catalog, pg_temp";
+int pin_settings();
+void unpin_settings(int level);
+// search_path inside a pinned level (text as for SET search_path).
+void set_search_path(const char *path);
+// The alias of the payment row in bound expressions: outer references inside a subquery are
+// written nps_row.<column>; the set path's transition table is aliased so.
+constexpr const char *ROW_ALIAS = "nps_row";
+
+// Runs fn with the rights of the tracked table's owner inside a security-restricted operation (as
+// PostgreSQL runs index expressions), restoring the caller's user and context even on error.
+template <typename F>
+void as_table_owner(Oid relowner, F &&fn) {
+    Oid save_uid;
+    int save_sec;
+    GetUserIdAndSecContext(&save_uid, &save_sec);
+    SetUserIdAndSecContext(relowner, save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+    PG_TRY();
+    {
+        fn();
+    }
+    PG_FINALLY();
+    {
+        SetUserIdAndSecContext(save_uid, save_sec);
+    }
+    PG_END_TRY();
+}
+
+// Binds one expression of track_payments to what its names resolve to now: the text is analysed
+// against the table (search_path = pg_catalog, <the table's schema>, columns as the table's) and
+// deparsed with an empty search_path, so that everything outside pg_catalog is schema-qualified
+// and operators are written OPERATOR(schema.op) where needed (as pg_dump writes views); implicit
+// casts are written out, so overloads added later never match better. The result is checked to
+// read back to itself under EVAL_PATH. Must run inside pin_settings(). NULL text: NULL.
+char *bind_expression(ExprSlot slot, const char *text, Relation rel);
+
+// Refuses (42P17, naming the argument) an analysed expression that calls a VOLATILE function.
+void check_not_volatile(ExprSlot slot, Node *expr);
 
 }  // namespace capture
 }  // namespace nps

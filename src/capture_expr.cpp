@@ -42,7 +42,8 @@ static Node *post_columnref(ParseState *pstate, ColumnRef *cref, Node *var) {
         return NULL;  // "x.*": not supported, PostgreSQL reports it
     if (nfields == 1)
         colname = strVal(last);
-    else if (nfields == 2 && strcmp(strVal(linitial(cref->fields)), NameStr(shape->relname)) == 0)
+    else if (nfields == 2 && (strcmp(strVal(linitial(cref->fields)), NameStr(shape->relname)) == 0 ||
+                              strcmp(strVal(linitial(cref->fields)), ROW_ALIAS) == 0))
         colname = strVal(last);
     else
         return NULL;
@@ -77,11 +78,6 @@ RowShape *make_shape(MemoryContext cxt, const char *relname, TupleDesc desc) {
     return shape;
 }
 
-struct ExprErrCtx {
-    const char *argname;
-    const char *text;
-};
-
 // Error context: which argument of track_payments an error is about; a syntax error's position
 // points into the expression text (as for a function body), not into the calling statement.
 static void expr_context(void *arg) {
@@ -111,21 +107,8 @@ static Oid slot_type(ExprSlot slot) {
     }
 }
 
-void check_expression(ExprSlot slot, const char *text, RowShape *shape) {
-    (void)analyze_expression(slot, text, shape, NULL);
-}
-
-Expr *analyze_expression(ExprSlot slot, const char *text, RowShape *shape, bool *has_sublink) {
-    if (text == NULL)
-        return NULL;
+Node *parse_single(ExprSlot slot, const char *text) {
     const char *argname = expr_arg_name[slot];
-    ExprErrCtx ectx = {argname, text};
-    ErrorContextCallback cb;
-    cb.callback = expr_context;
-    cb.arg = &ectx;
-    cb.previous = error_context_stack;
-    error_context_stack = &cb;
-
     List *raw = raw_parser(text, RAW_PARSE_PLPGSQL_EXPR);
     if (list_length(raw) != 1 || !IsA(linitial(raw), RawStmt))
         ereport(ERROR, (errcode(ERRCODE_SYNTAX_ERROR), errmsg("%s must be a single SQL expression", argname)));
@@ -149,14 +132,43 @@ Expr *analyze_expression(ExprSlot slot, const char *text, RowShape *shape, bool 
     if (IsA(rt->val, ColumnRef) && IsA(llast(reinterpret_cast<ColumnRef *>(rt->val)->fields), A_Star))
         ereport(ERROR, (errcode(ERRCODE_SYNTAX_ERROR), errmsg("%s must be a single SQL expression, not *", argname)));
 
+    return rt->val;
+}
+
+void push_expr_context(ErrorContextCallback *cb, ExprErrCtx *ectx, ExprSlot slot, const char *text) {
+    ectx->argname = expr_arg_name[slot];
+    ectx->text = text;
+    cb->callback = expr_context;
+    cb->arg = ectx;
+    cb->previous = error_context_stack;
+    error_context_stack = cb;
+}
+
+void check_expression(ExprSlot slot, const char *text, RowShape *shape) {
+    (void)analyze_expression(slot, text, shape, NULL);
+}
+
+Expr *analyze_expression(ExprSlot slot, const char *text, RowShape *shape, bool *has_sublink) {
+    if (text == NULL)
+        return NULL;
+    const char *argname = expr_arg_name[slot];
+    ExprErrCtx ectx = {argname, text};
+    ErrorContextCallback cb;
+    cb.callback = expr_context;
+    cb.arg = &ectx;
+    cb.previous = error_context_stack;
+    error_context_stack = &cb;
+
+    Node *raw = parse_single(slot, text);
     ParseState *pstate = make_parsestate(NULL);
     pstate->p_sourcetext = text;
     parser_setup(pstate, shape);
-    Node *expr = transformExpr(pstate, rt->val, EXPR_KIND_SELECT_TARGET);
+    Node *expr = transformExpr(pstate, raw, EXPR_KIND_SELECT_TARGET);
     if (pstate->p_hasAggs || pstate->p_hasWindowFuncs || pstate->p_hasTargetSRFs)
         ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
                         errmsg("%s must not use aggregate, window or set-returning functions", argname),
                         errdetail("The expression is evaluated once per payment row.")));
+    check_not_volatile(slot, expr);
     Oid type = exprType(expr);
     Oid target = InvalidOid;
     CoercionContext ctx = COERCION_ASSIGNMENT;

@@ -15,6 +15,7 @@ extern "C" {
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/plancache.h"
@@ -51,6 +52,12 @@ void spi_exec(const char *sql) {
         elog(ERROR, "nps_billing: SPI_execute failed: %s", SPI_result_code_string(rc));
 }
 
+// $12 (the texts as written, in argument order) as {"customer": ..., ...}, absent ones left out.
+#define WRITTEN_JSON                                                                                           \
+    "(SELECT pg_catalog.jsonb_object_agg(u.k, u.v) FROM ROWS FROM (pg_catalog.unnest('{customer,"             \
+    "payment_key,succeeded_when,failed_when,amount,currency,paid_at,attributes}'::pg_catalog.text[]), "          \
+    "pg_catalog.unnest($12)) AS u(k, v) WHERE u.v IS NOT NULL)"
+
 }  // namespace
 
 // track_payments(source regclass, customer text, payment_key text, succeeded_when text,
@@ -84,12 +91,27 @@ NPS_FUNCTION(nps_track_payments) {
 
     if (SPI_connect() != SPI_OK_CONNECT)
         elog(ERROR, "nps_billing: SPI_connect failed");
-    // Check each expression alone, then the compiled statement as a whole (defence in depth:
-    // exactly the 7 columns we build, nothing else).
-    as_writer(tablensp, [&] {
-        for (int i = 0; i < X_COUNT; i++)
-            check_expression(static_cast<ExprSlot>(i), exprs[i], shape);
-        SPIPlanPtr plan = SPI_prepare_params(eval_sql(exprs, NULL), parser_setup, shape, 0);
+    if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'nps_billing' AND extversion = '0.1'", true,
+                    1) != SPI_OK_SELECT)
+        elog(ERROR, "nps_billing: could not read pg_extension");
+    // A database still at 0.1 (the library was updated first): expressions are stored as written,
+    // read as 0.1 reads them, and bound by ALTER EXTENSION nps_billing UPDATE.
+    bool legacy = SPI_processed > 0;
+    // The settings the trigger evaluates under (standard_conforming_strings, ...), whatever the
+    // caller's session says; names in the text resolve in pg_catalog, then the table's schema.
+    int gucs = pin_settings();
+    set_search_path(psprintf("pg_catalog, %s", quote_identifier(get_namespace_name(tablensp))));
+    for (int i = 0; i < X_COUNT; i++)
+        check_expression(static_cast<ExprSlot>(i), exprs[i], shape);
+    // Bound: schema-qualified, read back the same under the trigger's search_path.
+    const char *bound[X_COUNT];
+    for (int i = 0; i < X_COUNT; i++)
+        bound[i] = legacy ? exprs[i] : bind_expression(static_cast<ExprSlot>(i), exprs[i], rel);
+    // The compiled statement as a whole (defence in depth: exactly the 7 columns we build).
+    if (!legacy)
+        set_search_path(EVAL_PATH);
+    {
+        SPIPlanPtr plan = SPI_prepare_params(eval_sql(bound, NULL), parser_setup, shape, 0);
         if (plan == NULL)
             elog(ERROR, "nps_billing: could not compile the expressions: %s", SPI_result_code_string(SPI_result));
         List *sources = SPI_plan_get_plan_sources(plan);
@@ -98,7 +120,19 @@ NPS_FUNCTION(nps_track_payments) {
             static_cast<CachedPlanSource *>(linitial(sources))->resultDesc->natts != EVAL_NCOLS)
             ereport(ERROR, (errcode(ERRCODE_SYNTAX_ERROR), errmsg("the expressions do not compile into one evaluation")));
         SPI_freeplan(plan);
-    });
+    }
+    // The text as written, for people (what runs is the bound text).
+    Datum written;
+    {
+        Datum vals[X_COUNT];
+        bool nulls[X_COUNT];
+        for (int i = 0; i < X_COUNT; i++) {
+            nulls[i] = exprs[i] == NULL;
+            vals[i] = nulls[i] ? (Datum)0 : CStringGetTextDatum(exprs[i]);
+        }
+        int dims[1] = {X_COUNT}, lbs[1] = {1};
+        written = PointerGetDatum(construct_md_array(vals, nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+    }
 
     int32 id = 0;
     as_owner(ext_owner(), ext_namespace(), [&] {
@@ -127,29 +161,42 @@ NPS_FUNCTION(nps_track_payments) {
                                 errhint("Pass another name => to track_payments().")));
             reactivate = true;  // the same table tracked again under its old name: history continues
         }
-        Oid t[12] = {OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+        Oid t[12] = {OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+                     TEXTARRAYOID};
         Datum a[12];
-        char n[12];
+        char n[13];
         a[0] = ObjectIdGetDatum(relid);
         n[0] = ' ';
         for (int i = 0; i < X_COUNT; i++) {
-            a[i + 1] = exprs[i] ? CStringGetTextDatum(exprs[i]) : (Datum)0;
-            n[i + 1] = exprs[i] ? ' ' : 'n';
+            a[i + 1] = bound[i] ? CStringGetTextDatum(bound[i]) : (Datum)0;
+            n[i + 1] = bound[i] ? ' ' : 'n';
         }
         a[9] = CStringGetTextDatum(name);
         n[9] = ' ';
         a[10] = CStringGetTextDatum(on_error);
         n[10] = ' ';
-        n[11] = '\0';
+        a[11] = written;
+        n[11] = ' ';
+        n[12] = '\0';
         const char *sql =
-            reactivate
+            legacy && reactivate
                 ? "UPDATE nps_billing.payment_source SET customer_expr = $2, payment_key_expr = $3, succeeded_expr = $4, "
                   "failed_expr = $5, amount_expr = $6, currency_expr = $7, paid_at_expr = $8, attributes_expr = $9, "
-                  "on_error = $11, tracked = true WHERE name = $10 AND relid = $1 RETURNING id"
-                : "INSERT INTO nps_billing.payment_source (relid, customer_expr, payment_key_expr, succeeded_expr, "
+                  "on_error = $11, tracked = true WHERE name = $10 AND relid = $1 AND $12 IS NOT NULL RETURNING id"
+            : legacy
+                ? "INSERT INTO nps_billing.payment_source (relid, customer_expr, payment_key_expr, succeeded_expr, "
                   "failed_expr, amount_expr, currency_expr, paid_at_expr, attributes_expr, name, on_error) "
-                  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id";
-        if (SPI_execute_with_args(sql, 11, t, a, n, false, 1) < 0 || SPI_processed != 1)
+                  "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 WHERE $12 IS NOT NULL RETURNING id"
+            : reactivate
+                ? "UPDATE nps_billing.payment_source SET customer_expr = $2, payment_key_expr = $3, succeeded_expr = $4, "
+                  "failed_expr = $5, amount_expr = $6, currency_expr = $7, paid_at_expr = $8, attributes_expr = $9, "
+                  "on_error = $11, tracked = true, expressions_as_written = " WRITTEN_JSON " "
+                  "WHERE name = $10 AND relid = $1 RETURNING id"
+                : "INSERT INTO nps_billing.payment_source (relid, customer_expr, payment_key_expr, succeeded_expr, "
+                  "failed_expr, amount_expr, currency_expr, paid_at_expr, attributes_expr, name, on_error, "
+                  "expressions_as_written) "
+                  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, " WRITTEN_JSON ") RETURNING id";
+        if (SPI_execute_with_args(sql, 12, t, a, n, false, 1) < 0 || SPI_processed != 1)
             elog(ERROR, "nps_billing: could not write payment_source");
         bool isnull;
         id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -168,6 +215,7 @@ NPS_FUNCTION(nps_track_payments) {
                          qrel);
         spi_exec(buf.data);
     });
+    unpin_settings(gucs);
     SPI_finish();
     table_close(rel, NoLock);
     PG_RETURN_INT32(id);
@@ -202,4 +250,96 @@ NPS_FUNCTION(nps_untrack_payments) {
     SPI_finish();
     table_close(rel, NoLock);
     PG_RETURN_VOID();
+}
+
+// _capture_rebind() RETURNS integer: called once by the 0.1 -> 0.2 upgrade step. Expressions of
+// 0.1 sources were stored as written and resolved names at every use (pg_catalog, then the
+// table's schema); they are bound now as track_payments() binds them. A source whose expressions
+// no longer compile keeps its text (with a WARNING): its payments record capture errors until the
+// table is tracked again. Returns the number of sources bound.
+NPS_FUNCTION(nps_capture_rebind) {
+    (void)fcinfo;
+    if (SPI_connect() != SPI_OK_CONNECT)
+        elog(ERROR, "nps_billing: SPI_connect failed");
+    // Sources of dropped tables: untracked (a later table could get the OID).
+    if (SPI_execute("UPDATE nps_billing.payment_source SET tracked = false WHERE tracked AND NOT EXISTS "
+                    "(SELECT FROM pg_catalog.pg_class c WHERE c.oid = relid::pg_catalog.oid)",
+                    false, 0) != SPI_OK_UPDATE)
+        elog(ERROR, "nps_billing: could not update payment_source");
+    if (SPI_execute("SELECT id, name, relid::pg_catalog.oid, customer_expr, payment_key_expr, succeeded_expr, "
+                    "failed_expr, amount_expr, currency_expr, paid_at_expr, attributes_expr "
+                    "FROM nps_billing.payment_source WHERE tracked ORDER BY id",
+                    false, 0) != SPI_OK_SELECT)
+        elog(ERROR, "nps_billing: could not read payment_source");
+    SPITupleTable *rows = SPI_tuptable;
+    uint64 nrows = SPI_processed;
+    int32 bound_count = 0;
+    for (uint64 r = 0; r < nrows; r++) {
+        HeapTuple t = rows->vals[r];
+        bool isnull;
+        int32 id = DatumGetInt32(SPI_getbinval(t, rows->tupdesc, 1, &isnull));
+        char *name = SPI_getvalue(t, rows->tupdesc, 2);
+        Oid relid = DatumGetObjectId(SPI_getbinval(t, rows->tupdesc, 3, &isnull));
+        const char *exprs[X_COUNT];
+        const char *bound[X_COUNT];
+        for (int i = 0; i < X_COUNT; i++)
+            exprs[i] = SPI_getvalue(t, rows->tupdesc, 4 + i);
+        MemoryContext cxt = CurrentMemoryContext;
+        ErrorData *ed = in_subtransaction([&] {
+            Relation rel = table_open(relid, AccessShareLock);
+            int gucs = pin_settings();
+            set_search_path(psprintf("pg_catalog, %s", quote_identifier(get_namespace_name(RelationGetNamespace(rel)))));
+            RowShape *shape = make_shape(CurrentMemoryContext, RelationGetRelationName(rel), RelationGetDescr(rel));
+            for (int i = 0; i < X_COUNT; i++)
+                check_expression(static_cast<ExprSlot>(i), exprs[i], shape);
+            MemoryContext old = MemoryContextSwitchTo(cxt);
+            for (int i = 0; i < X_COUNT; i++)
+                bound[i] = bind_expression(static_cast<ExprSlot>(i), exprs[i], rel);
+            MemoryContextSwitchTo(old);
+            unpin_settings(gucs);
+            table_close(rel, NoLock);
+        });
+        MemoryContextSwitchTo(cxt);
+        Datum vals[X_COUNT];
+        bool nulls[X_COUNT];
+        for (int i = 0; i < X_COUNT; i++) {
+            nulls[i] = exprs[i] == NULL;
+            vals[i] = nulls[i] ? (Datum)0 : CStringGetTextDatum(exprs[i]);
+        }
+        int dims[1] = {X_COUNT}, lbs[1] = {1};
+        Datum written = PointerGetDatum(construct_md_array(vals, nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+        if (ed) {
+            ereport(WARNING, (errmsg("payment source \"%s\" could not be bound: %s", name, ed->message),
+                              errhint("Its payments are recorded in nps_billing.capture_error until the table is "
+                                      "tracked again (untrack_payments, then track_payments).")));
+            FreeErrorData(ed);
+            for (int i = 0; i < X_COUNT; i++)
+                bound[i] = exprs[i];
+        } else {
+            bound_count++;
+        }
+        Oid types[10] = {INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID};
+        Datum a[10];
+        char n[11];
+        a[0] = Int32GetDatum(id);
+        n[0] = ' ';
+        for (int i = 0; i < X_COUNT; i++) {
+            a[i + 1] = bound[i] ? CStringGetTextDatum(bound[i]) : (Datum)0;
+            n[i + 1] = bound[i] ? ' ' : 'n';
+        }
+        a[9] = written;
+        n[9] = ' ';
+        n[10] = '\0';
+        if (SPI_execute_with_args("UPDATE nps_billing.payment_source SET customer_expr = $2, payment_key_expr = $3, "
+                                  "succeeded_expr = $4, failed_expr = $5, amount_expr = $6, currency_expr = $7, "
+                                  "paid_at_expr = $8, attributes_expr = $9, expressions_as_written = "
+                                  "(SELECT pg_catalog.jsonb_object_agg(u.k, u.v) FROM ROWS FROM (pg_catalog.unnest('{customer,"
+                                  "payment_key,succeeded_when,failed_when,amount,currency,paid_at,attributes}'"
+                                  "::pg_catalog.text[]), pg_catalog.unnest($10)) AS u(k, v) WHERE u.v IS NOT NULL) "
+                                  "WHERE id = $1",
+                                  10, types, a, n, false, 0) != SPI_OK_UPDATE)
+            elog(ERROR, "nps_billing: could not update payment_source");
+    }
+    SPI_finish();
+    PG_RETURN_INT32(bound_count);
 }

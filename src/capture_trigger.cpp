@@ -78,18 +78,21 @@ struct Source {
     Datum throttle, delay, expires_after;  // interval
     char *channel;
     char *exprs[X_COUNT];
-    Oid nspoid;  // the table's schema: expressions resolve names in pg_catalog, then there
+    Oid nspoid;       // the table's schema
+    Oid table_owner;  // expressions run with its rights, in a security-restricted operation
+    // The expressions are stored bound (schema-qualified) and read under EVAL_PATH; a database
+    // still at 0.1 stores them as written: pg_catalog, then the table's schema (legacy_path).
+    char *legacy_path;
+    // The expressions do not compile any more (a column dropped or retyped, a function gone, ...):
+    // every row records this error (or raises it with on_error = 'raise'); the payment commits.
+    char *broken_msg;
+    int broken_code;
     RowShape *shape;
     SPIPlanPtr row_plan, set_plan, key_plan;
-    Oid plans_user;  // the plans are prepared for one writer (inlining checks EXECUTE rights)
     // Row path without SPI when no expression has a subquery: planned expressions evaluated with
-    // ExprStates. The states are compiled for one user at a time (ExecInitExpr checks EXECUTE
-    // rights on the functions as the current user), so a different writer recompiles them.
+    // ExprStates, compiled once as the table's owner (ExecInitExpr checks EXECUTE rights).
     bool fast;
-    Expr *fx[X_COUNT];
     ExprState *xs[X_COUNT];
-    Oid xs_user;
-    MemoryContext xs_cxt;
     Oid survey_seq;
     // Direct row path (no SPI for the common case): catalog objects resolved at load.
     bool direct;
@@ -139,7 +142,8 @@ void prepare_shared_plans() {
         "SELECT id, name, enabled, on_error = 'raise', 'succeeded' = ANY (survey_on), 'failed' = ANY (survey_on), "
         "min_amount, sample_rate, throttle, delay, expires_after, channel, customer_expr, payment_key_expr, "
         "succeeded_expr, failed_expr, amount_expr, currency_expr, paid_at_expr, attributes_expr, "
-        "'nps_billing.payment_source'::regclass::oid, 'nps_billing.survey_id_seq'::regclass::oid "
+        "'nps_billing.payment_source'::regclass::oid, 'nps_billing.survey_id_seq'::regclass::oid, "
+        "(SELECT extversion = '0.1' FROM pg_catalog.pg_extension WHERE extname = 'nps_billing') "
         "FROM nps_billing.payment_source WHERE relid = $1 AND tracked",
         1, t_load, 0);
     // The event, with every policy decision that needs a lookup taken in the same statement
@@ -387,6 +391,9 @@ bool insert_event_direct(Source *s, const Datum *vals, const bool *nulls) {
     return true;
 }
 
+// search_path for reading the source's expressions (inside the trigger's pinned settings).
+void use_eval_path(Source *s) { set_search_path(s->legacy_path ? s->legacy_path : EVAL_PATH); }
+
 // The valid cached entry of relid, or NULL (an invalid one is freed).
 __attribute__((noinline)) Source *find_source(Oid relid) {
     Source **pp = &sources;
@@ -420,11 +427,6 @@ Source *get_source(Relation rel, Oid owner, Oid extnsp) {
         free_source(z);
     }
     Source *found = find_source(relid);
-    if (found && found->plans_user != GetUserId() && (found->set_plan || found->key_plan || !found->fast)) {
-        // Another writer: its rights decide again what the planner may inline.
-        found->valid = false;
-        found = find_source(relid);
-    }
     if (found)
         return found;
     if (!callback_registered) {
@@ -436,6 +438,7 @@ Source *get_source(Relation rel, Oid owner, Oid extnsp) {
     s->cxt = cxt;
     s->relid = relid;
     s->nspoid = RelationGetNamespace(rel);
+    s->table_owner = rel->rd_rel->relowner;
     // Known before the lookup: a new source row must invalidate a "not tracked" answer too.
     payment_source_relid = get_relname_relid("payment_source", extnsp);
     as_owner(owner, extnsp, [&] {
@@ -466,32 +469,50 @@ Source *get_source(Relation rel, Oid owner, Oid extnsp) {
                 s->exprs[i] = dup_text(cxt, t, d, 13 + i);
             payment_source_relid = DatumGetObjectId(SPI_getbinval(t, d, 21, &isnull));
             s->survey_seq = DatumGetObjectId(SPI_getbinval(t, d, 22, &isnull));
+            if (DatumGetBool(SPI_getbinval(t, d, 23, &isnull)) && !isnull)
+                s->legacy_path = MemoryContextStrdup(
+                    cxt, psprintf("pg_catalog, %s", quote_identifier(get_namespace_name(s->nspoid))));
             resolve_direct(s, extnsp);
         }
         SPI_freetuptable(SPI_tuptable);
     });
     if (s->tracked) {
         s->shape = make_shape(cxt, RelationGetRelationName(rel), RelationGetDescr(rel));
-        as_writer(s->nspoid, [&] {
-            MemoryContext old = MemoryContextSwitchTo(cxt);
-            bool fast = true;
-            for (int i = 0; i < X_COUNT; i++) {
-                bool sub = false;
-                Expr *e = analyze_expression(static_cast<ExprSlot>(i), s->exprs[i], s->shape, &sub);
-                fast = fast && !sub;
-                s->fx[i] = e && !sub ? e : NULL;
-            }
-            s->fast = fast;
-            s->xs_cxt = AllocSetContextCreate(cxt, "nps_billing capture exprs", ALLOCSET_SMALL_SIZES);
-            s->xs_user = InvalidOid;
-            MemoryContextSwitchTo(old);
-            s->row_plan = SPI_prepare_params(eval_sql(s->exprs, NULL), parser_setup, s->shape, CURSOR_OPT_GENERIC_PLAN);
-            if (s->row_plan == NULL)
-                elog(ERROR, "nps_billing: could not prepare the expressions of source %d", s->id);
-            SPI_keepplan(s->row_plan);
+        // Compiled as the table's owner under the evaluation settings. If the expressions no longer
+        // compile, the source is broken: its rows record the error, the payments commit.
+        MemoryContext callercxt = CurrentMemoryContext;
+        ErrorData *ed = in_subtransaction([&] {
+            use_eval_path(s);
+            as_table_owner(s->table_owner, [&] {
+                MemoryContext old = MemoryContextSwitchTo(cxt);
+                Expr *fx[X_COUNT];
+                bool fast = true;
+                for (int i = 0; i < X_COUNT; i++) {
+                    bool sub = false;
+                    Expr *e = analyze_expression(static_cast<ExprSlot>(i), s->exprs[i], s->shape, &sub);
+                    fast = fast && !sub;
+                    fx[i] = e;
+                }
+                if (fast)
+                    for (int i = 0; i < X_COUNT; i++)
+                        s->xs[i] = fx[i] ? ExecInitExpr(expression_planner(fx[i]), NULL) : NULL;
+                s->fast = fast;
+                MemoryContextSwitchTo(old);
+                SPIPlanPtr p = SPI_prepare_params(eval_sql(s->exprs, NULL), parser_setup, s->shape, CURSOR_OPT_GENERIC_PLAN);
+                if (p == NULL)
+                    elog(ERROR, "nps_billing: could not prepare the expressions of source %d", s->id);
+                SPI_keepplan(p);
+                s->row_plan = p;
+            });
         });
+        MemoryContextSwitchTo(callercxt);
+        if (ed) {
+            s->fast = false;
+            s->broken_code = ed->sqlerrcode;
+            s->broken_msg = MemoryContextStrdup(cxt, ed->message ? ed->message : "unknown error");
+            FreeErrorData(ed);
+        }
     }
-    s->plans_user = GetUserId();
     s->valid = true;
     s->next = sources;
     sources = s;
@@ -522,17 +543,6 @@ struct RowCtx {
 // False: the row is neither succeeded nor failed.
 bool eval_fast(RowCtx *rc, Eval *ev) {
     Source *s = rc->s;
-    if (s->xs_user != GetUserId()) {
-        MemoryContextReset(s->xs_cxt);
-        s->xs_user = InvalidOid;
-        MemoryContext old = MemoryContextSwitchTo(s->xs_cxt);
-        // Planned as the writer: a SQL function is inlined only if the writer may execute it.
-        for (int i = 0; i < X_COUNT; i++)
-            s->xs[i] = s->fx[i] ? ExecInitExpr(expression_planner(static_cast<Expr *>(copyObjectImpl(s->fx[i]))), NULL)
-                                : NULL;
-        MemoryContextSwitchTo(old);
-        s->xs_user = GetUserId();
-    }
     ExprContext *ec = rc->econtext;
     ResetExprContext(ec);
     ec->ecxt_param_list_info = rc->params;
@@ -668,10 +678,12 @@ void process_row(RowCtx *rc) {
     MemoryContext rowcxt = CurrentMemoryContext;  // SPI calls return in SPI's context: come back
     Eval ev;
     bool have = false;
+    if (s->broken_msg)
+        ereport(ERROR, (errcode(s->broken_code), errmsg("%s", s->broken_msg)));
     if (rc->fast)
-        have = eval_fast(rc, &ev);
+        as_table_owner(s->table_owner, [&] { have = eval_fast(rc, &ev); });
     else
-    as_writer(s->nspoid, [&] {
+    as_table_owner(s->table_owner, [&] {
         if (SPI_execute_plan_with_paramlist(s->row_plan, rc->params, false, 0) != SPI_OK_SELECT)
             elog(ERROR, "nps_billing: expression evaluation failed");
         MemoryContextSwitchTo(rowcxt);
@@ -773,7 +785,7 @@ void record_error(RowCtx *rc, ErrorData *ed) {
         MemoryContext oldcxt = CurrentMemoryContext;
         // Best effort: if the key cannot be computed either, the error is recorded without it.
         ErrorData *kerr = in_subtransaction([&] {
-            as_writer(s->nspoid, [&] {
+            as_table_owner(s->table_owner, [&] {
                 if (s->key_plan == NULL) {
                     SPIPlanPtr p = SPI_prepare_params(key_sql(s->exprs[X_PAYMENT_KEY]), parser_setup, s->shape,
                                                       CURSOR_OPT_GENERIC_PLAN);
@@ -882,9 +894,9 @@ void run_row_path(Source *s, Relation rel, Tuplestorestate *ts, Oid owner, Oid e
 // data-modifying statement as the owner. Returns the number of NULL payment keys met.
 int64 run_set_path(Source *s, Relation rel, Oid owner, Oid extnsp) {
     Tuplestorestate *evald = tuplestore_begin_heap(false, false, work_mem);
-    as_writer(s->nspoid, [&] {
+    as_table_owner(s->table_owner, [&] {
         if (s->set_plan == NULL) {
-            SPIPlanPtr p = SPI_prepare(eval_sql(s->exprs, RelationGetRelationName(rel)), 0, NULL);
+            SPIPlanPtr p = SPI_prepare(eval_sql(s->exprs, s->legacy_path ? RelationGetRelationName(rel) : ROW_ALIAS), 0, NULL);
             if (p == NULL)
                 elog(ERROR, "nps_billing: could not prepare the set evaluation of source %d", s->id);
             SPI_keepplan(p);
@@ -943,7 +955,7 @@ void capture_statement(Source *s, TriggerData *td, int64 n, Oid owner, Oid extns
         MemoryContext oldcxt = CurrentMemoryContext;
         PG_TRY();
         {
-            if (n <= ROW_PATH_MAX) {
+            if (n <= ROW_PATH_MAX || s->broken_msg) {
                 run_row_path(s, td->tg_relation, ts, owner, extnsp, TRIGGER_FIRED_BY_INSERT(td->tg_event), nested);
             } else {
                 int64 nullkeys = run_set_path(s, td->tg_relation, owner, extnsp);
@@ -964,7 +976,7 @@ void capture_statement(Source *s, TriggerData *td, int64 n, Oid owner, Oid extns
             ReThrowError(ed);
         }
         PG_END_TRY();
-    } else if (n <= ROW_PATH_MAX) {
+    } else if (n <= ROW_PATH_MAX || s->broken_msg) {
         run_row_path(s, td->tg_relation, ts, owner, extnsp, TRIGGER_FIRED_BY_INSERT(td->tg_event), nested);
     } else {
         // One subtransaction for the whole set; if anything in it fails, redo the statement row
@@ -1001,8 +1013,12 @@ NPS_FUNCTION(nps_capture_trigger) {
     Oid owner = ext_owner();
     if (SPI_connect() != SPI_OK_CONNECT)
         elog(ERROR, "nps_billing: SPI_connect failed");
+    // Whatever the writer's session says, expressions read and run under fixed settings; nothing
+    // they change outlives this invocation (on error, the (sub)transaction abort undoes it all).
+    int gucs = pin_settings();
     Source *s = get_source(td->tg_relation, owner, extnsp);
     if (!s->tracked) {
+        unpin_settings(gucs);
         warn_untracked_capture(td->tg_relation);  // a Citus shard, a table restored without its source
         SPI_finish();
         return PointerGetDatum(NULL);
@@ -1011,6 +1027,7 @@ NPS_FUNCTION(nps_capture_trigger) {
     // statement that fires this trigger again and invalidates the source meanwhile.
     s->pins++;
     bool nested = s->pins > 1;
+    use_eval_path(s);
     PG_TRY();
     {
         capture_statement(s, td, n, owner, extnsp, nested);
@@ -1020,6 +1037,7 @@ NPS_FUNCTION(nps_capture_trigger) {
         s->pins--;
     }
     PG_END_TRY();
+    unpin_settings(gucs);
     SPI_finish();
     return PointerGetDatum(NULL);
 }

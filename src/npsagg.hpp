@@ -34,6 +34,12 @@ static_assert(sizeof(NpsAggDatum) == 8 + sizeof(Summary), "npsagg datum layout")
 // Raises the verdict of check()/parse as an error about an npsagg value (22P02 / 22003).
 [[noreturn]] void raise_invalid(const Verdict &v, const char *what);
 
+// dst += src for valid summaries; 22003 (never a wrapped count or an infinite weight) when
+// the result would not be a valid summary.
+void add_into(Summary &dst, const Summary &src);
+// The total count; 22003 when it does not fit in bigint.
+int64 checked_responses(const Summary &s);
+
 // Validates s (check()) and returns it as a new datum; raises on an invalid summary.
 NpsAggDatum *make_npsagg(const Summary &s);
 // Detoasts the argument and checks its size; npsagg values are valid by construction.

@@ -22,8 +22,8 @@ extern "C" {
 
 struct EState;
 
-#if PG_VERSION_NUM < 150000 || PG_VERSION_NUM >= 190000
-#error "nps_billing builds on PostgreSQL 15 to 18"
+#if PG_VERSION_NUM < 150000
+#error "nps_billing needs PostgreSQL 15 or later"
 #endif
 
 namespace nps::compat {

@@ -26,6 +26,12 @@ SELECT nps_billing.record_response((SELECT token FROM nps_billing.survey ORDER B
 INSERT INTO nps_billing.response (customer_id, score, comment, responded_at) VALUES ('cus_old', 3, 'old answer', '2025-01-01');
 -- the table changes after tracking: the trigger recompiles
 ALTER TABLE payments ADD COLUMN note text;
+-- expressions bound to a function of another schema (stored schema-qualified) and varchar columns
+CREATE SCHEMA billing;
+CREATE FUNCTION billing.norm(text) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT upper($1)';
+CREATE TABLE billing.charges (id int PRIMARY KEY, cust varchar(20), st varchar(10));
+SELECT nps_billing.track_payments('billing.charges', 'norm(cust)', 'id::text', $$st = 'ok'$$, name => 'bound');
+INSERT INTO billing.charges VALUES (1, 'cus_b1', 'ok');
 SQL
 pg_dump -Fc -d "$src" -f "$dump"
 pg_restore -d "$dst" "$dump"
@@ -50,3 +56,12 @@ psql -qX -v ON_ERROR_STOP=1 -d "$dst" -c "INSERT INTO payments (customer_id, amo
 c=$(psql -qAtX -d "$dst" -c "SELECT count(*) FROM nps_billing.payment_event WHERE customer_id = 'cus_new' AND survey_id IS NOT NULL")
 [ "$c" = 1 ] || { echo "not ok - capture does not work after restore"; exit 1; }
 echo "ok - capture works in the restored database"
+b=$(psql -qAtX -d "$dst" -c "SELECT customer_expr FROM nps_billing.payment_source WHERE name = 'bound'")
+[ "$b" = 'billing.norm((cust)::text)' ] || { echo "not ok - bound expression not restored as stored ($b)"; exit 1; }
+psql -qX -v ON_ERROR_STOP=1 -d "$dst" -c "INSERT INTO billing.charges VALUES (2, 'cus_b2', 'ok')" >/dev/null
+c=$(psql -qAtX -d "$dst" -c "SELECT string_agg(customer_id, ',' ORDER BY customer_id) FROM nps_billing.payment_event WHERE customer_id LIKE 'CUS_B%'")
+[ "$c" = 'CUS_B1,CUS_B2' ] || { echo "not ok - bound expressions do not run after restore ($c)"; exit 1; }
+echo "ok - bound (schema-qualified) expressions restore and run"
+t=$(psql -qAtX -d "$dst" -c "DROP TABLE billing.charges; SELECT tracked FROM nps_billing.payment_source WHERE name = 'bound'")
+[ "$t" = f ] || { echo "not ok - the drop event trigger is missing after restore ($t)"; exit 1; }
+echo "ok - a dropped tracked table is untracked in the restored database"

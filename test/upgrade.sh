@@ -72,7 +72,11 @@ q "$upd" "SELECT format('SELECT %L || '' '' || count(*) || '' '' || coalesce(md5
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
           WHERE n.nspname IN ('nps_billing', 'public') AND c.relkind IN ('r', 'v', 'p')
+            -- the update binds the capture expressions (checked below); every other column is kept
+            AND NOT (c.oid = 'nps_billing.payment_source'::regclass AND a.attname LIKE '%\_expr')
           GROUP BY c.oid ORDER BY c.oid::regclass::text" >"$tmp/snap.sql"
+exprs_before=$(q "$upd" "SELECT string_agg(concat_ws('|', name, customer_expr, payment_key_expr, succeeded_expr, failed_expr,
+                  amount_expr, currency_expr, paid_at_expr, attributes_expr), ';' ORDER BY id) FROM nps_billing.payment_source")
 q "$upd" "SELECT format('SELECT %L || '' '' || last_value || '' '' || is_called FROM %s;', c.oid::regclass::text, c.oid::regclass::text)
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname IN ('nps_billing', 'public') AND c.relkind = 'S' ORDER BY 1" >>"$tmp/snap.sql"
@@ -97,6 +101,14 @@ snapshot "$upd" "$tmp/after"
 if diff -u "$tmp/before" "$tmp/after" >"$tmp/diff"; then
   ok "nothing lost: $(grep -c . "$tmp/before") relations and sequences keep every row (counts and contents)"
 else notok "rows changed by the update (relation count md5 on the $old columns)"; show "$tmp/diff"; fi
+exprs_kept=$(q "$upd" "SELECT string_agg(concat_ws('|', name, expressions_as_written->>'customer', expressions_as_written->>'payment_key',
+                expressions_as_written->>'succeeded_when', expressions_as_written->>'failed_when', expressions_as_written->>'amount',
+                expressions_as_written->>'currency', expressions_as_written->>'paid_at', expressions_as_written->>'attributes'), ';' ORDER BY id)
+              FROM nps_billing.payment_source")
+bound=$(q "$upd" "SELECT amount_expr FROM nps_billing.payment_source WHERE name = 'shop'")
+if [ "$exprs_before" = "$exprs_kept" ] && [ "$bound" = '(((amount_cents)::numeric / 100.0) + ((0 * (1 / amount_cents)))::numeric)' ]; then
+  ok "capture expressions are bound by the update, the text as written kept in expressions_as_written"
+else notok "capture expressions after the update: kept '$exprs_kept' (was '$exprs_before'), bound amount '$bound'"; fi
 user_schema >"$tmp/userobjs_after"
 if diff -u "$tmp/userobjs_before" "$tmp/userobjs_after" >"$tmp/diff"; then
   ok "the user's schema is unchanged ($(grep -c '^-- Name: ' "$tmp/userobjs_before") objects: tables with npsagg and domain columns, views over the aggregates and response_context, a BEGIN ATOMIC function, the capture trigger, grants)"

@@ -32,7 +32,10 @@ CREATE TABLE @extschema@.payment_source (
   tracked         boolean NOT NULL DEFAULT true,
   created_at      timestamptz NOT NULL DEFAULT now(),
   -- attribute keys the analysis rollups keep per day (segments of nps_by, nps_alerts)
-  dimensions      text[] NOT NULL DEFAULT '{plan,method}'
+  dimensions      text[] NOT NULL DEFAULT '{plan,method}',
+  -- The *_expr columns hold the expressions bound at track time (schema-qualified, what runs);
+  -- this keeps the text as it was written, keyed by track_payments' argument names.
+  expressions_as_written jsonb
 );
 
 CREATE TABLE @extschema@.payment_event (
@@ -46,7 +49,8 @@ CREATE TABLE @extschema@.payment_event (
   occurred_at timestamptz NOT NULL,
   attributes  jsonb,
   survey_id   bigint,
-  -- throttled, sampled_out, below_min_amount, opted_out, no_customer, not_surveyed_kind, disabled.
+  -- throttled, sampled_out, below_min_amount, opted_out, no_customer, not_surveyed_kind, disabled,
+  -- backfilled (recorded by backfill_payments from rows that were there before tracking).
   -- No CHECK constraints on this table: PostgreSQL re-reads a CHECK's expression tree from text in
   -- every INSERT statement, which cost the capture trigger ~10% of single-row throughput (P6);
   -- the trigger is the only writer and writes only these values (README.md (Capture)).
@@ -72,15 +76,20 @@ CREATE TABLE @extschema@.survey (
   sent_at     timestamptz,
   last_error  text,
   created_at  timestamptz NOT NULL DEFAULT now(),
-  -- the login role (session_user) that took the lease: with lease_owner it decides who may
-  -- report the survey (60_delivery.sql)
-  lease_role  name
-);
+  -- the login role (session_user's oid; read it as lease_role::regrole) that took the lease:
+  -- with lease_owner it decides who may report the survey (60_delivery.sql)
+  lease_role  oid,
+  -- Which partial indexes hold the survey. Derived from status, and unchanged by a claim
+  -- (pending -> sending stays queued and live): a claim touches no indexed value, so PostgreSQL
+  -- updates the row in place (HOT) without touching any index when the page has room.
+  queued      boolean GENERATED ALWAYS AS (status IN ('pending', 'sending')) STORED,
+  live        boolean GENERATED ALWAYS AS (status IN ('pending', 'sending', 'sent')) STORED
+) WITH (fillfactor = 80);  -- room on each page for in-place (HOT) updates of claims
 CREATE INDEX survey_customer_idx ON @extschema@.survey (customer_id);
 -- The queue: only live surveys are indexed.
-CREATE INDEX survey_queue_idx ON @extschema@.survey (send_after) WHERE status IN ('pending', 'sending');
+CREATE INDEX survey_queue_idx ON @extschema@.survey (send_after) WHERE queued;
 -- expire_surveys() finds open surveys past their deadline.
-CREATE INDEX survey_expiry_idx ON @extschema@.survey (expires_at) WHERE status IN ('pending', 'sending', 'sent');
+CREATE INDEX survey_expiry_idx ON @extschema@.survey (expires_at) WHERE live;
 
 -- One row per surveyed customer: the throttle's lock point, shared by every source.
 CREATE TABLE @extschema@.customer_contact (

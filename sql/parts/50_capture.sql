@@ -57,6 +57,14 @@ CREATE FUNCTION @extschema@.untrack_payments(source regclass) RETURNS void
 COMMENT ON FUNCTION @extschema@.untrack_payments(regclass) IS
   'Stop tracking a payments table: drops its capture triggers, keeps events, surveys and the source row (tracked = false)';
 
+CREATE FUNCTION @extschema@.backfill_payments(source regclass, since timestamptz DEFAULT '-infinity',
+                                              last_surveys regclass DEFAULT NULL) RETURNS bigint
+  AS 'MODULE_PATHNAME', 'nps_backfill_payments' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.backfill_payments(regclass, timestamptz, regclass) IS
+  'Record the rows a tracked table held before tracking (paid at or after since) as payment events with skip_reason backfilled and no survey; '
+  'idempotent. Seeds customer_contact from imported responses and the optional last_surveys table (customer_id, last_survey_at). '
+  'Returns the number of events recorded';
+
 CREATE FUNCTION @extschema@.opt_out(customer text) RETURNS boolean
   LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -86,3 +94,18 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION @extschema@.opt_in(text) IS
   'Undo opt_out(): the customer may be surveyed again (future payments only). True when the customer was opted out';
+
+-- A dropped tracked table leaves no tracked source behind (a later table could get its OID).
+CREATE FUNCTION @extschema@._capture_table_dropped() RETURNS event_trigger
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  UPDATE @extschema@.payment_source s SET tracked = false
+    FROM pg_catalog.pg_event_trigger_dropped_objects() d
+   WHERE s.tracked AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
+     AND d.objid = s.relid::pg_catalog.oid;
+END $$;
+COMMENT ON FUNCTION @extschema@._capture_table_dropped() IS
+  'Internal: marks the payment source of a dropped table untracked (event trigger nps_billing_capture_dropped)';
+REVOKE ALL ON FUNCTION @extschema@._capture_table_dropped() FROM PUBLIC;
+CREATE EVENT TRIGGER nps_billing_capture_dropped ON sql_drop
+  EXECUTE FUNCTION @extschema@._capture_table_dropped();

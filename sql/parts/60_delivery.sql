@@ -30,7 +30,7 @@ REVOKE USAGE ON TYPE @extschema@.claimed_survey FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------------------------
 -- Who holds a lease: the worker name the sender chose AND the login role of its session
--- (session_user). Inside these SECURITY DEFINER functions current_user is the extension owner,
+-- (session_user, stored as its oid in survey.lease_role: 4 bytes, so a claim fits in place). Inside these SECURITY DEFINER functions current_user is the extension owner,
 -- so the caller's role is not visible as current_user; session_user is the role that
 -- authenticated, which the caller cannot change (only a superuser may SET SESSION
 -- AUTHORIZATION). Roles that one login reaches with SET ROLE share its leases: that login may act
@@ -44,6 +44,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
   lease_end timestamptz;
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
 BEGIN
   -- Not STRICT: a NULL argument is a caller bug and gets 22004, not a silent empty result.
   IF worker IS NULL OR max IS NULL OR lease IS NULL THEN
@@ -58,6 +59,9 @@ BEGIN
   IF max <= 0 OR max > 10000 THEN
     RAISE EXCEPTION 'claim_surveys: max % is out of range 1..10000', max USING ERRCODE = '22023';
   END IF;
+  IF caller IS NULL THEN  -- the session's login role was dropped meanwhile
+    RAISE EXCEPTION 'claim_surveys: the session''s login role no longer exists' USING ERRCODE = '42704';
+  END IF;
   -- Checked for what it does: no negative part (35_intervals.sql), then in absolute time from now.
   IF @extschema@.interval_within(lease, '1 microsecond', '1 day') THEN
     lease_end := now() + lease;
@@ -70,7 +74,8 @@ BEGIN
   WITH picked AS (
     SELECT s.id
       FROM @extschema@.survey s
-     WHERE s.status IN ('pending', 'sending')
+     WHERE s.queued  -- survey_queue_idx
+       AND s.status IN ('pending', 'sending')
        AND s.send_after <= now()
        AND s.expires_at > now()
        AND (s.status = 'pending'
@@ -84,7 +89,7 @@ BEGIN
     UPDATE @extschema@.survey s
        SET status = 'sending',
            lease_owner = claim_surveys.worker,
-           lease_role = session_user,
+           lease_role = caller,
            lease_until = lease_end,
            attempts = s.attempts + 1
       FROM picked
@@ -92,11 +97,15 @@ BEGIN
     RETURNING s.id, s.token, s.customer_id, s.channel, s.attempts, s.lease_until, s.expires_at,
               s.source_id, s.event_id, s.send_after
   )
+  -- The payment context: one primary-key probe per claimed survey (LIMIT 1 keeps each LATERAL
+  -- subquery a nested loop; a plain join let the planner hash the whole payment_event table).
   SELECT c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at,
          p.name, e.kind, e.amount, e.currency, e.occurred_at, e.attributes
     FROM claimed c
-    LEFT JOIN @extschema@.payment_source p ON p.id = c.source_id
-    LEFT JOIN @extschema@.payment_event e ON e.id = c.event_id
+    LEFT JOIN LATERAL (SELECT p.name FROM @extschema@.payment_source p
+                        WHERE p.id = c.source_id LIMIT 1) p ON true
+    LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
+                         FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true
    ORDER BY c.send_after, c.id;
 END
 $fn$;
@@ -118,6 +127,8 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
 BEGIN
   IF survey_id IS NULL OR worker IS NULL THEN
     RAISE EXCEPTION 'mark_sent: % must not be NULL',
@@ -129,7 +140,7 @@ BEGIN
          sent_at = now(), lease_owner = NULL, lease_until = NULL, lease_role = NULL
    WHERE x.id = mark_sent.survey_id
      AND x.lease_owner = mark_sent.worker
-     AND (x.lease_role IS NULL OR x.lease_role = session_user)
+     AND (x.lease_role IS NULL OR x.lease_role = caller)
      AND x.status IN ('sending', 'responded');
   IF NOT FOUND THEN
     RAISE EXCEPTION 'mark_sent: survey % is not leased by worker "%"', survey_id, worker
@@ -150,6 +161,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
   new_status text;
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
 BEGIN
   IF survey_id IS NULL OR worker IS NULL OR error IS NULL OR retry_after IS NULL THEN
     RAISE EXCEPTION 'mark_failed: % must not be NULL',
@@ -173,7 +185,7 @@ BEGIN
          lease_owner = NULL, lease_until = NULL, lease_role = NULL
    WHERE x.id = mark_failed.survey_id
      AND x.lease_owner = mark_failed.worker
-     AND (x.lease_role IS NULL OR x.lease_role = session_user)
+     AND (x.lease_role IS NULL OR x.lease_role = caller)
      AND x.status IN ('sending', 'responded')
   RETURNING x.status INTO new_status;
   IF NOT FOUND THEN
@@ -198,6 +210,8 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
+DECLARE
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
 BEGIN
   IF survey_ids IS NULL OR worker IS NULL THEN
     RAISE EXCEPTION 'mark_sent: % must not be NULL',
@@ -217,7 +231,7 @@ BEGIN
            sent_at = now(), lease_owner = NULL, lease_until = NULL, lease_role = NULL
      WHERE x.id = ANY (mark_sent.survey_ids)
        AND x.lease_owner = mark_sent.worker
-       AND (x.lease_role IS NULL OR x.lease_role = session_user)
+       AND (x.lease_role IS NULL OR x.lease_role = caller)
        AND x.status IN ('sending', 'responded')
     RETURNING x.id, x.status
   )
@@ -240,6 +254,8 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
+DECLARE
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
 BEGIN
   IF survey_ids IS NULL OR worker IS NULL OR error IS NULL OR retry_after IS NULL THEN
     RAISE EXCEPTION 'mark_failed: % must not be NULL',
@@ -272,7 +288,7 @@ BEGIN
            lease_owner = NULL, lease_until = NULL, lease_role = NULL
      WHERE x.id = ANY (mark_failed.survey_ids)
        AND x.lease_owner = mark_failed.worker
-       AND (x.lease_role IS NULL OR x.lease_role = session_user)
+       AND (x.lease_role IS NULL OR x.lease_role = caller)
        AND x.status IN ('sending', 'responded')
     RETURNING x.id, x.status
   )
@@ -300,7 +316,7 @@ BEGIN
   -- 'sent' too: an unanswered survey expires (sent_at still tells it was delivered).
   UPDATE @extschema@.survey s
      SET status = 'expired', lease_owner = NULL, lease_until = NULL, lease_role = NULL
-   WHERE s.status IN ('pending', 'sending', 'sent') AND s.expires_at <= now();
+   WHERE s.live AND s.status IN ('pending', 'sending', 'sent') AND s.expires_at <= now();  -- survey_expiry_idx
   GET DIAGNOSTICS expired = ROW_COUNT;
   -- Leases that ran out max_attempts times (a sender that crashes on this survey every time)
   -- are never claimed again: close them as failed.
@@ -308,7 +324,7 @@ BEGIN
      SET status = 'failed', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
          last_error = coalesce(s.last_error, 'lease ran out ' || s.attempts || ' times')
     FROM @extschema@.payment_source p
-   WHERE s.status = 'sending' AND s.lease_until <= now()
+   WHERE s.queued AND s.status = 'sending' AND s.lease_until <= now()
      AND p.id = s.source_id AND s.attempts >= p.max_attempts;
   GET DIAGNOSTICS exhausted = ROW_COUNT;
   RETURN expired + exhausted;

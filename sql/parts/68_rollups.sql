@@ -90,12 +90,13 @@ BEGIN
            coalesce(n.payment_dimensions, '{}'), coalesce(n.failed_payment_30d, false),
            @extschema@.nps_agg(n.score)
       FROM nps_new n GROUP BY 1, 2, 3, 4
+     ORDER BY 1, 2, 3, 4  -- rows locked in key order: concurrent bulk imports cannot deadlock
     ON CONFLICT (day, source_id, dims, failed_30d)
     DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg)
   ), days AS (
     INSERT INTO @extschema@.rollup_days AS g (day, days_since, agg)
     SELECT @extschema@.utc_day(n.responded_at), n.days_since_payment, @extschema@.nps_agg(n.score)
-      FROM nps_new n WHERE n.days_since_payment IS NOT NULL GROUP BY 1, 2
+      FROM nps_new n WHERE n.days_since_payment IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (day, days_since) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg)
   )
   INSERT INTO @extschema@.customer_latest_answer AS l (customer_id, response_id, responded_at, category)

@@ -149,3 +149,46 @@ COPY wire_in TO '/tmp/nps_billing_regress_wire.bin' WITH (FORMAT binary);
 COPY wire_out FROM '/tmp/nps_billing_regress_wire.bin' WITH (FORMAT binary);
 SELECT a, weighted_nps(a) FROM wire_out;
 \set VERBOSITY terse
+
+-- 6. The transition functions over npsagg states, called as plain functions, never write into
+-- their argument (a constant here, a table's buffer page below); inside an aggregate they
+-- update PostgreSQL's private copy in place.
+CREATE TEMP TABLE stored_state AS
+SELECT '{"counts":[0,0,0,0,0,1,0,0,0,0,0],"weights":[0,0,0,0,0,0,0,0,0,0,0],"weight_sq":0}'::npsagg AS a;
+SELECT nps_state_int4(a, 10) AS plus_ten, nps_state_inv_int2(a, 5::smallint) AS minus_five, a AS unchanged FROM stored_state;
+SELECT nps_state_weighted_int8(a, 9, 2.0) AS weighted, nps_state_merge(a, a) AS doubled FROM stored_state;
+SELECT a AS still_unchanged FROM stored_state;
+SELECT x.a AS constant_unchanged, nps_state_int4(x.a, 0) AS plus_zero
+FROM (SELECT '{"counts":[0,0,0,0,0,0,0,0,0,0,2],"weights":[0,0,0,0,0,0,0,0,0,0,0],"weight_sq":0}'::npsagg AS a) x;
+-- the inverse refuses what the state does not hold, also when called directly
+SELECT nps_state_inv_int4(a, 9) FROM stored_state;
+SELECT nps_state_int8(a, 11) FROM stored_state;
+-- merging hostile states: counts and weights that would overflow raise 22003
+SELECT nps_state_merge('{"counts":[9223372036854775807,0,0,0,0,0,0,0,0,0,0],"weights":[0,0,0,0,0,0,0,0,0,0,0]}',
+                       '{"counts":[1,0,0,0,0,0,0,0,0,0,0],"weights":[0,0,0,0,0,0,0,0,0,0,0]}');
+SELECT nps_state_merge('{"counts":[4611686018427387904,0,0,0,0,0,0,0,0,0,0],"weights":[0,0,0,0,0,0,0,0,0,0,0]}',
+                       '{"counts":[0,4611686018427387904,0,0,0,0,0,0,0,0,0],"weights":[0,0,0,0,0,0,0,0,0,0,0]}');
+SELECT nps_state_merge('{"counts":[1,0,0,0,0,0,0,0,0,0,0],"weights":[1e154,0,0,0,0,0,0,0,0,0,0]}',
+                       '{"counts":[1,0,0,0,0,0,0,0,0,0,0],"weights":[1e154,0,0,0,0,0,0,0,0,0,0]}');
+SELECT nps_state_weighted_int4('{"counts":[1,0,0,0,0,0,0,0,0,0,0],"weights":[1e154,0,0,0,0,0,0,0,0,0,0]}', 0, 1e154);
+SELECT nps_state_int4('{"counts":[9223372036854775807,0,0,0,0,0,0,0,0,0,0],"weights":[0,0,0,0,0,0,0,0,0,0,0]}', 0);
+-- a user's aggregate over these functions starting from the largest count: 22003, not a wrap
+CREATE AGGREGATE pg_temp.nps_from_max(integer) (SFUNC = nps_billing.nps_state_int4, STYPE = nps_billing.npsagg,
+  INITCOND = '{"counts":[0,0,0,0,0,0,0,0,0,0,9223372036854775806],"weights":[0,0,0,0,0,0,0,0,0,0,0]}');
+SELECT pg_temp.nps_from_max(s) FROM (VALUES (10), (10)) v(s);
+-- (the total count is checked where the state becomes a result: every aggregate's final step)
+SELECT nps_state_nps(pg_temp.nps_from_max(s)) FROM (VALUES (0), (10)) v(s);
+SELECT nps_state_summary(pg_temp.nps_from_max(s)) FROM (VALUES (0), (10)) v(s);
+SELECT nps_state_nps(pg_temp.nps_from_max(s)) FROM (VALUES (0)) v(s);
+-- several aggregates sharing one transition state in a query each get their own answer
+SELECT nps(s), nps_agg(s), responses(nps_agg(s)), nps(s) FILTER (WHERE s > 5)
+FROM (VALUES (10), (0), (9), (7), (NULL)) v(s);
+-- rollup whose first summary is stored compressed (wide rows): merged into a fresh state
+CREATE TABLE wide_summaries (a npsagg, pad text);
+ALTER TABLE wide_summaries ALTER COLUMN pad SET STORAGE PLAIN;
+INSERT INTO wide_summaries
+SELECT nps_agg(s), (SELECT string_agg(md5(g::text || k::text), '') FROM generate_series(1, 80) k)
+FROM generate_series(1, 4) g, LATERAL (VALUES (g % 11), (10), (0)) v(s) GROUP BY g;
+SELECT count(*) FILTER (WHERE pg_column_compression(a) IS NOT NULL) AS compressed, count(*) FROM wide_summaries;
+SELECT rollup(a), responses(rollup(a)) FROM wide_summaries;
+SELECT g, responses(rollup(a)) FROM wide_summaries, generate_series(1, 2) g GROUP BY g ORDER BY g;

@@ -97,6 +97,20 @@ FROM generate_series(1, 40) k,
              ('SELECT rollup(x) FROM (SELECT nps_agg(s, w) FILTER (WHERE w BETWEEN 0 AND 1e300) AS x FROM $D GROUP BY g % 5) y', 'r::text::npsagg = r'),
              ('SELECT nps(s) OVER (ORDER BY g ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) FROM $D', 'r BETWEEN -100 AND 100'),
              ('SELECT nps_agg(s) OVER (ORDER BY g ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) FROM $D', 'responses(r) <= 3')) a(q, c);
+-- the aggregates' support functions called directly on hostile states and values
+INSERT INTO calls SELECT format('SELECT %s(%s::npsagg, %s::%s)', f, quote_nullable(t.v), quote_nullable(i.v), ty), 'r::text::npsagg = r'
+  FROM texts t, ints i, unnest('{nps_state_int2,nps_state_int4,nps_state_int8,nps_state_inv_int2,nps_state_inv_int4,nps_state_inv_int8}'::text[]) f,
+       LATERAL (SELECT CASE right(f, 1) WHEN '2' THEN 'smallint' WHEN '4' THEN 'integer' ELSE 'bigint' END) y(ty)
+  WHERE t.v IS NULL OR length(t.v) < 200;
+INSERT INTO calls SELECT format('SELECT nps_state_weighted_int8(%s::npsagg, %s, %s::float8)', quote_nullable(t.v), quote_nullable(i.v), quote_nullable(f.v)), 'r::text::npsagg = r'
+  FROM texts t, ints i, floats f WHERE (t.v IS NULL OR length(t.v) < 200) AND (i.v IS NULL OR i.v BETWEEN -1 AND 11);
+INSERT INTO calls SELECT format('SELECT nps_state_merge(%s::npsagg, %s::npsagg)', quote_nullable(a.v), quote_nullable(b.v)), 'r::text::npsagg = r'
+  FROM texts a, texts b WHERE (a.v IS NULL OR length(a.v) < 200) AND (b.v IS NULL OR length(b.v) < 200);
+INSERT INTO calls SELECT format('SELECT %s(%s::npsagg)', f, quote_nullable(t.v)), c
+  FROM texts t, (VALUES ('nps_state_nps', 'r BETWEEN -100 AND 100'), ('nps_state_weighted_nps', 'r BETWEEN -100 AND 100'),
+                        ('nps_state_summary', 'r::text::npsagg = r'), ('nps_state_weighted_summary', 'r::text::npsagg = r'),
+                        ('nps_state_rollup', 'r::text::npsagg = r')) f(f, c)
+  WHERE t.v IS NULL OR length(t.v) < 200;
 -- rollup over maximal and hostile stored summaries
 INSERT INTO calls SELECT format('SELECT rollup(a) FROM (VALUES (%s::npsagg), (%s::npsagg), (%s::npsagg)) v(a)',
                                 quote_nullable(a.v), quote_nullable(b.v), quote_nullable(b.v)), 'r::text::npsagg = r'

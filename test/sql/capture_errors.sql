@@ -61,16 +61,22 @@ WHERE s.name = 'err_strict';
 -- access to nps_billing (no grant is needed) and cannot read surveys
 CREATE ROLE regress_cap_billing;
 GRANT INSERT, UPDATE (st), SELECT (id) ON cap_err_pay TO regress_cap_billing;  -- SELECT (id): the WHERE of its UPDATE
+CREATE TABLE cap_err_insonly (id int, cust text);
+GRANT INSERT ON cap_err_insonly TO regress_cap_billing;  -- INSERT alone is enough
+SELECT nps_billing.track_payments('cap_err_insonly', 'cust', 'id::text', 'true', name => 'err_insonly') > 0 AS tracked;
 SET ROLE regress_cap_billing;
 INSERT INTO cap_err_pay VALUES (50, 'E50', '50', 'pending');
 UPDATE cap_err_pay SET st = 'ok' WHERE id = 50;
+INSERT INTO cap_err_insonly VALUES (1, 'E51'), (2, 'E52');
 SELECT count(*) FROM nps_billing.survey;
 SELECT count(*) FROM nps_billing.payment_event;
 SELECT nps_billing.track_payments('cap_err_pay', 'cust', 'id::text', 'true', name => 'err_hijack');
 RESET ROLE;
 SELECT * FROM cap_err_events WHERE payment_key = '50';
--- expressions run with the writer's rights on the row path without SPI too: a function the
--- writer may not execute fails for that writer only (capture_error 42501), not for the owner
+SELECT e.payment_key, e.customer_id FROM nps_billing.payment_event e JOIN nps_billing.payment_source s ON s.id = e.source_id
+WHERE s.name = 'err_insonly' ORDER BY 1;
+-- expressions run with the table owner's rights, on the row path without SPI too: a function
+-- the writer may not execute still computes the amount of the writer's payment
 CREATE FUNCTION cap_err_secret(int) RETURNS numeric LANGUAGE sql IMMUTABLE AS 'SELECT $1 * 2';
 REVOKE EXECUTE ON FUNCTION cap_err_secret(int) FROM PUBLIC;
 CREATE TABLE cap_err_fn (id int, cust text);
@@ -88,14 +94,14 @@ SELECT c.payment_key, c.sqlstate, c.error FROM nps_billing.capture_error c JOIN 
 WHERE s.name = 'err_fn';
 
 \set QUIET on
-SELECT nps_billing.untrack_payments(t) FROM unnest('{cap_err_pay,cap_err_keys,cap_err_strict,cap_err_fn}'::regclass[]) t;
+SELECT nps_billing.untrack_payments(t) FROM unnest('{cap_err_pay,cap_err_keys,cap_err_strict,cap_err_fn,cap_err_insonly}'::regclass[]) t;
 DELETE FROM nps_billing.survey WHERE source_id IN (SELECT id FROM nps_billing.payment_source WHERE name LIKE 'err\_%');
 DELETE FROM nps_billing.payment_event WHERE source_id IN (SELECT id FROM nps_billing.payment_source WHERE name LIKE 'err\_%');
 DELETE FROM nps_billing.capture_error WHERE source_id IN (SELECT id FROM nps_billing.payment_source WHERE name LIKE 'err\_%');
 DELETE FROM nps_billing.customer_contact WHERE customer_id ~ '^[EKRF][0-9]+$';
 DELETE FROM nps_billing.payment_source WHERE name LIKE 'err\_%';
 DROP VIEW cap_err_events, cap_err_errors;
-DROP TABLE cap_err_pay, cap_err_keys, cap_err_strict, cap_err_fn;
+DROP TABLE cap_err_pay, cap_err_keys, cap_err_strict, cap_err_fn, cap_err_insonly;
 DROP FUNCTION cap_err_secret(int);
 DROP ROLE regress_cap_billing;
 \set QUIET off

@@ -81,7 +81,7 @@ SELECT lives_ok($$INSERT INTO response (customer_id, score, channel, responded_a
                 'historical answers still load straight into response (the COPY path), whatever their date');
 
 -- a responded survey that is then claimed and sent keeps 'responded' (the answer is not lost)
-UPDATE survey SET status = 'sending', lease_owner = 'w', lease_role = session_user, lease_until = now() + interval '1 minute' WHERE token = 'dr-tok-pending';
+UPDATE survey SET status = 'sending', lease_owner = 'w', lease_role = to_regrole(quote_ident(session_user)), lease_until = now() + interval '1 minute' WHERE token = 'dr-tok-pending';
 SELECT lives_ok($$SELECT record_response('dr-tok-pending', 9)$$, 'answered while its sender still holds the lease');
 SELECT lives_ok($$SELECT mark_sent((SELECT id FROM survey WHERE token = 'dr-tok-pending'), 'w')$$, '... the sender reports it sent');
 SELECT results_eq($$SELECT status, sent_at IS NOT NULL, lease_owner FROM survey WHERE token = 'dr-tok-pending'$$,

@@ -1,6 +1,7 @@
-// Aggregate support: transition (forward and inverse), combine, serialize, final functions.
-// The state is one Summary per group, allocated once in the aggregate memory context; the
-// per-row path touches one counter and allocates nothing.
+// The 0.1 aggregate support functions (state type internal), kept so that a database still at
+// 0.1 can load the 0.2 library and run its aggregates until ALTER EXTENSION nps_billing UPDATE
+// (0.2 uses agg_state.cpp). Hardened like the 0.2 ones: the inverse re-checks its argument,
+// counts and weights never wrap or overflow, deserialized states are checked.
 #include "npsagg.hpp"
 
 extern "C" {
@@ -70,21 +71,6 @@ inline Datum weighted(FunctionCallInfo fcinfo, T score) {
     PG_RETURN_POINTER(st);
 }
 
-// dst += src for valid summaries; 22003 when a count, the total count, a weight sum, the
-// total weight or weight_sq would overflow (the result stays a valid summary).
-void add_into(Summary &dst, const Summary &src) {
-    int64 n = 0;
-    double w = 0;
-    for (int i = 0; i < kScores; i++) {
-        if (pg_add_s64_overflow(dst.counts[i], src.counts[i], &dst.counts[i])) count_overflow();
-        if (pg_add_s64_overflow(n, dst.counts[i], &n)) count_overflow();
-        dst.weights[i] += src.weights[i];
-        w += dst.weights[i];
-    }
-    dst.weight_sq += src.weight_sq;
-    if (std::isinf(dst.weight_sq) || std::isinf(w)) weight_overflow();
-}
-
 // Unweighted states carry counts only: every response weighs 1. (The total count is
 // checked by make_npsagg.)
 Summary unit_weighted(const Summary &in) {
@@ -98,13 +84,6 @@ Summary unit_weighted(const Summary &in) {
     return s;
 }
 
-// The total count of a state, 22003 when it does not fit in bigint.
-int64 checked_responses(const Summary &s) {
-    int64 n = 0;
-    for (int i = 0; i < kScores; i++)
-        if (pg_add_s64_overflow(n, s.counts[i], &n)) count_overflow();
-    return n;
-}
 
 }  // namespace
 
