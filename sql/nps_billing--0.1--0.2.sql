@@ -1240,12 +1240,19 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-  -- the WHEN clause guarantees the two keys differ: one statement, two rows
+  -- One statement per UPDATE statement (a batch mark_sent moves 100 surveys in one upsert); keys
+  -- whose net change is zero (a claim) write nothing.
   INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys)
-  VALUES (@extschema@.utc_day(OLD.created_at), @extschema@.funnel_outcome(OLD.status),
-          OLD.sent_at IS NOT NULL OR OLD.status = 'responded', pg_backend_pid() % 8, -1),
-         (@extschema@.utc_day(NEW.created_at), @extschema@.funnel_outcome(NEW.status),
-          NEW.sent_at IS NOT NULL OR NEW.status = 'responded', pg_backend_pid() % 8, 1)
+  SELECT k.day, k.outcome, k.sent, pg_backend_pid() % 8, sum(k.d)
+    FROM (SELECT @extschema@.utc_day(o.created_at) AS day, @extschema@.funnel_outcome(o.status) AS outcome,
+                 o.sent_at IS NOT NULL OR o.status = 'responded' AS sent, -1 AS d
+            FROM nps_old o
+          UNION ALL
+          SELECT @extschema@.utc_day(n.created_at), @extschema@.funnel_outcome(n.status),
+                 n.sent_at IS NOT NULL OR n.status = 'responded', 1
+            FROM nps_new n) k
+   GROUP BY k.day, k.outcome, k.sent
+  HAVING sum(k.d) <> 0
   ON CONFLICT (day, outcome, sent, shard) DO UPDATE SET surveys = f.surveys + excluded.surveys;
   RETURN NULL;
 END
@@ -1266,15 +1273,8 @@ CREATE TRIGGER survey_funnel_delete AFTER DELETE ON @extschema@.survey
   REFERENCING OLD TABLE AS nps_old
   FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.survey_funnel_delete();
 CREATE TRIGGER survey_funnel_update AFTER UPDATE ON @extschema@.survey
-  FOR EACH ROW
-  -- the key funnel_outcome(status), sent, UTC day, written out (a WHEN clause is not planned:
-  -- an SQL function call in it would run unplanned per row)
-  WHEN ((CASE WHEN OLD.status IN ('responded', 'expired', 'failed') THEN OLD.status ELSE 'open' END,
-         OLD.sent_at IS NOT NULL OR OLD.status = 'responded', OLD.created_at)
-        IS DISTINCT FROM
-        (CASE WHEN NEW.status IN ('responded', 'expired', 'failed') THEN NEW.status ELSE 'open' END,
-         NEW.sent_at IS NOT NULL OR NEW.status = 'responded', NEW.created_at))
-  EXECUTE FUNCTION @extschema@.survey_funnel_update();
+  REFERENCING OLD TABLE AS nps_old NEW TABLE AS nps_new
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.survey_funnel_update();
 CREATE TRIGGER survey_funnel_truncate AFTER TRUNCATE ON @extschema@.survey
   FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.survey_funnel_truncate();
 REVOKE ALL ON FUNCTION @extschema@.survey_funnel_insert(), @extschema@.survey_funnel_delete(),
