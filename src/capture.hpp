@@ -126,21 +126,6 @@ void as_owner(Oid owner, Oid extnsp, F &&fn) {
     PG_END_TRY();
 }
 
-// Expressions run as the writer, with search_path = pg_catalog, <the table's schema>.
-template <typename F>
-void as_writer(Oid tablensp, F &&fn) {
-    int path_level = push_path(tablensp);
-    PG_TRY();
-    {
-        fn();
-    }
-    PG_FINALLY();
-    {
-        compat::pop_search_path(path_level);
-    }
-    PG_END_TRY();
-}
-
 // Runs fn in an internal subtransaction (PL/pgSQL's EXCEPTION-block pattern). NULL when fn
 // succeeded; otherwise the subtransaction is rolled back and its error returned, copied into the
 // caller's memory context (FreeErrorData it).
