@@ -172,6 +172,14 @@ namespace capture {
 constexpr const char *EVAL_PATH = "pg_catalog, pg_temp";
 int pin_settings();
 void unpin_settings(int level);
+// The settings a built-in IMMUTABLE function can read (DateStyle, IntervalStyle,
+// extra_float_digits, bytea_output, ...), compared through their C variables; -1 when they all
+// hold already (no nest level opened). Enough for expressions that are settings_free.
+int pin_settings_lean();
+// Whether an analysed expression calls only built-in IMMUTABLE functions over built-in types (and
+// enums), with no subquery, domain check or SQL value function: nothing in it reads search_path,
+// TimeZone, the lc_* settings or the text search configuration, and no user code runs.
+bool settings_free(Node *expr);
 // search_path inside a pinned level (text as for SET search_path).
 void set_search_path(const char *path);
 // The alias of the payment row in bound expressions: outer references inside a subquery are

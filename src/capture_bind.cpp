@@ -11,8 +11,13 @@ extern "C" {
 #include "parser/parse_collate.h"
 #include "parser/parse_expr.h"
 #include "parser/parse_relation.h"
+#include "parser/parser.h"
+#include "catalog/pg_type.h"
 #include "utils/builtins.h"
+#include "utils/bytea.h"
+#include "utils/float.h"
 #include "utils/guc.h"
+#include "utils/xml.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/ruleutils.h"
@@ -23,40 +28,83 @@ namespace capture {
 
 namespace {
 
+// Everything that changes how an expression's text parses or what a built-in function returns.
+// The first settings are read through their C variables (no lookup by name): they are all a
+// built-in IMMUTABLE function can depend on (output formats, literal parsing). The rest
+// (lookup_pins) only STABLE functions, the parser and name lookup read.
+struct CheapPin {
+    const char *name;
+    const char *value;
+    bool (*holds)();
+};
+const CheapPin cheap_pins[] = {
+    {"standard_conforming_strings", "on", [] { return standard_conforming_strings; }},
+    {"transform_null_equals", "off", [] { return !Transform_null_equals; }},
+    {"array_nulls", "on", [] { return Array_nulls; }},
+    {"DateStyle", "ISO, MDY", [] { return DateStyle == USE_ISO_DATES && DateOrder == DATEORDER_MDY; }},
+    {"IntervalStyle", "postgres", [] { return IntervalStyle == INTSTYLE_POSTGRES; }},
+    {"extra_float_digits", "1", [] { return extra_float_digits == 1; }},
+    {"bytea_output", "hex", [] { return bytea_output == BYTEA_OUTPUT_HEX; }},
+    {"xmloption", "content", [] { return xmloption == XMLOPTION_CONTENT; }},
+    {"quote_all_identifiers", "off", [] { return !quote_all_identifiers; }},
+};
+
 struct Pin {
     const char *name;
     const char *value;  // as SHOW prints it (compared first: nothing is set when already so)
 };
-
-// Everything that changes how an expression's text parses or what a built-in function returns.
-const Pin pins[] = {
+const Pin lookup_pins[] = {
     {"search_path", EVAL_PATH},
-    {"standard_conforming_strings", "on"},
-    {"transform_null_equals", "off"},
-    {"array_nulls", "on"},
-    {"DateStyle", "ISO, MDY"},
-    {"IntervalStyle", "postgres"},
     {"TimeZone", "UTC"},
     {"timezone_abbreviations", "Default"},
-    {"extra_float_digits", "1"},
-    {"bytea_output", "hex"},
-    {"xmloption", "content"},
     {"lc_monetary", "C"},
     {"lc_numeric", "C"},
     {"lc_time", "C"},
     {"default_text_search_config", "pg_catalog.simple"},
-    {"quote_all_identifiers", "off"},
 };
 
 void set_guc(const char *name, const char *value) {
     (void)set_config_option(name, value, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 }
 
+// Sets the cheap settings that do not hold; opens the nest level first when level < 0.
+int pin_cheap(int level) {
+    for (const CheapPin &p : cheap_pins)
+        if (!p.holds()) {
+            if (level < 0)
+                level = NewGUCNestLevel();
+            set_guc(p.name, p.value);
+        }
+    return level;
+}
+
+// Whether a node may be evaluated under pin_settings_lean(): built-in types only (enums too: their
+// I/O and order run no user code) and built-in IMMUTABLE functions only, nothing that reads a
+// setting or runs user code behind the tree's back (domain checks, subqueries, SQL value
+// functions such as current_schema).
+bool lean_walker(Node *node, void *) {
+    if (node == NULL)
+        return false;
+    if (IsA(node, SubLink) || IsA(node, CoerceToDomain) || IsA(node, SQLValueFunction) || IsA(node, XmlExpr) ||
+        IsA(node, NextValueExpr) || IsA(node, CurrentOfExpr) || IsA(node, Aggref) || IsA(node, WindowFunc))
+        return true;
+    if (IsA(node, Param) && reinterpret_cast<Param *>(node)->paramkind != PARAM_EXTERN)
+        return true;
+    Oid type = exprType(node);
+    if (OidIsValid(type) && type >= FirstGenbkiObjectId && get_typtype(type) != TYPTYPE_ENUM)
+        return true;
+    if (check_functions_in_node(
+            node, [](Oid f, void *) { return f >= FirstGenbkiObjectId || func_volatile(f) != PROVOLATILE_IMMUTABLE; },
+            NULL))
+        return true;
+    return compat::expression_walk(node, lean_walker, NULL);
+}
+
 }  // namespace
 
 int pin_settings() {
-    int level = NewGUCNestLevel();
-    for (const Pin &p : pins) {
+    int level = pin_cheap(NewGUCNestLevel());
+    for (const Pin &p : lookup_pins) {
         const char *cur = GetConfigOption(p.name, true, false);
         if (cur == NULL || strcmp(cur, p.value) != 0)
             set_guc(p.name, p.value);
@@ -64,7 +112,14 @@ int pin_settings() {
     return level;
 }
 
-void unpin_settings(int level) { AtEOXact_GUC(false, level); }
+int pin_settings_lean() { return pin_cheap(-1); }
+
+bool settings_free(Node *expr) { return !lean_walker(expr, NULL); }
+
+void unpin_settings(int level) {
+    if (level >= 0)
+        AtEOXact_GUC(false, level);
+}
 
 void set_search_path(const char *path) {
     const char *cur = GetConfigOption("search_path", true, false);

@@ -93,6 +93,9 @@ struct Source {
     // ExprStates, compiled once as the table's owner (ExecInitExpr checks EXECUTE rights).
     bool fast;
     ExprState *xs[X_COUNT];
+    // Fast, direct, record mode, and every expression settings_free(): single-row statements run
+    // under pin_settings_lean(), and only the rare statements (a survey, an error) pin the rest.
+    bool lean;
     Oid survey_seq;
     // Direct row path (no SPI for the common case): catalog objects resolved at load.
     bool direct;
@@ -495,10 +498,15 @@ Source *get_source(Relation rel, Oid owner, Oid extnsp) {
                     fast = fast && !sub;
                     fx[i] = e;
                 }
+                bool lean = fast;
                 if (fast)
-                    for (int i = 0; i < X_COUNT; i++)
-                        s->xs[i] = fx[i] ? ExecInitExpr(expression_planner(fx[i]), NULL) : NULL;
+                    for (int i = 0; i < X_COUNT; i++) {
+                        Expr *planned = fx[i] ? expression_planner(fx[i]) : NULL;
+                        lean = lean && (planned == NULL || settings_free(reinterpret_cast<Node *>(planned)));
+                        s->xs[i] = planned ? ExecInitExpr(planned, NULL) : NULL;
+                    }
                 s->fast = fast;
+                s->lean = lean && s->direct && !s->raise && s->legacy_path == NULL;
                 MemoryContextSwitchTo(old);
                 SPIPlanPtr p = SPI_prepare_params(eval_sql(s->exprs, NULL), parser_setup, s->shape, CURSOR_OPT_GENERIC_PLAN);
                 if (p == NULL)
@@ -534,6 +542,7 @@ struct RowCtx {
     Source *s;
     bool inserted;          // rows of an INSERT (or COPY): no earlier event to look for first
     bool fast;              // evaluate with the source's ExprStates (eval_fast)
+    bool lean;              // only pin_settings_lean() holds: pin the rest before any SPI statement
     ExprContext *econtext;  // for eval_fast
     Oid owner, extnsp;
     ParamListInfo params;  // the payment row's columns as $attnum
@@ -592,6 +601,7 @@ bool eval_fast(RowCtx *rc, Eval *ev) {
 // and senders are woken. Runs as the owner.
 void survey_after_event(RowCtx *rc, int64 eid, int64 sid, Datum cust, MemoryContext rowcxt) {
     Source *s = rc->s;
+    int gucs = rc->lean ? pin_settings() : -1;  // its statements add intervals in UTC
     Datum ca[2] = {cust, s->throttle};
     if (SPI_execute_plan(plan_contact, ca, NULL, false, 1) != SPI_OK_INSERT_RETURNING)
         elog(ERROR, "nps_billing: throttle update failed");
@@ -603,6 +613,7 @@ void survey_after_event(RowCtx *rc, int64 eid, int64 sid, Datum cust, MemoryCont
         if (SPI_execute_plan(plan_unsurvey, ua, NULL, false, 0) != SPI_OK_UPDATE)
             elog(ERROR, "nps_billing: event update failed");
         MemoryContextSwitchTo(rowcxt);
+        unpin_settings(gucs);
         return;
     }
     char tok[23];
@@ -612,6 +623,7 @@ void survey_after_event(RowCtx *rc, int64 eid, int64 sid, Datum cust, MemoryCont
     if (SPI_execute_plan(plan_survey, sa, NULL, false, 0) != SPI_OK_INSERT)
         elog(ERROR, "nps_billing: survey insert failed");
     MemoryContextSwitchTo(rowcxt);
+    unpin_settings(gucs);
     Async_Notify("nps_billing_survey", s->name);
 }
 
@@ -647,8 +659,9 @@ bool owner_direct(RowCtx *rc, Eval *ev, const char *pre, bool sampled_out, Memor
     if (!skip) {
         TimestampTz last;
         bool own = false;
+        // In UTC whatever TimeZone says (timestamp arithmetic on the same instant): as pinned.
         TimestampTz since = DatumGetTimestampTz(DirectFunctionCall2(
-            timestamptz_mi_interval, TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), s->throttle));
+            timestamp_mi_interval, TimestampGetDatum(GetCurrentTransactionStartTimestamp()), s->throttle));
         int custlen = strlen(ev->customer);
         if (contact_memo_get(ev->customer, custlen, &last) && last >= since) {
             skip = "throttled";  // surveyed recently, as a committed customer_contact row said
@@ -738,6 +751,7 @@ void process_row(RowCtx *rc) {
         if (done)
             return;
     }
+    int gucs = rc->lean ? pin_settings() : -1;  // payment_event has triggers now: SQL path, settings pinned
     as_owner(rc->owner, rc->extnsp, [&] {
         Datum a[12];
         char n[13];
@@ -779,6 +793,7 @@ void process_row(RowCtx *rc) {
             return;
         survey_after_event(rc, eid, sid, a[3], rowcxt);
     });
+    unpin_settings(gucs);
 }
 
 // What capture says about an error: never the row's values. PostgreSQL's messages may quote an
@@ -866,12 +881,21 @@ void process_row_guarded(RowCtx *rc) {
         return;
     // A concurrent transaction recorded the same payment first (direct path): not an error.
     if (!(ed->sqlerrcode == ERRCODE_UNIQUE_VIOLATION && ed->constraint_name &&
-          strcmp(ed->constraint_name, "payment_event_source_id_payment_key_kind_key") == 0))
+          strcmp(ed->constraint_name, "payment_event_source_id_payment_key_kind_key") == 0)) {
+        // The key may be recomputed through SPI: under every pinned setting and EVAL_PATH.
+        int gucs = -1;
+        if (rc->lean) {
+            gucs = pin_settings();
+            use_eval_path(rc->s);
+        }
         record_error(rc, ed);
+        unpin_settings(gucs);
+    }
     FreeErrorData(ed);
 }
 
-void run_row_path(Source *s, Relation rel, Tuplestorestate *ts, Oid owner, Oid extnsp, bool inserted, bool nested) {
+void run_row_path(Source *s, Relation rel, Tuplestorestate *ts, Oid owner, Oid extnsp, bool inserted, bool nested,
+                  bool lean = false) {
     TupleDesc desc = RelationGetDescr(rel);
     int natts = desc->natts;
     MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext, "nps_billing capture row", ALLOCSET_DEFAULT_SIZES);
@@ -881,6 +905,7 @@ void run_row_path(Source *s, Relation rel, Tuplestorestate *ts, Oid owner, Oid e
     rc.inserted = inserted;
     // A nested invocation on a source in use evaluates through SPI: an ExprState is not reentrant.
     rc.fast = s->fast && !nested;
+    rc.lean = lean;
     rc.owner = owner;
     rc.extnsp = extnsp;
     rc.params = makeParamList(natts);
@@ -982,7 +1007,7 @@ int64 run_set_path(Source *s, Relation rel, Oid owner, Oid extnsp) {
 }
 
 // One statement's rows through the row or the set path (s is pinned by the caller).
-void capture_statement(Source *s, TriggerData *td, int64 n, Oid owner, Oid extnsp, bool nested) {
+void capture_statement(Source *s, TriggerData *td, int64 n, Oid owner, Oid extnsp, bool nested, bool lean) {
     Tuplestorestate *ts = td->tg_newtable;
     if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
         elog(ERROR, "nps_billing: could not register the transition table");
@@ -1016,7 +1041,7 @@ void capture_statement(Source *s, TriggerData *td, int64 n, Oid owner, Oid extns
         }
         PG_END_TRY();
     } else if (n <= ROW_PATH_MAX || s->broken_msg) {
-        run_row_path(s, td->tg_relation, ts, owner, extnsp, TRIGGER_FIRED_BY_INSERT(td->tg_event), nested);
+        run_row_path(s, td->tg_relation, ts, owner, extnsp, TRIGGER_FIRED_BY_INSERT(td->tg_event), nested, lean);
     } else {
         // One subtransaction for the whole set; if anything in it fails, redo the statement row
         // by row so that only the bad rows land in capture_error.
@@ -1054,8 +1079,12 @@ NPS_FUNCTION(nps_capture_trigger) {
         elog(ERROR, "nps_billing: SPI_connect failed");
     // Whatever the writer's session says, expressions read and run under fixed settings; nothing
     // they change outlives this invocation (on error, the (sub)transaction abort undoes it all).
-    int gucs = pin_settings();
-    Source *s = get_source(td->tg_relation, owner, extnsp);
+    // A few rows of a cached lean source: only the settings its expressions can read.
+    Source *s = find_source(RelationGetRelid(td->tg_relation));
+    bool lean = s && s->tracked && s->lean && s->pins == 0 && n <= ROW_PATH_MAX;
+    int gucs = lean ? pin_settings_lean() : pin_settings();
+    if (!lean)
+        s = get_source(td->tg_relation, owner, extnsp);
     if (!s->tracked) {
         unpin_settings(gucs);
         warn_untracked_capture(td->tg_relation);  // a Citus shard, a table restored without its source
@@ -1066,10 +1095,11 @@ NPS_FUNCTION(nps_capture_trigger) {
     // statement that fires this trigger again and invalidates the source meanwhile.
     s->pins++;
     bool nested = s->pins > 1;
-    use_eval_path(s);
+    if (!lean)
+        use_eval_path(s);
     PG_TRY();
     {
-        capture_statement(s, td, n, owner, extnsp, nested);
+        capture_statement(s, td, n, owner, extnsp, nested, lean);
     }
     PG_FINALLY();
     {

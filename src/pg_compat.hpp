@@ -13,6 +13,7 @@ extern "C" {
 #include "access/genam.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "nodes/nodeFuncs.h"
 #include "nodes/parsenodes.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -81,6 +82,17 @@ inline void pop_search_path(int level) {
 #else
     (void)level;
     PopOverrideSearchPath();
+#endif
+}
+
+// expression_tree_walker: a function over an untyped callback up to 15, a macro over a typed one
+// from 16 on.
+inline bool expression_walk(Node *node, bool (*walker)(Node *, void *), void *context) {
+#if PG_VERSION_NUM >= 160000
+    return expression_tree_walker_impl(node, walker, context);
+#else
+    // (through void (*)(): the generic function pointer type -Wcast-function-type accepts)
+    return expression_tree_walker(node, reinterpret_cast<bool (*)()>(reinterpret_cast<void (*)()>(walker)), context);
 #endif
 }
 
