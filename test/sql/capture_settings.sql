@@ -90,12 +90,40 @@ DROP TABLE set_gone;
 DROP SCHEMA set_gone_schema CASCADE;
 SELECT name, tracked FROM nps_billing.payment_source WHERE name LIKE 'set\_gone%' ORDER BY name;
 
+-- expressions calling only built-in IMMUTABLE functions: a single-row statement pins only the
+-- settings such functions read (float and bytea output, ...), and still every session setting
+-- gives the same event, on the row path and on the set path
+CREATE TABLE set_lean (id int PRIMARY KEY, cust text, amt text, st text, f float8, b bytea, iv interval, cur text);
+SELECT nps_billing.track_payments('set_lean', $$cust || '\'$$, 'id::text', $$st = 'ok'$$, amount => 'amt::numeric',
+  currency => 'upper(cur)',
+  attributes => $$('{"f": "' || f::text || '", "b": "' || md5(b::text) || '", "iv": "' || extract(epoch FROM iv)::text || '"}')::jsonb$$,
+  name => 'set_lean') > 0 AS tracked;
+INSERT INTO set_lean VALUES (1, 'L', '12.5', 'ok', 0.1, '\x01ff', '1 day 02:03:04', 'eur');
+INSERT INTO set_lean VALUES (2, 'L', '12.5', 'ok', 0.1, '\x01ff', '1 day 02:03:04', 'eur');
+BEGIN;
+SET LOCAL extra_float_digits = 3;
+SET LOCAL bytea_output = 'escape';
+SET LOCAL DateStyle = 'German';
+SET LOCAL IntervalStyle = 'sql_standard';
+SET LOCAL TimeZone = 'Asia/Tokyo';
+SET LOCAL search_path = pg_temp, public;
+SET LOCAL lc_numeric = 'C.UTF-8';
+INSERT INTO set_lean VALUES (3, 'L', '12.5', 'ok', 0.1, '\x01ff', '1 day 02:03:04', 'eur');
+INSERT INTO set_lean SELECT g, 'L', '12.5', 'ok', 0.1, '\x01ff', '1 day 02:03:04', 'eur' FROM generate_series(4, 13) g;
+COMMIT;
+SELECT count(*) AS events, count(DISTINCT (customer_id, amount, attributes)) AS distinct_events
+FROM set_events WHERE name = 'set_lean';
+SELECT customer_id, amount, attributes FROM set_events WHERE name = 'set_lean' AND payment_key = '3';
+SELECT count(*) AS errors FROM set_errors WHERE name = 'set_lean';
+SELECT nps_billing.untrack_payments('set_lean');
+DROP TABLE set_lean;
+
 \set QUIET on
 SELECT nps_billing.untrack_payments('set_pay');
 DELETE FROM nps_billing.survey WHERE source_id IN (SELECT id FROM nps_billing.payment_source WHERE name LIKE 'set\_%');
 DELETE FROM nps_billing.payment_event WHERE source_id IN (SELECT id FROM nps_billing.payment_source WHERE name LIKE 'set\_%');
 DELETE FROM nps_billing.capture_error WHERE source_id IN (SELECT id FROM nps_billing.payment_source WHERE name LIKE 'set\_%');
-DELETE FROM nps_billing.customer_contact WHERE customer_id ~ '^C[0-9]*\\?$';
+DELETE FROM nps_billing.customer_contact WHERE customer_id ~ '^[CL][0-9]*\\?$';
 DELETE FROM nps_billing.payment_source WHERE name LIKE 'set\_%';
 DROP VIEW set_events, set_errors;
 DROP TABLE set_pay;
