@@ -13,6 +13,7 @@ extern "C" {
 #include "parser/parse_relation.h"
 #include "parser/parser.h"
 #include "catalog/pg_type.h"
+#include "utils/fmgroids.h"
 #include "utils/builtins.h"
 #include "utils/bytea.h"
 #include "utils/float.h"
@@ -78,6 +79,45 @@ int pin_cheap(int level) {
     return level;
 }
 
+// Built-in functions that are STABLE only because some argument types print according to settings
+// (a timestamptz in json follows TimeZone): settings-free over the types of json_safe_type. And the
+// enum I/O functions, STABLE because they read pg_enum, which no setting changes.
+bool json_builder(Oid f) {
+    switch (f) {
+        case F_JSONB_BUILD_OBJECT_ANY:
+        case F_JSONB_BUILD_OBJECT_:
+        case F_JSONB_BUILD_ARRAY_ANY:
+        case F_JSONB_BUILD_ARRAY_:
+        case F_JSON_BUILD_OBJECT_ANY:
+        case F_JSON_BUILD_OBJECT_:
+        case F_JSON_BUILD_ARRAY_ANY:
+        case F_JSON_BUILD_ARRAY_:
+        case F_TO_JSONB:
+        case F_TO_JSON:
+            return true;
+        default:
+            return false;
+    }
+}
+
+// Types whose json form depends on no setting but the cheap ones (floats: extra_float_digits).
+bool json_safe_type(Oid t) {
+    switch (t) {
+        case TEXTOID: case VARCHAROID: case BPCHAROID: case NAMEOID: case UNKNOWNOID:
+        case INT2OID: case INT4OID: case INT8OID: case NUMERICOID: case FLOAT4OID: case FLOAT8OID:
+        case BOOLOID: case JSONBOID: case JSONOID: case UUIDOID:
+            return true;
+        default:
+            return OidIsValid(t) && get_typtype(t) == TYPTYPE_ENUM;
+    }
+}
+
+bool lean_function(Oid f, void *) {
+    if (f == F_ENUM_OUT || f == F_ENUM_IN)
+        return false;
+    return f >= FirstGenbkiObjectId || func_volatile(f) != PROVOLATILE_IMMUTABLE;
+}
+
 // Whether a node may be evaluated under pin_settings_lean(): built-in types only (enums too: their
 // I/O and order run no user code) and built-in IMMUTABLE functions only, nothing that reads a
 // setting or runs user code behind the tree's back (domain checks, subqueries, SQL value
@@ -93,10 +133,14 @@ bool lean_walker(Node *node, void *) {
     Oid type = exprType(node);
     if (OidIsValid(type) && type >= FirstGenbkiObjectId && get_typtype(type) != TYPTYPE_ENUM)
         return true;
-    if (check_functions_in_node(
-            node, [](Oid f, void *) { return f >= FirstGenbkiObjectId || func_volatile(f) != PROVOLATILE_IMMUTABLE; },
-            NULL))
+    if (IsA(node, FuncExpr) && json_builder(reinterpret_cast<FuncExpr *>(node)->funcid)) {
+        ListCell *lc;
+        foreach (lc, reinterpret_cast<FuncExpr *>(node)->args)
+            if (!json_safe_type(exprType(static_cast<Node *>(lfirst(lc)))))
+                return true;
+    } else if (check_functions_in_node(node, lean_function, NULL)) {
         return true;
+    }
     return compat::expression_walk(node, lean_walker, NULL);
 }
 

@@ -93,10 +93,12 @@ SELECT name, tracked FROM nps_billing.payment_source WHERE name LIKE 'set\_gone%
 -- expressions calling only built-in IMMUTABLE functions: a single-row statement pins only the
 -- settings such functions read (float and bytea output, ...), and still every session setting
 -- gives the same event, on the row path and on the set path
-CREATE TABLE set_lean (id int PRIMARY KEY, cust text, amt text, st text, f float8, b bytea, iv interval, cur text);
+CREATE TYPE set_lean_kind AS ENUM ('card', 'sepa');
+CREATE TABLE set_lean (id int PRIMARY KEY, cust text, amt text, st text, f float8, b bytea, iv interval, cur text,
+                       k set_lean_kind DEFAULT 'sepa');
 SELECT nps_billing.track_payments('set_lean', $$cust || '\'$$, 'id::text', $$st = 'ok'$$, amount => 'amt::numeric',
   currency => 'upper(cur)',
-  attributes => $$('{"f": "' || f::text || '", "b": "' || md5(b::text) || '", "iv": "' || extract(epoch FROM iv)::text || '"}')::jsonb$$,
+  attributes => $$jsonb_build_object('f', f, 'ft', f::text, 'b', md5(b::text), 'iv', extract(epoch FROM iv), 'k', k, 'kt', k::text)$$,
   name => 'set_lean') > 0 AS tracked;
 INSERT INTO set_lean VALUES (1, 'L', '12.5', 'ok', 0.1, '\x01ff', '1 day 02:03:04', 'eur');
 INSERT INTO set_lean VALUES (2, 'L', '12.5', 'ok', 0.1, '\x01ff', '1 day 02:03:04', 'eur');
@@ -117,6 +119,7 @@ SELECT customer_id, amount, attributes FROM set_events WHERE name = 'set_lean' A
 SELECT count(*) AS errors FROM set_errors WHERE name = 'set_lean';
 SELECT nps_billing.untrack_payments('set_lean');
 DROP TABLE set_lean;
+DROP TYPE set_lean_kind;
 
 \set QUIET on
 SELECT nps_billing.untrack_payments('set_pay');
