@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 top=$(pwd)
 BIN=$top/agent/nps-billing-agent
 T=$top/test/agent
+# Debian's Python (python3-aiosmtpd), whatever python3 comes first on PATH
+PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
 N=${NPS_P11_EMAILS:-10000}
 DURATION=${NPS_P12_SECONDS:-10}
 REPS=${NPS_BENCH_REPS:-5}
@@ -32,8 +34,8 @@ CREATE TABLE bench_pay (id int);
 INSERT INTO nps_billing.payment_source (name, relid, customer_expr, payment_key_expr, succeeded_expr)
 VALUES ('bench', 'bench_pay', 'x', 'y', 'z');
 SQL
-smtp_port=$(python3 "$T/free_port.py"); answer_port=$(python3 "$T/free_port.py"); metrics_port=$(python3 "$T/free_port.py")
-python3 "$T/smtp_sink.py" "$smtp_port" "$w/mail" --count-only >"$w/smtp.log" 2>&1 &
+smtp_port=$("$PY" "$T/free_port.py"); answer_port=$("$PY" "$T/free_port.py"); metrics_port=$("$PY" "$T/free_port.py")
+"$PY" "$T/smtp_sink.py" "$smtp_port" "$w/mail" --count-only >"$w/smtp.log" 2>&1 &
 pids="$pids $!"
 n=100; while [ $n -gt 0 ] && [ ! -e "$w/mail/ready" ]; do sleep 0.1; n=$((n - 1)); done
 cat >"$w/agent.conf" <<CONF

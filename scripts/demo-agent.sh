@@ -8,14 +8,16 @@ cd "$(dirname "$0")/.."
 top=$(pwd)
 BIN=$top/agent/nps-billing-agent
 T=$top/test/agent
+# Debian's Python (python3-aiosmtpd), whatever python3 comes first on PATH
+PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
 NODE_DIR=${NPS_NODE_DIR:-/var/cache/nps_billing/node}
 shot=${DEMO_SCREENSHOT:-$top/nps-demo-answer-page.png}
 [ -x "$BIN" ] || { echo "(the delivery agent is not built: its part of the demo is skipped)"; exit 0; }
 w=$(mktemp -d /tmp/nps-demo-agent.XXXXXX)
 pids=""
 trap 'for p in $pids; do kill $p 2>/dev/null; done; wait 2>/dev/null; rm -rf "$w"' EXIT
-smtp_port=$(python3 "$T/free_port.py" 47100 47199); answer_port=$(python3 "$T/free_port.py" 47100 47199)
-python3 "$T/smtp_sink.py" "$smtp_port" "$w/mail" >"$w/smtp.log" 2>&1 &
+smtp_port=$("$PY" "$T/free_port.py" 47100 47199); answer_port=$("$PY" "$T/free_port.py" 47100 47199)
+"$PY" "$T/smtp_sink.py" "$smtp_port" "$w/mail" >"$w/smtp.log" 2>&1 &
 pids="$pids $!"
 n=100; while [ $n -gt 0 ] && [ ! -e "$w/mail/ready" ]; do sleep 0.1; n=$((n - 1)); done
 psql -qAtX -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
@@ -53,7 +55,7 @@ first=$(ls "$w/mail"/*.eml 2>/dev/null | head -1)
 [ -n "$first" ] || { echo "(no e-mail arrived; agent log:)"; cat "$w/agent.log"; exit 1; }
 echo "One of the received e-mails ($(ls "$w/mail"/*.eml | wc -l) arrived), headers and text body:"
 echo
-python3 - "$first" <<'PY'
+"$PY" - "$first" <<'PY'
 import email, email.policy, sys
 m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=email.policy.default)
 for h in ('From', 'To', 'Subject', 'Date', 'Message-ID', 'List-Unsubscribe', 'List-Unsubscribe-Post'):
@@ -61,7 +63,7 @@ for h in ('From', 'To', 'Subject', 'Date', 'Message-ID', 'List-Unsubscribe', 'Li
 print()
 print(m.get_body(preferencelist=('plain',)).get_content().rstrip())
 PY
-link=$(python3 - "$first" <<'PY'
+link=$("$PY" - "$first" <<'PY'
 import email, email.policy, re, sys
 m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=email.policy.default)
 print(re.findall(r'(https?://\S+/\d+)\s', m.get_body(preferencelist=('plain',)).get_content())[9])

@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 top=$(pwd)
 BIN=$top/agent/nps-billing-agent
 T=$top/test/agent
+# Debian's Python (python3-aiosmtpd), whatever python3 comes first on PATH
+PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
 NODE_DIR=${NPS_NODE_DIR:-/var/cache/nps_billing/node}
 if [ ! -x "$BIN" ]; then
   echo "not ok - agent: agent/nps-billing-agent is not built (its build dependencies: sh scripts/install-deps.sh)"
@@ -47,22 +49,22 @@ emls() { ls "$1"/*.eml 2>/dev/null | wc -l; }
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=127.0.0.1 \
   -addext subjectAltName=IP:127.0.0.1 -keyout "$w/key.pem" -out "$w/cert.pem" >/dev/null 2>&1 ||
   { echo "not ok - agent: openssl could not make the test certificate"; exit 1; }
-smtp_port=$(python3 "$T/free_port.py") || exit 1
+smtp_port=$("$PY" "$T/free_port.py") || exit 1
 start_smtp() {  # start_smtp DIR [--delay S]
   rm -f "$1/ready"
-  python3 "$T/smtp_sink.py" "$smtp_port" "$@" --tls "$w/cert.pem" "$w/key.pem" --auth agent:s3cret >>"$w/smtp.log" 2>&1 &
+  "$PY" "$T/smtp_sink.py" "$smtp_port" "$@" --tls "$w/cert.pem" "$w/key.pem" --auth agent:s3cret >>"$w/smtp.log" 2>&1 &
   smtp_pid=$!; pids="$pids $smtp_pid"
   wait_file "$1/ready" 15 || { cat "$w/smtp.log"; echo "not ok - agent: the SMTP server did not start"; exit 1; }
 }
 stop_smtp() { kill "$smtp_pid" 2>/dev/null; wait "$smtp_pid" 2>/dev/null; }
 start_smtp "$w/mail1"
-hook_port=$(python3 "$T/free_port.py") || exit 1
-python3 "$T/webhook_sink.py" "$hook_port" "$w/hooks" >"$w/hooks.log" 2>&1 &
+hook_port=$("$PY" "$T/free_port.py") || exit 1
+"$PY" "$T/webhook_sink.py" "$hook_port" "$w/hooks" >"$w/hooks.log" 2>&1 &
 pids="$pids $!"
 wait_file "$w/hooks/ready" 15 || { echo "not ok - agent: the webhook receiver did not start"; exit 1; }
-answer_port=$(python3 "$T/free_port.py") || exit 1
-metrics_port=$(python3 "$T/free_port.py") || exit 1
-[ "$metrics_port" != "$answer_port" ] || metrics_port=$(python3 "$T/free_port.py")
+answer_port=$("$PY" "$T/free_port.py") || exit 1
+metrics_port=$("$PY" "$T/free_port.py") || exit 1
+[ "$metrics_port" != "$answer_port" ] || metrics_port=$("$PY" "$T/free_port.py")
 
 # --- database -------------------------------------------------------------------------------------
 psql -qX -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "DROP ROLE IF EXISTS nps_agent_sender" \
@@ -167,12 +169,12 @@ start_agent || { tail -20 "$w/agent.log"; nok "the agent did not come up"; }
 if wait_for 20 "SELECT count(*) = 5 FROM nps_billing.survey WHERE status = 'sent'"; then ok "5 surveys delivered and reported sent (mark_sent)"
 else q "SELECT status, attempts, last_error FROM nps_billing.survey"; tail -5 "$w/agent.log"; nok "surveys not all sent"; fi
 q "SELECT token || E'\t' || customer_id || '@example.test' FROM nps_billing.survey WHERE channel = 'email' ORDER BY customer_id" >"$w/expected1"
-python3 "$T/check_mail.py" "$w/mail1" "$w/expected1" shop.example "$w/links" || fails=$((fails + 1))
+"$PY" "$T/check_mail.py" "$w/mail1" "$w/expected1" shop.example "$w/links" || fails=$((fails + 1))
 conns=$(cut -d' ' -f2 "$w/mail1/peers" 2>/dev/null | sort -u | wc -l)
 if [ "$conns" -ge 1 ] && [ "$conns" -le 2 ]; then ok "STARTTLS + AUTH, $conns SMTP connection(s) for 3 messages (concurrency 2, connections reused)"
 else nok "SMTP connections: $conns"; fi
 q "SELECT channel || ' ' || token FROM nps_billing.survey WHERE channel <> 'email' ORDER BY channel" >"$w/hook_tokens"
-if python3 - "$w/hooks" "$w/hook_tokens" <<'PY'
+if "$PY" - "$w/hooks" "$w/hook_tokens" <<'PY'
 import glob, json, sys
 docs = [json.load(open(f)) for f in sorted(glob.glob(sys.argv[1] + '/*.json'))]
 want = dict(l.split() for l in open(sys.argv[2]) if l.strip())
@@ -248,7 +250,9 @@ else nok "SMTP back: $(emls "$w/mail2") messages"; fi
 
 # --- faults: the database restarted under the agent ---------------------------------------------------
 if command -v pg_ctlcluster >/dev/null && [ -n "${PGVERSION:-}" ]; then
-  pg_ctlcluster -m fast "$PGVERSION" regress restart >/dev/null 2>&1 || nok "pg_ctlcluster restart"
+  pg_ctlcluster -m fast "$PGVERSION" regress restart >"$w/restart.out" 2>&1 ||
+    { sleep 2; pg_ctlcluster "$PGVERSION" regress start >>"$w/restart.out" 2>&1; } ||
+    { sed 's/^/# /' "$w/restart.out"; nok "pg_ctlcluster restart"; }
   pay 7
   if wait_for 40 "SELECT status = 'sent' FROM nps_billing.survey WHERE customer_id = 'cus_7'"; then ok "database restarted: the sender reconnects and delivers"
   else tail -5 "$w/agent.log"; nok "after a database restart"; fi
@@ -281,7 +285,7 @@ before=$(emls "$w/mail3")
 start_agent || nok "agent start after SIGKILL"
 if wait_for 40 "SELECT count(*) = 6 FROM nps_billing.survey WHERE customer_id LIKE 'cus_k%' AND status = 'sent'"; then
   q "SELECT token || E'\t' || customer_id || '@example.test' FROM nps_billing.survey WHERE customer_id LIKE 'cus_k%'" >"$w/expected3"
-  if python3 - "$w/mail3" "$w/expected3" "$before" <<'PY'
+  if "$PY" - "$w/mail3" "$w/expected3" "$before" <<'PY'
 import email, email.policy, glob, hashlib, sys
 toks = [l.split('\t')[0] for l in open(sys.argv[2]) if l.strip()]
 mid = {'<nps.%s@shop.example>' % hashlib.sha256(('nps_billing:' + t).encode()).hexdigest()[:32]: t for t in toks}

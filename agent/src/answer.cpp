@@ -155,10 +155,14 @@ struct AnswerServer::Impl {
     }
     return "";
   }
+  // Defence in depth on top of the signed double-submit value: a browser's cross-site POST says
+  // so (Sec-Fetch-Site) or names its origin. "Origin: null" is what a same-origin form POST sends
+  // under Referrer-Policy: no-referrer, so it is not a refusal by itself.
   bool same_origin(const httplib::Request &req) {
-    if (req.get_header_value("Sec-Fetch-Site") == "cross-site") return false;
+    std::string site = req.get_header_value("Sec-Fetch-Site");
+    if (site == "cross-site" || site == "same-site") return false;
     std::string origin = req.get_header_value("Origin");
-    if (origin.empty() || origin == "null") return origin.empty();
+    if (origin.empty() || origin == "null") return true;
     if (!cfg.answer_public_origin.empty()) return origin == cfg.answer_public_origin;
     std::string host = req.get_header_value("Host");
     return origin == "http://" + host || origin == "https://" + host;
