@@ -105,3 +105,7 @@ deb:
 # and smoke-tested (root; scripts/test-deb.sh).
 test-deb:
 	sh scripts/test-deb.sh
+
+# The delivery agent (agent/): built by `make`, installed by `make install` when its build
+# dependencies are there (agent/agent.mk).
+include agent/agent.mk

@@ -16,6 +16,8 @@ echo "delivering surveys with claim_surveys/mark_sent and recording answers with
 psql -qX -v ON_ERROR_STOP=1 -f examples/demo_billing.sql
 loaded=$(date +%s)
 psql -qX -v ON_ERROR_STOP=1 -f examples/demo_analysis.sql
+# the delivery loop with nps-billing-agent: e-mails into a local SMTP server, the answer page
+sh scripts/demo-agent.sh || echo "(the delivery agent part of the demo failed)"
 echo
 echo "(data generated in $((loaded - start)) s, story told in $(($(date +%s) - loaded)) s)"
 if [ "${1:-}" = "--shell" ]; then

@@ -1,7 +1,7 @@
 -- The three role recipes of README.md (Privacy), run exactly as documented, and what each role may
 -- and may not do; nothing of the schema is usable by PUBLIC (types and sequences too).
 BEGIN;
-SELECT plan(47);
+SELECT plan(49);
 
 -- ---- the recipes (copied verbatim into README.md (Privacy)) ----
 -- sender: leases surveys and reports deliveries; reads no table, no response
@@ -15,7 +15,8 @@ GRANT EXECUTE ON FUNCTION nps_billing.claim_surveys(text, integer, interval),
 -- response collector: the web/SMS endpoint that stores answers by token, nothing else
 CREATE ROLE nps_collector NOLOGIN;
 GRANT USAGE ON SCHEMA nps_billing TO nps_collector;
-GRANT EXECUTE ON FUNCTION nps_billing.record_response(text, integer, text, timestamptz) TO nps_collector;
+GRANT EXECUTE ON FUNCTION nps_billing.record_response(text, integer, text, timestamptz),
+                          nps_billing.survey_for_token(text) TO nps_collector;
 -- analyst: scores and dates of responses (no comment, no customer id, no survey link), every
 -- aggregate and every non-volatile function (calculations and read-only analysis), every view;
 -- no table holding tokens, no function that writes
@@ -58,6 +59,10 @@ SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', $q$UPDATE nps_billing.su
 
 -- collector
 SELECT lives_ok($$SELECT pg_temp.as_role('nps_collector', $q$SELECT nps_billing.record_response('pr-token-3', 9, 'ok')$q$)$$, 'collector: record_response');
+SELECT lives_ok($$SELECT pg_temp.as_role('nps_collector', $q$SELECT * FROM nps_billing.survey_for_token('pr-token-3')$q$)$$,
+                'collector: survey_for_token (the answer page''s lookup)');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', $q$SELECT * FROM nps_billing.survey_for_token('pr-token-3')$q$)$$, '42501', NULL,
+                 'analyst cannot look surveys up by token');
 SELECT throws_ok($$SELECT pg_temp.as_role('nps_collector', $q$SELECT * FROM nps_billing.claim_surveys('c')$q$)$$, '42501', NULL, 'collector cannot claim');
 SELECT throws_ok($$SELECT pg_temp.as_role('nps_collector', $q$SELECT nps_billing.mark_sent(7701, 'c')$q$)$$, '42501', NULL, 'collector cannot mark sent');
 SELECT throws_ok($$SELECT pg_temp.as_role('nps_collector', 'SELECT score FROM nps_billing.response')$$, '42501', NULL, 'collector cannot read responses');
@@ -97,7 +102,7 @@ SELECT throws_ok($$SELECT pg_temp.as_role('nps_maintenance', $q$SELECT * FROM np
 SELECT set_eq($$SELECT p.proname::text FROM pg_proc p WHERE p.pronamespace = 'nps_billing'::regnamespace AND has_function_privilege('nps_sender', p.oid, 'EXECUTE')$$,
               ARRAY['claim_surveys', 'mark_sent', 'mark_failed'], 'sender executes exactly claim_surveys, mark_sent, mark_failed');
 SELECT set_eq($$SELECT p.proname::text FROM pg_proc p WHERE p.pronamespace = 'nps_billing'::regnamespace AND has_function_privilege('nps_collector', p.oid, 'EXECUTE')$$,
-              ARRAY['record_response'], 'collector executes exactly record_response');
+              ARRAY['record_response', 'survey_for_token'], 'collector executes exactly record_response and survey_for_token');
 SELECT is_empty($$SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'nps_billing'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
                    AND (has_table_privilege('nps_sender', c.oid, 'SELECT,INSERT,UPDATE,DELETE') OR has_table_privilege('nps_collector', c.oid, 'SELECT,INSERT,UPDATE,DELETE')
                         OR has_any_column_privilege('nps_sender', c.oid, 'SELECT') OR has_any_column_privilege('nps_collector', c.oid, 'SELECT'))$$,

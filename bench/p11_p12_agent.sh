@@ -1,0 +1,133 @@
+#!/bin/sh
+# P11 / P12: nps-billing-agent. Runs in make bench's cluster, in a database of its own.
+#  P11: emails/s: N due email surveys, the agent (send mode, 8 SMTP connections, batches of 200)
+#       into a local SMTP server (aiosmtpd, counting only), from the agent's start until every
+#       survey is reported sent; median of REPS runs.
+#  P12: answers/s through the answer endpoint: wrk (2 threads, 16 connections, DURATION s) POSTs
+#       answers with the page's CSRF value to distinct tokens; answers/s = answers the agent recorded
+#       (nps_agent_answered_total) per second; p99 latency from wrk; median of REPS runs.
+# Sizes: NPS_P11_EMAILS (default 10000), NPS_P12_SECONDS (default 10), NPS_BENCH_REPS (default 5).
+set -u
+cd "$(dirname "$0")/.."
+top=$(pwd)
+BIN=$top/agent/nps-billing-agent
+T=$top/test/agent
+# Debian's Python (python3-aiosmtpd), whatever python3 comes first on PATH
+PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
+N=${NPS_P11_EMAILS:-10000}
+DURATION=${NPS_P12_SECONDS:-10}
+REPS=${NPS_BENCH_REPS:-5}
+DB=nps_agent_bench
+[ -x "$BIN" ] || { echo "P11|delivery agent not built (agent/nps-billing-agent)|-|>= 500/s|NO"; exit 0; }
+w=$(mktemp -d /tmp/nps-agent-bench.XXXXXX)
+pids=""
+cleanup() { for p in $pids; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; psql -qX -d postgres -c "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1; rm -rf "$w"; }
+trap cleanup EXIT
+q() { psql -qAtX -d "$DB" -c "$1"; }
+median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+now() { date +%s.%N; }
+
+psql -qX -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
+psql -qX -v ON_ERROR_STOP=1 -d "$DB" >/dev/null <<'SQL'
+CREATE EXTENSION nps_billing;
+CREATE TABLE bench_pay (id int);
+INSERT INTO nps_billing.payment_source (name, relid, customer_expr, payment_key_expr, succeeded_expr)
+VALUES ('bench', 'bench_pay', 'x', 'y', 'z');
+SQL
+smtp_port=$("$PY" "$T/free_port.py"); answer_port=$("$PY" "$T/free_port.py"); metrics_port=$("$PY" "$T/free_port.py")
+"$PY" "$T/smtp_sink.py" "$smtp_port" "$w/mail" --count-only >"$w/smtp.log" 2>&1 &
+pids="$pids $!"
+n=100; while [ $n -gt 0 ] && [ ! -e "$w/mail/ready" ]; do sleep 0.1; n=$((n - 1)); done
+cat >"$w/agent.conf" <<CONF
+[database]
+sender = "dbname=$DB"
+collector = "dbname=$DB"
+[agent]
+worker = bench-agent
+[send]
+batch = 200
+poll_interval = 1
+fallback_recipient = {customer_id}@example.test
+link_base_url = http://127.0.0.1:$answer_port/r
+[email]
+url = smtp://127.0.0.1:$smtp_port
+tls = none
+concurrency = 8
+[answer]
+listen = 127.0.0.1:$answer_port
+rate_per_ip = 0
+threads = 32
+db_connections = 8
+[metrics]
+listen = 127.0.0.1:$metrics_port
+[log]
+level = warning
+CONF
+
+# ---- P11 ------------------------------------------------------------------------------------------
+: >"$w/p11"
+for r in $(seq 1 "$REPS"); do
+  q "DELETE FROM nps_billing.survey" >/dev/null
+  q "INSERT INTO nps_billing.survey (token, source_id, customer_id, channel, send_after, expires_at)
+     SELECT 'p11-$r-' || lpad(g::text, 8, '0'), p.id, 'c' || g, 'email', now() - interval '1 minute', now() + interval '1 day'
+       FROM nps_billing.payment_source p, generate_series(1, $N) g WHERE p.name = 'bench'" >/dev/null
+  t0=$(now)
+  NPS_AGENT_AGENT_MODE=send "$BIN" --config "$w/agent.conf" >>"$w/agent.log" 2>&1 &
+  apid=$!; pids="$pids $apid"
+  while [ "$(q "SELECT count(*) FILTER (WHERE status = 'sent') = $N FROM nps_billing.survey")" != t ]; do
+    sleep 0.2
+    kill -0 $apid 2>/dev/null || break
+  done
+  t1=$(now)
+  kill $apid; wait $apid 2>/dev/null
+  awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f\n", n / (b - a) }' >>"$w/p11"
+done
+p11=$(median <"$w/p11")
+echo "# P11 runs (emails/s): $(tr '\n' ' ' <"$w/p11")" >&2
+met=$(awk -v r="$p11" 'BEGIN { print (r >= 500 ? "yes" : "NO") }')
+echo "P11|delivery agent: emails/s into a local SMTP server ($N emails, 8 connections)|$p11/s|>= 500/s|$met"
+
+# ---- P12 ------------------------------------------------------------------------------------------
+if ! command -v wrk >/dev/null; then echo "P12|answer endpoint: wrk not installed (apt-get install wrk)|-|>= 1500/s, p99 <= 50 ms|NO"; exit 0; fi
+K=50000
+q "DELETE FROM nps_billing.response; DELETE FROM nps_billing.survey" >/dev/null
+q "INSERT INTO nps_billing.survey (token, source_id, customer_id, channel, status, sent_at, send_after, expires_at)
+   SELECT 'p12tok' || lpad(g::text, 8, '0'), p.id, 'c' || g, 'email', 'sent', now(), now() - interval '1 minute', now() + interval '1 day'
+     FROM nps_billing.payment_source p, generate_series(1, $K) g WHERE p.name = 'bench'" >/dev/null
+NPS_AGENT_AGENT_MODE=answer "$BIN" --config "$w/agent.conf" >>"$w/agent.log" 2>&1 &
+apid=$!; pids="$pids $apid"
+n=100; while [ $n -gt 0 ] && ! curl -sf -o /dev/null "http://127.0.0.1:$metrics_port/healthz"; do sleep 0.1; n=$((n - 1)); done
+curl -s -c "$w/jar" -o "$w/page.html" "http://127.0.0.1:$answer_port/r/p12tok00000001/9"
+csrf=$(sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' "$w/page.html")
+cat >"$w/post.lua" <<LUA
+-- each thread walks its own slice of the tokens; every request is one answer
+local counter = 0
+local nthreads = 0
+function setup(thread) thread:set("tid", nthreads); nthreads = nthreads + 1 end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Cookie"] = "nps_csrf=$csrf"
+request = function()
+  counter = counter + 1
+  local i = ((tid or 0) * 25000 + counter) % $K + 1
+  local score = counter % 11
+  return wrk.format(nil, string.format("/r/p12tok%08d/%d", i, score), nil,
+                    string.format("score=%d&csrf=$csrf&ajax=1", score))
+end
+LUA
+: >"$w/p12"; : >"$w/p12p99"
+for r in $(seq 1 "$REPS"); do
+  a0=$(curl -s "http://127.0.0.1:$metrics_port/metrics" | sed -n 's/^nps_agent_answered_total //p')
+  wrk -t2 -c16 -d"${DURATION}s" --latency -s "$w/post.lua" "http://127.0.0.1:$answer_port" >"$w/wrk.out" 2>&1
+  a1=$(curl -s "http://127.0.0.1:$metrics_port/metrics" | sed -n 's/^nps_agent_answered_total //p')
+  awk -v a="$a0" -v b="$a1" -v d="$DURATION" 'BEGIN { printf "%.0f\n", (b - a) / d }' >>"$w/p12"
+  # wrk prints "99%  12.34ms" (or us / s)
+  awk '$1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) }
+       else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 } printf "%.1f\n", v }' "$w/wrk.out" >>"$w/p12p99"
+  grep -q 'Non-2xx' "$w/wrk.out" && echo "# P12: $(grep 'Non-2xx' "$w/wrk.out")" >&2
+done
+kill $apid; wait $apid 2>/dev/null
+p12=$(median <"$w/p12"); p99=$(median <"$w/p12p99")
+echo "# P12 runs (answers/s): $(tr '\n' ' ' <"$w/p12"); p99 ms: $(tr '\n' ' ' <"$w/p12p99")" >&2
+met=$(awk -v r="$p12" -v p="$p99" 'BEGIN { print (r >= 1500 && p <= 50 ? "yes" : "NO") }')
+echo "P12|answer endpoint: answers/s recorded (wrk, 2 threads, 16 connections), p99|$p12/s, p99 $p99 ms|>= 1500/s, p99 <= 50 ms|$met"
