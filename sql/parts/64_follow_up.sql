@@ -82,7 +82,10 @@ COMMENT ON FUNCTION @extschema@.follow_up_needed(@extschema@.nps_category, text,
 -- ---------------------------------------------------------------------------------------------
 -- Triggers on response (statement level, over the transition tables: one pass per COPY).
 
--- New answers: a follow-up for each that needs one; one NOTIFY per source.
+-- New answers: a follow-up for each that needs one; one NOTIFY per source. Rows inserted with
+-- their payment context already set (context_at given, as pg_restore loads a dump: the
+-- follow-ups are in the dump) get none: response_context_fill sets context_at = now() on every
+-- other insert.
 CREATE FUNCTION @extschema@.follow_up_answer_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -102,6 +105,9 @@ BEGIN
                                          n.payment_source_id, 0) AS source_id) k
       LEFT JOIN @extschema@.follow_up_policy p ON p.source_id = k.source_id
      WHERE n.customer_id IS NOT NULL
+       -- only answers whose context this transaction computed: a row that comes with its
+       -- context (pg_restore, a copy between databases) comes with its follow-up too
+       AND n.context_at = now()
        -- a bulk import of old answers: most rows leave here, before any lookup (one InitPlan)
        AND n.responded_at > now() - (SELECT greatest(interval '30 days', max(x.max_age)) FROM @extschema@.follow_up_policy x)
        AND n.responded_at > now() - coalesce(p.max_age, interval '30 days')
