@@ -1,7 +1,7 @@
 -- The role recipes of docs/privacy.md, run exactly as documented, and what each role may
 -- and may not do; nothing of the schema is usable by PUBLIC (types and sequences too).
 BEGIN;
-SELECT plan(71);
+SELECT plan(74);
 
 -- ---- the recipes (copied verbatim into README.md (Privacy)) ----
 -- sender: leases surveys and reports deliveries; reads no table, no response
@@ -74,6 +74,10 @@ SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', $q$UPDATE nps_billing.su
 
 -- collector
 SELECT lives_ok($$SELECT pg_temp.as_role('nps_collector', $q$SELECT nps_billing.record_response('pr-token-3', 9, 'ok')$q$)$$, 'collector: record_response');
+SELECT lives_ok($$SELECT pg_temp.as_role('nps_collector', $q$SELECT nps_billing.record_response('pr-token-1', 2, 'not ok')$q$)$$, 'collector: record_response of a detractor');
+SELECT is((SELECT count(*)::int FROM nps_billing.follow_up f JOIN nps_billing.response r ON r.id = f.response_id WHERE r.customer_id = 'pr-cust-1'), 1,
+          '... creates its follow-up though the collector has no grant on follow_up');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_collector', 'SELECT * FROM nps_billing.follow_up')$$, '42501', NULL, 'collector cannot read follow-ups');
 SELECT throws_ok($$SELECT pg_temp.as_role('nps_collector', $q$SELECT * FROM nps_billing.claim_surveys('c')$q$)$$, '42501', NULL, 'collector cannot claim');
 SELECT throws_ok($$SELECT pg_temp.as_role('nps_collector', $q$SELECT nps_billing.mark_sent(7701, 'c')$q$)$$, '42501', NULL, 'collector cannot mark sent');
 SELECT throws_ok($$SELECT pg_temp.as_role('nps_collector', 'SELECT score FROM nps_billing.response')$$, '42501', NULL, 'collector cannot read responses');
