@@ -8,9 +8,9 @@ VALUES (8500, 'fu_regress', 'fu_regress_pay', 'x', 'y', 'z');
 INSERT INTO survey (id, token, source_id, customer_id, channel, status, send_after, expires_at)
 SELECT 8500 + g, 'fu-tok-' || g, 8500, 'fu-cust-' || g, 'email', 'sent', now() - interval '1 day', now() + interval '1 day'
   FROM generate_series(1, 8) g;
--- what a follow-up looks like next to its answer (times relative to the answer)
+-- what a follow-up looks like next to its answer (due_in: due time after the follow-up was made)
 CREATE VIEW pg_temp.fu AS
-  SELECT f.id, r.customer_id, r.score, f.reason, f.status, f.source_id, f.due_at - r.responded_at AS due_after,
+  SELECT f.id, r.customer_id, r.score, f.reason, f.status, f.source_id, f.due_at - f.created_at AS due_in,
          f.assignee, f.contacted_at IS NOT NULL AS contacted, f.closed_at IS NOT NULL AS closed,
          f.answer_changed_at IS NOT NULL AS answer_changed, f.still_needed
     FROM follow_up f JOIN response r ON r.id = f.response_id
@@ -31,7 +31,8 @@ SELECT record_response('fu-tok-6', 9, '   ') IS NOT NULL AS recorded;   -- a bla
 SELECT * FROM pg_temp.fu ORDER BY id;
 
 -- imported answers (plain INSERT / COPY): the policy of their payment's source, else source 0
--- (the defaults); too old when recorded (max_age, 30 days by default), or no customer: none
+-- (the defaults: due 2 days after the answer, given a day ago); too old when recorded (max_age,
+-- 30 days by default), or no customer: none
 INSERT INTO response (customer_id, score, comment, responded_at) VALUES
   ('fu-imp-1', 2, 'imported, recent', now() - interval '1 day'),
   ('fu-imp-2', 1, 'imported, old', '2024-01-01'),
@@ -47,6 +48,7 @@ SELECT id, assignee FROM pg_temp.fu ORDER BY id;
 
 -- errors: messages name the follow-up, the agent and the value, never the customer or the note
 \set VERBOSITY default
+\set SHOW_CONTEXT never
 SELECT update_follow_up(5000, 'agent-b', 'contacted');            -- not the holder
 SELECT update_follow_up(5000, 'agent-a', 'resolved');             -- closing is resolve_follow_up's
 SELECT update_follow_up(5000, 'agent-a', 'open');
@@ -93,8 +95,9 @@ SELECT id, status FROM claim_follow_ups('agent-b', 1);
 SELECT * FROM pg_temp.fu ORDER BY id;
 
 -- a replaced answer (a second answer to the same survey) keeps its follow-up, marked:
--- the resolved detractor now a promoter: still resolved, no longer needed
-SELECT record_response('fu-tok-1', 10, 'All good now') IS NOT NULL AS replaced;
+-- the resolved detractor now a promoter without comment: still resolved, no longer needed,
+-- due time unchanged (the SLA runs from the first answer)
+SELECT record_response('fu-tok-1', 10) IS NOT NULL AS replaced;
 -- the open passive follow-up, now a promoter without comment: still open, no longer needed
 SELECT record_response('fu-tok-4', 9) IS NOT NULL AS replaced;
 -- the passive of the first round (no follow-up then, no policy), now a detractor: one is made
