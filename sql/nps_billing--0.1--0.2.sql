@@ -1862,6 +1862,8 @@ REVOKE ALL ON FUNCTION @extschema@.backfill_payments(regclass, timestamptz, regc
 
 
 
+
+
 -- ---------------------------------------------------------------------------------------------
 -- Churn, retention, drivers and comment themes (72_churn.sql, 73_drivers.sql,
 -- 74_comment_terms.sql); nps_alerts gains q_value (Benjamini-Hochberg)
@@ -1892,10 +1894,13 @@ CREATE FUNCTION @extschema@.wilson_ci(successes bigint, trials bigint, confidenc
                                       OUT low float8, OUT high float8)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-  SELECT greatest(0, (s.p + s.z * s.z / (2 * s.n) - s.z * sqrt(s.p * (1 - s.p) / s.n + s.z * s.z / (4 * s.n * s.n)))
-                     / (1 + s.z * s.z / s.n)),
-         least(1, (s.p + s.z * s.z / (2 * s.n) + s.z * sqrt(s.p * (1 - s.p) / s.n + s.z * s.z / (4 * s.n * s.n)))
-                  / (1 + s.z * s.z / s.n))
+  -- (clamped against rounding; greatest/least ignore NULLs, hence the CASE)
+  SELECT CASE WHEN s.n > 0 AND s.z IS NOT NULL
+              THEN greatest(0, (s.p + s.z * s.z / (2 * s.n) - s.z * sqrt(s.p * (1 - s.p) / s.n + s.z * s.z / (4 * s.n * s.n)))
+                               / (1 + s.z * s.z / s.n)) END,
+         CASE WHEN s.n > 0 AND s.z IS NOT NULL
+              THEN least(1, (s.p + s.z * s.z / (2 * s.n) + s.z * sqrt(s.p * (1 - s.p) / s.n + s.z * s.z / (4 * s.n * s.n)))
+                            / (1 + s.z * s.z / s.n)) END
   FROM (SELECT successes::float8 / nullif(trials, 0) AS p, nullif(trials, 0)::float8 AS n,
                @extschema@.normal_quantile(1 - (1 - confidence) / 2) AS z
          WHERE @extschema@.check_argument(
@@ -2038,7 +2043,9 @@ AS $$
                                       AND @extschema@.interval_within(horizon, '1 second', '100 years'),
              '22023', format('nps_retention: bucket %s and horizon %s must be positive intervals of at most 100 years with no negative part',
                              bucket, horizon))
-       AND @extschema@.check_argument(extract(epoch FROM horizon) <= 10000 * extract(epoch FROM bucket),
+       AND @extschema@.check_argument(NOT (@extschema@.interval_within(bucket, '1 second', '100 years')
+                                           AND @extschema@.interval_within(horizon, '1 second', '100 years'))
+                                      OR extract(epoch FROM horizon) <= 10000 * extract(epoch FROM bucket),
              '54000', format('nps_retention: buckets of %s up to %s exceed the limit of 10000 buckets', bucket, horizon))
   ), subj AS MATERIALIZED (
     SELECT c.category,

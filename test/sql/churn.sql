@@ -9,6 +9,7 @@
 SET search_path = nps_billing, public;
 SET TimeZone = 'UTC';
 SET extra_float_digits = 0;
+SET IntervalStyle = 'postgres';
 BEGIN;
 DELETE FROM response; DELETE FROM survey; DELETE FROM payment_event; DELETE FROM payment_source;
 INSERT INTO payment_source (id, name, relid, customer_expr, payment_key_expr, succeeded_expr)
@@ -85,7 +86,8 @@ FROM nps_churn('45 days', '2026-01-01', '2027-01-01', as_of => '2026-06-01') ORD
 -- a later as_of does not change judged answers; y1 (answered 2026-05-01, paid nothing after)
 -- joins the detractors as churned once its window has closed
 SELECT category, customers, churned FROM nps_churn('45 days', '2026-01-01', '2027-01-01', as_of => '2026-06-16') ORDER BY category;
--- a shorter window: p1, p2, q1 paid within 30 days; d3 (45 days) now churned too
+-- a shorter window: p1, p2, q1 paid within 30 days; d3 (45 days) now churned too, and y1
+-- (answered 2026-05-01) is judged: 31 days have passed
 SELECT category, customers, churned FROM nps_churn('30 days', '2026-01-01', '2027-01-01', as_of => '2026-06-01') ORDER BY category;
 -- the 2025 cohort as nps_churn sees it: 7 detractors judged (i and j too young), only a
 -- churned within 45 days; 4 promoters, pa churned. Wilson 1/7: (0.025680, 0.513128).
@@ -124,6 +126,8 @@ FROM proportion_compare(4, 5, 2, 4);
 SELECT round(normal_cdf(1.959963984540054)::numeric, 9) AS cdf, round(normal_quantile(0.975)::numeric, 9) AS q975,
        round(normal_quantile(0.025)::numeric, 9) AS q025, normal_quantile(0.5) AS q50;
 
+ROLLBACK;
+
 -- errors: SQLSTATE and a message naming the value
 \set VERBOSITY terse
 SELECT * FROM nps_churn(NULL);
@@ -138,4 +142,3 @@ SELECT * FROM wilson_ci(3, 2);
 SELECT * FROM wilson_ci(1, 2, 1.5);
 SELECT normal_quantile(1);
 SELECT * FROM proportion_compare(-1, 2, 1, 2);
-ROLLBACK;

@@ -52,16 +52,16 @@ END $$;
 SET plan_cache_mode = force_generic_plan;
 CREATE TEMP TABLE got AS
 SELECT 'nps_churn' AS fn, pg_temp.body_plan('nps_churn(interval, timestamptz, timestamptz, timestamptz)',
-         '{\mafter\M,\msince\M,\muntil\M,\mas_of\M}', '{interval,timestamptz,timestamptz,timestamptz}',
+         ARRAY['\mafter\M', '\msince\M', '\muntil\M', '\mas_of\M'], '{interval,timestamptz,timestamptz,timestamptz}',
          '{45 days,-infinity,infinity,2026-01-01}') AS p
 UNION ALL
 SELECT 'nps_retention', pg_temp.body_plan('nps_retention(interval, interval, timestamptz, timestamptz, interval, timestamptz)',
-         '{\mbucket\M,\mhorizon\M,\msince\M,\muntil\M,\mafter\M,\mas_of\M}',
+         ARRAY['\mbucket\M', '\mhorizon\M', '\msince\M', '\muntil\M', '\mafter\M', '\mas_of\M'],
          '{interval,interval,timestamptz,timestamptz,interval,timestamptz}',
          '{30 days,360 days,-infinity,infinity,45 days,2026-01-01}')
 UNION ALL
 SELECT 'comment_terms', pg_temp.body_plan('comment_terms(nps_category, timestamptz, timestamptz, regconfig, integer)',
-         '{comment_terms\.category,\msince\M,\muntil\M,\mconfig\M,\mmin_answers\M}',
+         ARRAY['comment_terms\.category', '\msince\M', '\muntil\M', '\mconfig\M', '\mmin_answers\M'],
          '{nps_billing.nps_category,timestamptz,timestamptz,regconfig,integer}',
          '{detractor,2025-06-01,2025-07-01,english,5}')
 UNION ALL

@@ -53,18 +53,31 @@ WHERE (b.responses, b.nps, b.difference, b.p_value) IS DISTINCT FROM (d.response
 -- (2026-03-02); window 2: the same customers a week later, all detractors for plan b.
 INSERT INTO response (customer_id, score, responded_at)
 SELECT 'x' || i, CASE WHEN plan = 'b' THEN 0 ELSE score END, timestamptz '2026-03-09 00:00' + i * interval '1 minute' FROM one ORDER BY i;
--- hand check of q from the p-values it reports: q_(i) = min_{j>=i} p_(j) m / j over every
--- segment tested (both windows >= min_responses), also those not shown (drop below threshold)
-WITH a AS (SELECT * FROM nps_alerts('7 days', -1000, min_responses => 5, as_of => '2026-03-16'))
-SELECT dimension, value, round(nps_drop::numeric, 6) AS nps_drop, round(p_value::numeric, 8) AS p_value,
-       round(q_value::numeric, 8) AS q_value,
-       round(least(1, (SELECT min(b.p_value * (SELECT count(*) FROM a) / b.rk)
-                         FROM (SELECT x.p_value, row_number() OVER (ORDER BY x.p_value, x.dimension, x.value) AS rk FROM a x) b
-                        WHERE b.p_value >= a.p_value))::numeric, 8) AS q_by_hand
-FROM a ORDER BY p_value, dimension, value;
--- the threshold filters what is shown, not what is counted: plan b's q is the same
+-- By hand: every segment with >= 5 answers in both windows is a test (overall, source, plan a,
+-- plan b, card, bank: m = 6; plan c has 3), its p-value from nps_compare on the raw groups, and
+-- q = min over the tests with p' >= p of p' m / rank(p') (the set form of Benjamini-Hochberg).
+-- plan a did not change (p = 1) and is not shown (no drop), but it counts in m.
+CREATE TEMP TABLE raw AS
+SELECT d.dimension, d.value, r.score, r.responded_at >= '2026-03-09' AS cur
+FROM response r JOIN one o ON r.customer_id = 'x' || o.i
+CROSS JOIN LATERAL (VALUES ('overall', NULL), ('source', 'hand'), ('plan', o.plan), ('method', o.method)) d(dimension, value);
+CREATE TEMP TABLE tests AS
+SELECT dimension, value,
+       (nps_compare(nps_agg(score) FILTER (WHERE cur), nps_agg(score) FILTER (WHERE NOT cur))).p_value AS p
+FROM raw GROUP BY 1, 2
+HAVING count(*) FILTER (WHERE cur) >= 5 AND count(*) FILTER (WHERE NOT cur) >= 5;
+CREATE TEMP TABLE ranked AS
+SELECT t.*, row_number() OVER (ORDER BY p, dimension, value) AS rk, (SELECT count(*) FROM tests) AS m FROM tests t;
+SELECT m AS tests FROM ranked LIMIT 1;
+SELECT a.dimension, a.value, round(a.nps_drop::numeric, 6) AS nps_drop, round(a.p_value::numeric, 8) AS p_value,
+       round(a.q_value::numeric, 8) AS q_value,
+       round(least(1, (SELECT min(x.p * x.m / x.rk) FROM ranked x WHERE x.p >= h.p))::numeric, 8) AS q_by_hand
+FROM nps_alerts('7 days', 0, min_responses => 5, as_of => '2026-03-16') a
+JOIN ranked h ON h.dimension = a.dimension AND h.value IS NOT DISTINCT FROM a.value
+ORDER BY a.p_value, a.dimension, a.value;
+-- the threshold filters what is shown, not what is counted: the q-values do not change
 SELECT dimension, value, round(q_value::numeric, 8) AS q_value
-FROM nps_alerts('7 days', 10, min_responses => 5, as_of => '2026-03-16') ORDER BY dimension, value;
+FROM nps_alerts('7 days', 30, min_responses => 5, as_of => '2026-03-16') ORDER BY dimension, value;
 ROLLBACK;
 
 -- comment_terms
@@ -79,7 +92,8 @@ FROM (SELECT v.s, v.c, row_number() OVER () AS g FROM (VALUES (0, 'Unclear charg
              (8, NULL), (7, ''), (3, NULL)) v(s, c)) x;
 -- detractors: 7 commented answers, 14 term mentions: charg 5, unclear 3, unexpect 2, slow,
 -- support, john, rude 1 each (shares of 7); the others: 9 commented answers (a passive's ''
--- has no term but is a comment), 12 mentions: love 4, great 3, support 3, charg 1, fine 1. Prior a_w = the term's mentions in both, a_0 = 26:
+-- has no term but is a comment), 12 mentions: love 4, great 3, support 3, charg 1, fine 1.
+-- Prior a_w = the term's mentions in both, a_0 = 26:
 --   charg:   delta = ln(10/(14+26-5-6)) - ln(7/(12+26-1-6)) = 0.518676, z = 1.072768
 --   unclear: delta = ln(6/(14+26-3-3)) - ln(3/(12+26-0-3)) = 0.722135, z = 1.021253
 -- Only terms at least min_answers (3) detractors wrote: john (1 answer) never comes out.
@@ -94,6 +108,9 @@ SELECT term, answers FROM comment_terms('detractor');
 SELECT term, answers FROM comment_terms('detractor', config => 'simple', min_answers => 3);
 -- a range: only the first three answers (hours 1..3)
 SELECT term, answers, other_answers FROM comment_terms('detractor', '2026-04-01', '2026-04-01 03:30', min_answers => 3);
+ROLLBACK;
+
+-- errors (SQLSTATE and a message naming the value)
 \set VERBOSITY terse
 SELECT * FROM comment_terms('detractor', min_answers => 2);
 SELECT * FROM comment_terms(NULL);
@@ -103,4 +120,3 @@ SELECT * FROM nps_drivers(NULL);
 SELECT * FROM nps_drivers('{}');
 SELECT * FROM nps_drivers('{plan,NULL}');
 SELECT * FROM nps_drivers('{plan}', min_responses => 0);
-ROLLBACK;
