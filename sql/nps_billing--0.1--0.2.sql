@@ -2465,3 +2465,532 @@ REVOKE ALL ON FUNCTION @extschema@.follow_up_needed(@extschema@.nps_category, te
 REVOKE ALL ON TABLE @extschema@.follow_up_policy, @extschema@.follow_up, @extschema@.follow_up_note FROM PUBLIC;
 REVOKE ALL ON SEQUENCE @extschema@.follow_up_id_seq, @extschema@.follow_up_note_id_seq FROM PUBLIC;
 -- <<< follow-ups (closing the loop)
+
+
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Churn, retention, drivers and comment themes (72_churn.sql, 73_drivers.sql,
+-- 74_comment_terms.sql); nps_alerts gains q_value (Benjamini-Hochberg)
+-- ---------------------------------------------------------------------------------------------
+-- Churn and retention by NPS category: do detractors stop paying?
+--
+-- Definition (docs/churn.md): a customer churned after an answer when no `succeeded` payment
+-- event of that customer has occurred_at in (responded_at, responded_at + after]. An answer with
+-- responded_at + after > as_of (default now()) is not judged: its window is still open.
+-- Each customer enters once, at their first answer in [since, until) (and at or before as_of),
+-- with that answer's category.
+--
+-- Both functions read customer ids and payment events, which the analyst role may not read:
+-- SECURITY DEFINER with a pinned search_path, returning aggregates only (counts, rates, sums).
+
+-- The standard normal distribution (C, src/statistics.cpp).
+CREATE FUNCTION @extschema@.normal_cdf(x float8) RETURNS float8
+  AS 'MODULE_PATHNAME', 'nps_normal_cdf' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION @extschema@.normal_quantile(p float8) RETURNS float8
+  AS 'MODULE_PATHNAME', 'nps_normal_quantile' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.normal_cdf(float8) IS 'P(Z <= x) for a standard normal Z';
+COMMENT ON FUNCTION @extschema@.normal_quantile(float8) IS 'The x with P(Z <= x) = p for a standard normal Z (0 < p < 1)';
+
+
+-- Wilson score interval of a proportion (Wilson 1927): centre (p + z^2/2n) / (1 + z^2/n),
+-- half-width z sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n). NULL for 0 trials or a NULL argument.
+CREATE FUNCTION @extschema@.wilson_ci(successes bigint, trials bigint, confidence float8 DEFAULT 0.95,
+                                      OUT low float8, OUT high float8)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  -- (clamped against rounding; greatest/least ignore NULLs, hence the CASE)
+  SELECT CASE WHEN s.n > 0 AND s.z IS NOT NULL
+              THEN greatest(0, (s.p + s.z * s.z / (2 * s.n) - s.z * sqrt(s.p * (1 - s.p) / s.n + s.z * s.z / (4 * s.n * s.n)))
+                               / (1 + s.z * s.z / s.n)) END,
+         CASE WHEN s.n > 0 AND s.z IS NOT NULL
+              THEN least(1, (s.p + s.z * s.z / (2 * s.n) + s.z * sqrt(s.p * (1 - s.p) / s.n + s.z * s.z / (4 * s.n * s.n)))
+                            / (1 + s.z * s.z / s.n)) END
+  FROM (SELECT successes::float8 / nullif(trials, 0) AS p, nullif(trials, 0)::float8 AS n,
+               @extschema@.normal_quantile(1 - (1 - confidence) / 2) AS z
+         WHERE @extschema@.check_argument(
+                 (successes IS NULL OR trials IS NULL OR (successes >= 0 AND successes <= trials))
+                 AND (confidence IS NULL OR (confidence > 0 AND confidence < 1)),
+                 '22023', format('wilson_ci: successes %s and trials %s must satisfy 0 <= successes <= trials, confidence %s must be between 0 and 1 exclusive',
+                                 successes, trials, confidence))) s
+$$;
+COMMENT ON FUNCTION @extschema@.wilson_ci(bigint, bigint, float8) IS
+  'Wilson score interval of the proportion successes/trials (NULL for 0 trials)';
+
+-- Two-sided pooled z-test of two proportions x1/n1 and x2/n2: z = (p1 - p2) / sqrt(p(1-p)(1/n1 + 1/n2))
+-- with p = (x1 + x2) / (n1 + n2). NULL z and p-value when a sample is empty or p is 0 or 1.
+CREATE FUNCTION @extschema@.proportion_compare(x1 bigint, n1 bigint, x2 bigint, n2 bigint,
+                                               OUT difference float8, OUT z float8, OUT p_value float8)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT s.d, s.d / s.se, 2 * @extschema@.normal_cdf(-abs(s.d / s.se))
+  FROM (SELECT x1::float8 / nullif(n1, 0) - x2::float8 / nullif(n2, 0) AS d,
+               nullif(sqrt(((x1 + x2)::float8 / nullif(n1 + n2, 0)) * (1 - (x1 + x2)::float8 / nullif(n1 + n2, 0))
+                           * (1.0::float8 / nullif(n1, 0) + 1.0::float8 / nullif(n2, 0))), 0) AS se
+         WHERE @extschema@.check_argument(
+                 x1 IS NULL OR n1 IS NULL OR x2 IS NULL OR n2 IS NULL
+                 OR (x1 >= 0 AND x1 <= n1 AND x2 >= 0 AND x2 <= n2),
+                 '22023', format('proportion_compare: counts %s/%s and %s/%s must satisfy 0 <= x <= n', x1, n1, x2, n2))) s
+$$;
+COMMENT ON FUNCTION @extschema@.proportion_compare(bigint, bigint, bigint, bigint) IS
+  'Two-sided pooled z-test of two independent proportions: difference x1/n1 - x2/n2, z, p-value';
+
+-- Argument checks shared by nps_churn and nps_retention (no column reference: a one-time filter
+-- that raises before any row is read).
+CREATE FUNCTION @extschema@.churn_arguments_ok(fn text, after interval, since timestamptz, until timestamptz,
+                                               as_of timestamptz) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT @extschema@.check_argument(after IS NOT NULL AND since IS NOT NULL AND until IS NOT NULL AND as_of IS NOT NULL,
+           '22004', format('%s: after, since, until and as_of must not be NULL', fn))
+     AND @extschema@.check_argument(@extschema@.interval_within(after, '1 second', '10 years'),
+           '22023', format('%s: after %s must be a positive interval of at most 10 years with no negative part', fn, after))
+     AND @extschema@.check_argument(since <= until,
+           '22023', format('%s: since %s must not be after until %s', fn, since, until))
+     AND @extschema@.check_argument(isfinite(as_of),
+           '22023', format('%s: as_of %s must be finite', fn, as_of))
+$$;
+COMMENT ON FUNCTION @extschema@.churn_arguments_ok(text, interval, timestamptz, timestamptz, timestamptz) IS
+  'Validates the arguments nps_churn and nps_retention share (22004 / 22023 naming the value)';
+
+CREATE FUNCTION @extschema@.nps_churn(after interval DEFAULT '45 days',
+                                      since timestamptz DEFAULT '-infinity',
+                                      until timestamptz DEFAULT 'infinity',
+                                      as_of timestamptz DEFAULT now())
+RETURNS TABLE (category @extschema@.nps_category, customers bigint, churned bigint, churn_rate float8,
+               ci_low float8, ci_high float8, lift float8, p_value float8, churned_revenue jsonb)
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH judged AS MATERIALIZED (
+    -- each customer's first answer in the range, judged once its window has closed: one probe
+    -- of payment_event_customer_idx (customer_id, occurred_at) per customer
+    SELECT c.customer_id, c.responded_at, c.category,
+           NOT EXISTS (SELECT 1 FROM @extschema@.payment_event p
+                        WHERE p.customer_id = c.customer_id
+                          AND p.occurred_at > c.responded_at AND p.occurred_at <= c.responded_at + after
+                          AND p.kind = 'succeeded') AS churned
+      FROM (SELECT DISTINCT ON (r.customer_id) r.customer_id, r.responded_at, r.category
+              FROM @extschema@.response r
+             WHERE r.customer_id IS NOT NULL
+               AND r.responded_at >= since AND r.responded_at < until AND r.responded_at <= as_of
+               AND @extschema@.churn_arguments_ok('nps_churn', after, since, until, as_of)
+             ORDER BY r.customer_id, r.responded_at, r.id) c
+     WHERE c.responded_at + after <= as_of
+  ), cat AS (
+    SELECT j.category, count(*) AS n, count(*) FILTER (WHERE j.churned) AS x
+      FROM judged j GROUP BY 1
+  ), rev AS (
+    -- what the churned customers paid in the period of the same length up to their answer
+    SELECT y.category, jsonb_object_agg(y.currency, y.amount) AS revenue
+      FROM (SELECT j.category, coalesce(p.currency, '') AS currency, sum(p.amount) AS amount
+              FROM judged j
+              JOIN @extschema@.payment_event p
+                ON p.customer_id = j.customer_id
+               AND p.occurred_at > j.responded_at - after AND p.occurred_at <= j.responded_at
+               AND p.kind = 'succeeded'
+             WHERE j.churned AND p.amount IS NOT NULL
+             GROUP BY 1, 2) y
+     GROUP BY 1
+  )
+  SELECT v.category, coalesce(c.n, 0), coalesce(c.x, 0),
+         c.x::float8 / nullif(c.n, 0),
+         w.low, w.high,
+         (c.x::float8 / nullif(c.n, 0)) / nullif(pr.x::float8 / nullif(pr.n, 0), 0),
+         CASE WHEN v.category <> 'promoter' THEN t.p_value END,
+         CASE WHEN c.n > 0 THEN coalesce(rv.revenue, '{}') END
+    FROM unnest(enum_range(NULL::@extschema@.nps_category)) AS v(category)
+    LEFT JOIN cat c ON c.category = v.category
+    LEFT JOIN cat pr ON pr.category = 'promoter'
+    LEFT JOIN rev rv ON rv.category = v.category
+    LEFT JOIN LATERAL @extschema@.wilson_ci(c.x, c.n) w ON c.n > 0
+    LEFT JOIN LATERAL @extschema@.proportion_compare(c.x, c.n, pr.x, pr.n) t ON c.n > 0 AND pr.n > 0
+   WHERE @extschema@.churn_arguments_ok('nps_churn', after, since, until, as_of)
+   ORDER BY v.category
+$$;
+COMMENT ON FUNCTION @extschema@.nps_churn(interval, timestamptz, timestamptz, timestamptz) IS
+  'Per NPS category: customers (first answer in [since, until), judged when at least `after` before as_of), churned (no succeeded payment '
+  'within `after` of the answer), churn rate with a 95% Wilson CI, lift vs promoters with a two-proportion p-value, and what the churned '
+  'paid in the `after` up to their answer, by currency';
+
+-- Kaplan-Meier retention. Each customer of the cohort is followed from their answer along their
+-- succeeded payments while consecutive ones (the answer counting as the first) are at most
+-- `after` apart; the customer churned at the last payment of that chain (time 0: no payment
+-- within `after` of the answer, the churn of nps_churn) once `after` has passed since it by
+-- as_of, and is censored there while that window is still open. Times are in seconds (a month
+-- of an interval counts as 30 days); follow-up stops at horizon (censored there).
+-- Ties: customers censored at a time t are not at risk of the events at t (they are censored
+-- because that event cannot be seen yet), so a customer without any payment yet whose window is
+-- open (censored at 0) is not judged, as in nps_churn.
+-- S(t) = prod over event times t_i <= t of (1 - d_i / n_i); Greenwood variance
+-- S^2 * sum d_i / (n_i (n_i - d_i)); the 95% band is log-log (Kalbfleisch-Prentice):
+-- S^exp(+-z se), se = sqrt(sum d_i / (n_i (n_i - d_i))) / |ln S|, which stays inside [0, 1].
+CREATE FUNCTION @extschema@.nps_retention(bucket interval DEFAULT '30 days',
+                                          horizon interval DEFAULT '360 days',
+                                          since timestamptz DEFAULT '-infinity',
+                                          until timestamptz DEFAULT 'infinity',
+                                          after interval DEFAULT '45 days',
+                                          as_of timestamptz DEFAULT now())
+RETURNS TABLE (category @extschema@.nps_category, bucket_start interval, bucket_end interval,
+               at_risk bigint, churned bigint, censored bigint,
+               survival float8, stderr float8, ci_low float8, ci_high float8)
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH par AS MATERIALIZED (
+    SELECT extract(epoch FROM bucket)::float8 AS bs, extract(epoch FROM horizon)::float8 AS hs,
+           ceil(extract(epoch FROM horizon)::float8 / extract(epoch FROM bucket)::float8)::integer AS nb,
+           @extschema@.normal_quantile(0.975) AS z
+     WHERE @extschema@.churn_arguments_ok('nps_retention', after, since, until, as_of)
+       AND @extschema@.check_argument(bucket IS NOT NULL AND horizon IS NOT NULL,
+             '22004', 'nps_retention: bucket and horizon must not be NULL')
+       AND @extschema@.check_argument(@extschema@.interval_within(bucket, '1 second', '100 years')
+                                      AND @extschema@.interval_within(horizon, '1 second', '100 years'),
+             '22023', format('nps_retention: bucket %s and horizon %s must be positive intervals of at most 100 years with no negative part',
+                             bucket, horizon))
+       AND @extschema@.check_argument(NOT (@extschema@.interval_within(bucket, '1 second', '100 years')
+                                           AND @extschema@.interval_within(horizon, '1 second', '100 years'))
+                                      OR extract(epoch FROM horizon) <= 10000 * extract(epoch FROM bucket),
+             '54000', format('nps_retention: buckets of %s up to %s exceed the limit of 10000 buckets', bucket, horizon))
+  ), subj AS MATERIALIZED (
+    SELECT c.category,
+           least(extract(epoch FROM l.last_paid - c.responded_at)::float8, par.hs) AS t,
+           l.ended AND extract(epoch FROM l.last_paid - c.responded_at)::float8 < par.hs AS event
+      FROM par
+     CROSS JOIN LATERAL (
+       SELECT DISTINCT ON (r.customer_id) r.customer_id, r.responded_at, r.category
+         FROM @extschema@.response r
+        WHERE r.customer_id IS NOT NULL
+          AND r.responded_at >= since AND r.responded_at < until AND r.responded_at <= as_of
+        ORDER BY r.customer_id, r.responded_at, r.id) c
+     CROSS JOIN LATERAL (
+       -- the chain: a gap longer than `after` breaks it; its last payment is where it ended
+       SELECT coalesce(min(w.prev) FILTER (WHERE w.t > w.prev + after), max(w.t), c.responded_at) AS last_paid,
+              min(w.prev) FILTER (WHERE w.t > w.prev + after) IS NOT NULL
+                OR coalesce(max(w.t), c.responded_at) + after <= as_of AS ended
+         FROM (SELECT p.occurred_at AS t,
+                      lag(p.occurred_at, 1, c.responded_at) OVER (ORDER BY p.occurred_at) AS prev
+                 FROM @extschema@.payment_event p
+                WHERE p.customer_id = c.customer_id
+                  AND p.occurred_at > c.responded_at
+                  AND p.occurred_at <= least(as_of, c.responded_at + par.hs * interval '1 second' + after)
+                  AND p.kind = 'succeeded') w) l
+  ), times AS (
+    SELECT s.category, s.t, count(*) FILTER (WHERE s.event) AS d, count(*) FILTER (WHERE NOT s.event) AS c
+      FROM subj s GROUP BY 1, 2
+  ), risk AS (
+    -- at risk at t: events at or after t and censorings after t
+    SELECT x.category, x.t, x.d,
+           (sum(x.d + x.c) OVER (PARTITION BY x.category ORDER BY x.t DESC ROWS UNBOUNDED PRECEDING) - x.c)::bigint AS n
+      FROM times x
+  ), km AS (
+    SELECT k.category, k.t,
+           sum(CASE WHEN k.d < k.n THEN ln(1 - k.d::float8 / k.n) ELSE 0 END) OVER w AS log_s,
+           bool_or(k.d = k.n) OVER w AS zero,
+           sum(CASE WHEN k.d < k.n THEN k.d::float8 / (k.n::float8 * (k.n - k.d)) ELSE 0 END) OVER w AS gw
+      FROM risk k
+     WHERE k.d > 0
+    WINDOW w AS (PARTITION BY k.category ORDER BY k.t ROWS UNBOUNDED PRECEDING)
+  ), grid AS (
+    SELECT v.category, g.k
+      FROM par, unnest(enum_range(NULL::@extschema@.nps_category)) AS v(category),
+           generate_series(0, par.nb - 1) AS g(k)
+  ), ev AS (
+    SELECT s.category, floor(s.t / par.bs)::integer AS k, count(*) AS n
+      FROM subj s, par WHERE s.event GROUP BY 1, 2
+  ), ce AS (
+    -- censored in (start, end]: those censored at a bucket's start were not at risk in it
+    SELECT s.category, least(ceil(s.t / par.bs)::integer - 1, par.nb - 1) AS k, count(*) AS n
+      FROM subj s, par WHERE NOT s.event AND s.t > 0 GROUP BY 1, 2
+  ), kb AS (
+    SELECT m.category, floor(m.t / par.bs)::integer AS k,
+           min(m.log_s) AS log_s, bool_or(m.zero) AS zero, max(m.gw) AS gw
+      FROM km m, par GROUP BY 1, 2
+  ), tot AS (
+    SELECT s.category, count(*) FILTER (WHERE s.event OR s.t > 0) AS n FROM subj s GROUP BY 1
+  ), carried AS (
+    SELECT g.category, g.k, coalesce(ev.n, 0) AS churned, coalesce(ce.n, 0) AS censored,
+           coalesce(tot.n, 0) AS cohort,
+           coalesce(tot.n, 0)
+             - coalesce(sum(coalesce(ev.n, 0) + coalesce(ce.n, 0))
+                          OVER (PARTITION BY g.category ORDER BY g.k ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS at_risk,
+           -- survival at a bucket's end: the last event time before it (log S only falls)
+           coalesce(min(kb.log_s) OVER wk, 0) AS log_s,
+           coalesce(bool_or(kb.zero) OVER wk, false) AS zero,
+           coalesce(max(kb.gw) OVER wk, 0) AS gw
+      FROM grid g
+      LEFT JOIN ev ON ev.category = g.category AND ev.k = g.k
+      LEFT JOIN ce ON ce.category = g.category AND ce.k = g.k
+      LEFT JOIN kb ON kb.category = g.category AND kb.k = g.k
+      LEFT JOIN tot ON tot.category = g.category
+    WINDOW wk AS (PARTITION BY g.category ORDER BY g.k ROWS UNBOUNDED PRECEDING)
+  ), est AS (
+    SELECT c.*, CASE WHEN c.zero THEN 0 ELSE exp(c.log_s) END AS s
+      FROM carried c
+  )
+  SELECT e.category, bucket * e.k, least(bucket * (e.k + 1), horizon),
+         e.at_risk::bigint, e.churned::bigint, e.censored::bigint,
+         CASE WHEN e.cohort > 0 THEN e.s END,
+         CASE WHEN e.cohort > 0 THEN e.s * sqrt(e.gw) END,
+         CASE WHEN e.cohort = 0 THEN NULL
+              WHEN e.s <= 0 OR e.s >= 1 OR e.gw = 0 THEN e.s
+              ELSE e.s ^ exp(par.z * sqrt(e.gw) / abs(ln(e.s))) END,
+         CASE WHEN e.cohort = 0 THEN NULL
+              WHEN e.s <= 0 OR e.s >= 1 OR e.gw = 0 THEN e.s
+              ELSE e.s ^ exp(-par.z * sqrt(e.gw) / abs(ln(e.s))) END
+    FROM est e, par
+   ORDER BY e.category, e.k
+$$;
+COMMENT ON FUNCTION @extschema@.nps_retention(interval, interval, timestamptz, timestamptz, interval, timestamptz) IS
+  'Kaplan-Meier retention by NPS category from each customer''s first answer in [since, until): per bucket up to horizon, customers at risk, '
+  'churned (their payments stopped: a gap longer than `after`), censored (window still open, or horizon), survival at the bucket''s end '
+  'with Greenwood standard error and a 95% log-log band';
+
+-- Drivers: every value of every attribute tested against the rest of the answers, with the
+-- Benjamini-Hochberg false discovery rate correction across all the tests of the call.
+-- Inlinable SQL like nps_by (70_analysis.sql): it reads the rollups through answers_in().
+
+CREATE FUNCTION @extschema@.nps_drivers(attributes text[],
+                                        since timestamptz DEFAULT '-infinity',
+                                        until timestamptz DEFAULT 'infinity',
+                                        min_responses integer DEFAULT 30)
+RETURNS TABLE (attribute text, value text, responses bigint, nps float8, ci_low float8, ci_high float8,
+               difference float8, p_value float8, q_value float8, impact float8)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+  WITH x AS MATERIALIZED (
+    SELECT x.attrs, x.a
+    FROM @extschema@.answers_in(since, until, nps_drivers.attributes) x
+    WHERE @extschema@.check_argument(nps_drivers.attributes IS NOT NULL AND since IS NOT NULL AND until IS NOT NULL
+                                     AND min_responses IS NOT NULL
+                                     AND array_position(nps_drivers.attributes, NULL) IS NULL,
+            '22004', 'nps_drivers: attributes (and each of its elements), since, until and min_responses must not be NULL')
+      AND @extschema@.check_argument(cardinality(nps_drivers.attributes) > 0,
+            '22023', 'nps_drivers: attributes must name at least one attribute')
+      AND @extschema@.check_argument(min_responses IS NULL OR min_responses >= 1,
+            '22023', format('nps_drivers: min_responses %s must be at least 1', min_responses))
+  ), seg AS (
+    SELECT k.key AS attribute, x.attrs ->> k.key AS value, @extschema@.rollup(x.a) AS a
+    FROM x CROSS JOIN (SELECT DISTINCT u.key FROM unnest(nps_drivers.attributes) AS u(key)) k
+    GROUP BY 1, 2
+    HAVING @extschema@.responses(@extschema@.rollup(x.a)) > 0
+  ), total AS (
+    SELECT @extschema@.score_histogram(@extschema@.rollup(x.a)) AS h FROM x
+  ), tested AS (
+    SELECT seg.attribute, seg.value, seg.a, k.big,
+           CASE WHEN k.big AND k.rest_big THEN d.difference END AS difference,
+           CASE WHEN k.big AND k.rest_big THEN d.p_value END AS p_value
+    FROM seg CROSS JOIN total
+    CROSS JOIN LATERAL (SELECT @extschema@.npsagg_from_histogram(ARRAY(
+             SELECT t - s FROM unnest(total.h, @extschema@.score_histogram(seg.a)) AS u(t, s))) AS rest) o
+    CROSS JOIN LATERAL (SELECT @extschema@.responses(seg.a) >= min_responses AS big,
+                               @extschema@.responses(o.rest) >= min_responses AS rest_big) k
+    LEFT JOIN LATERAL @extschema@.nps_compare(seg.a, o.rest) d ON true
+  ), ranked AS (
+    SELECT t.*,
+           row_number() OVER (ORDER BY t.p_value NULLS LAST, t.attribute, t.value NULLS LAST) AS rk,
+           count(t.p_value) OVER () AS m
+    FROM tested t
+  ), adjusted AS (
+    -- Benjamini-Hochberg: q_(i) = min over j >= i of p_(j) m / j (ascending p-values), at most 1
+    SELECT r.*,
+           CASE WHEN r.p_value IS NOT NULL
+                THEN least(1, min(r.p_value * r.m / r.rk) OVER (ORDER BY r.rk DESC ROWS UNBOUNDED PRECEDING)) END AS q
+    FROM ranked r
+  )
+  SELECT a.attribute, a.value, @extschema@.responses(a.a),
+         CASE WHEN a.big THEN @extschema@.nps(a.a) END,
+         CASE WHEN a.big THEN ci.low END,
+         CASE WHEN a.big THEN ci.high END,
+         a.difference, a.p_value, a.q,
+         @extschema@.responses(a.a) * a.difference
+  FROM adjusted a
+  LEFT JOIN LATERAL @extschema@.nps_ci(a.a) ci ON true
+  ORDER BY abs(@extschema@.responses(a.a) * a.difference) DESC NULLS LAST, 1, 2 NULLS LAST
+$$;
+COMMENT ON FUNCTION @extschema@.nps_drivers(text[], timestamptz, timestamptz, integer) IS
+  'Every value of every listed payment attribute for answers in [since, until): responses, NPS with CI, difference vs all other answers, '
+  'p-value, Benjamini-Hochberg q-value across all the tests of the call, impact = responses x difference; largest |impact| first';
+
+-- Comment themes with PostgreSQL full-text search: which terms are over-represented in the
+-- comments of one NPS category compared with the others (docs/churn.md#comment_terms).
+--
+-- Terms are the lexemes of to_tsvector(config, comment): stemmed, stop words removed, in any
+-- language PostgreSQL has a text search configuration for. Each answer counts once per term (as
+-- ts_stat's ndoc; unnest(tsvector) gives the same counts without building a query string).
+-- The score is the log-odds ratio with an informative Dirichlet prior of Monroe, Colaresi and
+-- Quinn (2008), "Fightin' Words", eq. 16 and 20: with y the term's answers and n all term
+-- mentions in the category (i) and in the other categories (j), and the prior alpha_w = the
+-- term's mentions in both, alpha_0 = all mentions in both,
+--   delta = ln((y_i + a_w) / (n_i + a_0 - y_i - a_w)) - ln((y_j + a_w) / (n_j + a_0 - y_j - a_w))
+--   z     = delta / sqrt(1 / (y_i + a_w) + 1 / (y_j + a_w))
+-- so a term rises because it is over-represented there, not because it is common.
+--
+-- Privacy: the function reads comments (SECURITY DEFINER) and returns only terms that at least
+-- min_answers (>= 3, default 5) answers of the category in the range contain: a word that one
+-- person wrote (a name, an e-mail address, an order number) never comes out.
+
+-- The commented answers by time: comment_terms reads the comments of its range and nothing else.
+CREATE INDEX response_commented_idx ON @extschema@.response (responded_at) WHERE comment IS NOT NULL;
+
+CREATE FUNCTION @extschema@.comment_terms(category @extschema@.nps_category,
+                                          since timestamptz DEFAULT '-infinity',
+                                          until timestamptz DEFAULT 'infinity',
+                                          config regconfig DEFAULT 'english',
+                                          min_answers integer DEFAULT 5)
+RETURNS TABLE (term text, answers bigint, share float8, other_answers bigint, other_share float8,
+               log_odds float8, z float8)
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH docs AS MATERIALIZED (
+    SELECT r.category = comment_terms.category AS inside,
+           pg_catalog.to_tsvector(config, r.comment) AS v
+      FROM @extschema@.response r
+     WHERE r.comment IS NOT NULL
+       AND r.responded_at >= since AND r.responded_at < until
+       AND @extschema@.check_argument(comment_terms.category IS NOT NULL AND since IS NOT NULL AND until IS NOT NULL
+                                      AND config IS NOT NULL AND min_answers IS NOT NULL,
+             '22004', 'comment_terms: category, since, until, config and min_answers must not be NULL')
+       AND @extschema@.check_argument(since IS NULL OR until IS NULL OR since <= until,
+             '22023', format('comment_terms: since %s must not be after until %s', since, until))
+       AND @extschema@.check_argument(min_answers IS NULL OR min_answers >= 3,
+             '22023', format('comment_terms: min_answers %s must be at least 3 (fewer could single out one answer)', min_answers))
+  ), n AS (
+    SELECT count(*) FILTER (WHERE d.inside) AS docs_i, count(*) FILTER (WHERE NOT d.inside) AS docs_j FROM docs d
+  ), tf AS (
+    SELECT l.lexeme AS term, count(*) FILTER (WHERE d.inside) AS y_i, count(*) FILTER (WHERE NOT d.inside) AS y_j
+      FROM docs d CROSS JOIN LATERAL unnest(d.v) AS l
+     GROUP BY 1
+  ), tot AS (
+    SELECT sum(tf.y_i)::float8 AS n_i, sum(tf.y_j)::float8 AS n_j FROM tf
+  ), scored AS (
+    SELECT tf.term, tf.y_i, tf.y_j, (tf.y_i + tf.y_j)::float8 AS a_w, tot.n_i + tot.n_j AS a_0, tot.n_i, tot.n_j
+      FROM tf, tot
+     WHERE tf.y_i >= min_answers
+  )
+  SELECT s.term, s.y_i, s.y_i::float8 / nullif(n.docs_i, 0), s.y_j, s.y_j::float8 / nullif(n.docs_j, 0),
+         ln((s.y_i + s.a_w) / nullif(s.n_i + s.a_0 - s.y_i - s.a_w, 0)) - ln((s.y_j + s.a_w) / nullif(s.n_j + s.a_0 - s.y_j - s.a_w, 0)),
+         (ln((s.y_i + s.a_w) / nullif(s.n_i + s.a_0 - s.y_i - s.a_w, 0)) - ln((s.y_j + s.a_w) / nullif(s.n_j + s.a_0 - s.y_j - s.a_w, 0)))
+           / sqrt(1 / (s.y_i + s.a_w) + 1 / (s.y_j + s.a_w))
+    FROM scored s, n
+   ORDER BY 7 DESC, 1
+$$;
+COMMENT ON FUNCTION @extschema@.comment_terms(@extschema@.nps_category, timestamptz, timestamptz, regconfig, integer) IS
+  'Full-text-search terms of the comments of one NPS category in [since, until) that at least min_answers (>= 3) of its answers contain: '
+  'answers and share there and in the other categories, log-odds ratio with an informative Dirichlet prior and its z-score; most over-represented first';
+
+REVOKE ALL ON FUNCTION @extschema@.normal_cdf(float8), @extschema@.normal_quantile(float8),
+  @extschema@.wilson_ci(bigint, bigint, float8), @extschema@.proportion_compare(bigint, bigint, bigint, bigint),
+  @extschema@.churn_arguments_ok(text, interval, timestamptz, timestamptz, timestamptz),
+  @extschema@.nps_churn(interval, timestamptz, timestamptz, timestamptz),
+  @extschema@.nps_retention(interval, interval, timestamptz, timestamptz, interval, timestamptz),
+  @extschema@.nps_drivers(text[], timestamptz, timestamptz, integer),
+  @extschema@.comment_terms(@extschema@.nps_category, timestamptz, timestamptz, regconfig, integer) FROM PUBLIC;
+
+-- nps_alerts returns one more column (q_value): a new return type needs DROP and CREATE. The
+-- privileges users granted on it (the analyst's) are granted again, and the extension's initial
+-- privileges stay those of a fresh install (so pg_dump keeps dumping the users' grants). A view
+-- of your own over nps_alerts makes the DROP fail: drop it before the update, create it after.
+DO $do$
+DECLARE
+  old_acl pg_catalog.aclitem[];
+  fresh_acl pg_catalog.aclitem[];
+  new_fn pg_catalog.oid;
+  g record;
+BEGIN
+  SELECT p.proacl INTO old_acl FROM pg_catalog.pg_proc p
+   WHERE p.oid = '@extschema@.nps_alerts(interval, float8, text[], integer, timestamptz)'::pg_catalog.regprocedure;
+  DROP FUNCTION @extschema@.nps_alerts(interval, float8, text[], integer, timestamptz);
+  EXECUTE $create$
+CREATE FUNCTION @extschema@.nps_alerts("window" interval, drop_threshold float8,
+                                       attributes text[] DEFAULT '{plan,method}',
+                                       min_responses integer DEFAULT 30,
+                                       as_of timestamptz DEFAULT now())
+RETURNS TABLE (dimension text, value text, previous_responses bigint, previous_nps float8,
+               current_responses bigint, current_nps float8, nps_drop float8, p_value float8,
+               q_value float8)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+  WITH w AS (
+    SELECT true AS is_current, x.source, x.attrs, x.a
+    FROM @extschema@.answers_in(as_of - "window", as_of, nps_alerts.attributes) x
+    UNION ALL
+    SELECT false, x.source, x.attrs, x.a
+    FROM @extschema@.answers_in((as_of - "window") - "window", as_of - "window", nps_alerts.attributes) x
+  ), checked AS (
+    SELECT w.* FROM w
+    WHERE @extschema@.check_argument("window" IS NOT NULL AND drop_threshold IS NOT NULL
+                                     AND nps_alerts.attributes IS NOT NULL AND min_responses IS NOT NULL
+                                     AND as_of IS NOT NULL,
+            '22004', 'nps_alerts: no argument may be NULL')
+      AND @extschema@.check_argument("window" IS NULL
+                                     OR @extschema@.interval_within("window", '1 microsecond', '100 years'), '22023',
+            format('nps_alerts: window %s must be a positive interval of at most 100 years with no negative part', "window"))
+      AND @extschema@.check_argument(drop_threshold IS NULL
+                                     OR (drop_threshold >= 0 AND drop_threshold < 'infinity'), '22023',
+            format('nps_alerts: drop_threshold %s must be a finite number >= 0', drop_threshold))
+      AND @extschema@.check_argument(min_responses IS NULL OR min_responses >= 1, '22023',
+            format('nps_alerts: min_responses %s must be at least 1', min_responses))
+      AND @extschema@.check_argument(as_of IS NULL OR isfinite(as_of), '22023',
+            format('nps_alerts: as_of %s must be finite', as_of))
+  ), seg AS (
+    SELECT d.dimension, d.value,
+           @extschema@.rollup(w.a) FILTER (WHERE w.is_current) AS cur,
+           @extschema@.rollup(w.a) FILTER (WHERE NOT w.is_current) AS prev
+    FROM checked w
+    CROSS JOIN LATERAL (
+      SELECT 'overall'::text, NULL::text
+      UNION ALL SELECT 'source', w.source WHERE w.source IS NOT NULL
+      UNION ALL SELECT k.key, w.attrs ->> k.key
+                FROM unnest(nps_alerts.attributes) AS k(key) WHERE w.attrs ->> k.key IS NOT NULL
+    ) AS d(dimension, value)
+    GROUP BY 1, 2
+  ), tested AS (
+    -- every segment with enough answers in both windows is tested, whatever its drop: the
+    -- Benjamini-Hochberg correction counts them all (m), not only the ones shown
+    SELECT seg.dimension, seg.value, seg.prev, seg.cur, cmp.p_value,
+           row_number() OVER (ORDER BY cmp.p_value NULLS LAST, seg.dimension, seg.value) AS rk,
+           count(cmp.p_value) OVER () AS m
+    FROM seg
+    CROSS JOIN LATERAL @extschema@.nps_compare(seg.cur, seg.prev) cmp
+    WHERE @extschema@.responses(seg.cur) >= min_responses
+      AND @extschema@.responses(seg.prev) >= min_responses
+  ), adjusted AS (
+    -- q_(i) = min over j >= i of p_(j) m / j (p-values in ascending order), at most 1
+    SELECT t.*,
+           CASE WHEN t.p_value IS NOT NULL
+                THEN least(1, min(t.p_value * t.m / t.rk) OVER (ORDER BY t.rk DESC ROWS UNBOUNDED PRECEDING)) END AS q
+    FROM tested t
+  )
+  SELECT a.dimension, a.value,
+         @extschema@.responses(a.prev), @extschema@.nps(a.prev),
+         @extschema@.responses(a.cur), @extschema@.nps(a.cur),
+         @extschema@.nps(a.prev) - @extschema@.nps(a.cur),
+         a.p_value, a.q
+  FROM adjusted a
+  WHERE @extschema@.nps(a.prev) - @extschema@.nps(a.cur) > drop_threshold
+  ORDER BY a.p_value, 7 DESC, 1, 2
+$$;
+$create$;
+  EXECUTE $comment$
+COMMENT ON FUNCTION @extschema@.nps_alerts(interval, float8, text[], integer, timestamptz) IS
+  'Segments (overall, source, each listed attribute) whose NPS in [as_of - window, as_of) fell by more than drop_threshold points versus the window before, '
+  'with p-value and Benjamini-Hochberg q-value across every segment tested';
+$comment$;
+  REVOKE ALL ON FUNCTION @extschema@.nps_alerts(interval, float8, text[], integer, timestamptz) FROM PUBLIC;
+  new_fn := '@extschema@.nps_alerts(interval, float8, text[], integer, timestamptz)'::pg_catalog.regprocedure;
+  SELECT p.proacl INTO fresh_acl FROM pg_catalog.pg_proc p WHERE p.oid = new_fn;
+  FOR g IN SELECT a.grantee, a.is_grantable
+             FROM pg_catalog.aclexplode(old_acl) a JOIN pg_catalog.pg_proc p ON p.oid = new_fn
+            WHERE a.grantee <> p.proowner AND a.privilege_type = 'EXECUTE' LOOP
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.nps_alerts(interval, float8, text[], integer, timestamptz) TO %s%s',
+              CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::pg_catalog.regrole::pg_catalog.text END,
+              CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+  END LOOP;
+  -- grants made by an extension script count as the extension's own; these are the users'
+  UPDATE pg_catalog.pg_init_privs i SET initprivs = fresh_acl
+   WHERE i.objoid = new_fn AND i.classoid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND i.objsubid = 0
+     AND i.initprivs IS DISTINCT FROM fresh_acl;
+END
+$do$;

@@ -142,3 +142,23 @@ NPS_FUNCTION(npsagg_compare) {
     }
     return make_record(fcinfo, values, nulls);
 }
+
+// The standard normal distribution, for the tests of the analysis functions written in SQL
+// (churn rates, Wilson intervals, Kaplan-Meier bands): the CDF from erfc (full double precision)
+// and its inverse by bisection on it.
+NPS_FUNCTION(nps_normal_cdf) {
+    double x = PG_GETARG_FLOAT8(0);
+    if (std::isnan(x))
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("normal_cdf: x must not be NaN")));
+    PG_RETURN_FLOAT8(normal_cdf(x));
+}
+
+NPS_FUNCTION(nps_normal_quantile) {
+    double p = PG_GETARG_FLOAT8(0);
+    if (!(p > 0 && p < 1))
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("normal_quantile: p %g is out of range: it must be between 0 and 1 exclusive", p)));
+    // P(Z <= x) = p  <=>  the two-sided critical value for confidence |2p - 1|, signed
+    double z = (p == 0.5) ? 0.0 : z_for(std::fabs(2.0 * p - 1.0));
+    PG_RETURN_FLOAT8(p < 0.5 ? -z : z);
+}

@@ -39,3 +39,26 @@ SELECT dimension, value, previous_responses, round(previous_nps::numeric, 1) AS 
        round(nps_drop::numeric, 1) AS nps_drop, p_value
 FROM nps_billing.nps_alerts('7 days', 10)
 WHERE p_value < 0.01;
+
+-- Question: churn within 45 days of the answer, by NPS category (table; bar chart of churn_rate)
+SELECT category::text AS category, customers, churned, round(100 * churn_rate::numeric, 1) AS churn_pct,
+       round(100 * ci_low::numeric, 1) AS ci_low_pct, round(100 * ci_high::numeric, 1) AS ci_high_pct,
+       round(lift::numeric, 2) AS lift, p_value
+FROM nps_billing.nps_churn('45 days', {{since}}::timestamptz, {{until}}::timestamptz);
+
+-- Question: retention curves (line chart: x bucket_end_days, y survival, series category)
+SELECT category::text AS category, (extract(epoch FROM bucket_end) / 86400)::int AS bucket_end_days,
+       at_risk, churned, censored, survival, ci_low, ci_high
+FROM nps_billing.nps_retention('30 days', '360 days', {{since}}::timestamptz, {{until}}::timestamptz)
+ORDER BY 1, 2;
+
+-- Question: drivers with q-values (table)
+SELECT attribute, value, responses, round(nps::numeric, 1) AS nps, round(difference::numeric, 1) AS difference,
+       p_value, q_value, round(impact::numeric) AS impact
+FROM nps_billing.nps_drivers('{plan,method,collection}', {{since}}::timestamptz, {{until}}::timestamptz);
+
+-- Question: what detractors say (table)
+SELECT term, answers, round(100 * share::numeric, 1) AS pct, round(100 * other_share::numeric, 1) AS pct_others,
+       round(z::numeric, 2) AS z
+FROM nps_billing.comment_terms('detractor', {{since}}::timestamptz, {{until}}::timestamptz)
+LIMIT 20;

@@ -285,7 +285,8 @@ CREATE FUNCTION @extschema@.nps_alerts("window" interval, drop_threshold float8,
                                        min_responses integer DEFAULT 30,
                                        as_of timestamptz DEFAULT now())
 RETURNS TABLE (dimension text, value text, previous_responses bigint, previous_nps float8,
-               current_responses bigint, current_nps float8, nps_drop float8, p_value float8)
+               current_responses bigint, current_nps float8, nps_drop float8, p_value float8,
+               q_value float8)
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
   WITH w AS (
@@ -322,18 +323,32 @@ AS $$
                 FROM unnest(nps_alerts.attributes) AS k(key) WHERE w.attrs ->> k.key IS NOT NULL
     ) AS d(dimension, value)
     GROUP BY 1, 2
+  ), tested AS (
+    -- every segment with enough answers in both windows is tested, whatever its drop: the
+    -- Benjamini-Hochberg correction counts them all (m), not only the ones shown
+    SELECT seg.dimension, seg.value, seg.prev, seg.cur, cmp.p_value,
+           row_number() OVER (ORDER BY cmp.p_value NULLS LAST, seg.dimension, seg.value) AS rk,
+           count(cmp.p_value) OVER () AS m
+    FROM seg
+    CROSS JOIN LATERAL @extschema@.nps_compare(seg.cur, seg.prev) cmp
+    WHERE @extschema@.responses(seg.cur) >= min_responses
+      AND @extschema@.responses(seg.prev) >= min_responses
+  ), adjusted AS (
+    -- q_(i) = min over j >= i of p_(j) m / j (p-values in ascending order), at most 1
+    SELECT t.*,
+           CASE WHEN t.p_value IS NOT NULL
+                THEN least(1, min(t.p_value * t.m / t.rk) OVER (ORDER BY t.rk DESC ROWS UNBOUNDED PRECEDING)) END AS q
+    FROM tested t
   )
-  SELECT seg.dimension, seg.value,
-         @extschema@.responses(seg.prev), @extschema@.nps(seg.prev),
-         @extschema@.responses(seg.cur), @extschema@.nps(seg.cur),
-         @extschema@.nps(seg.prev) - @extschema@.nps(seg.cur),
-         cmp.p_value
-  FROM seg
-  CROSS JOIN LATERAL @extschema@.nps_compare(seg.cur, seg.prev) cmp
-  WHERE @extschema@.responses(seg.cur) >= min_responses
-    AND @extschema@.responses(seg.prev) >= min_responses
-    AND @extschema@.nps(seg.prev) - @extschema@.nps(seg.cur) > drop_threshold
-  ORDER BY cmp.p_value, 7 DESC, 1, 2
+  SELECT a.dimension, a.value,
+         @extschema@.responses(a.prev), @extschema@.nps(a.prev),
+         @extschema@.responses(a.cur), @extschema@.nps(a.cur),
+         @extschema@.nps(a.prev) - @extschema@.nps(a.cur),
+         a.p_value, a.q
+  FROM adjusted a
+  WHERE @extschema@.nps(a.prev) - @extschema@.nps(a.cur) > drop_threshold
+  ORDER BY a.p_value, 7 DESC, 1, 2
 $$;
 COMMENT ON FUNCTION @extschema@.nps_alerts(interval, float8, text[], integer, timestamptz) IS
-  'Segments (overall, source, each listed attribute) whose NPS in [as_of - window, as_of) fell by more than drop_threshold points versus the window before, with p-value';
+  'Segments (overall, source, each listed attribute) whose NPS in [as_of - window, as_of) fell by more than drop_threshold points versus the window before, '
+  'with p-value and Benjamini-Hochberg q-value across every segment tested';

@@ -1,6 +1,6 @@
 -- Catalog-level promises: objects exist, nothing is granted to PUBLIC.
 BEGIN;
-SELECT plan(15);
+SELECT plan(19);
 SELECT has_type('nps_billing', 'npsagg', 'npsagg type exists');
 SELECT has_function('nps_billing', 'nps_ci', ARRAY['nps_billing.npsagg', 'double precision', 'text'], 'nps_ci exists');
 SELECT is_aggregate('nps_billing', 'nps', ARRAY['integer'], 'nps(integer) is an aggregate');
@@ -22,6 +22,10 @@ SELECT is((SELECT count(*)::int FROM unnest((SELECT extconfig FROM pg_extension 
             WHERE c::regclass::text IN ('nps_billing.follow_up', 'nps_billing.follow_up_note', 'nps_billing.follow_up_policy',
                                         'nps_billing.follow_up_id_seq', 'nps_billing.follow_up_note_id_seq')), 5,
           'follow-up tables and sequences are dumped with pg_dump (pg_extension_config_dump)');
+SELECT has_function('nps_billing', 'nps_churn', ARRAY['interval', 'timestamp with time zone', 'timestamp with time zone', 'timestamp with time zone'], 'nps_churn exists');
+SELECT has_function('nps_billing', 'nps_retention', ARRAY['interval', 'interval', 'timestamp with time zone', 'timestamp with time zone', 'interval', 'timestamp with time zone'], 'nps_retention exists');
+SELECT has_function('nps_billing', 'nps_drivers', ARRAY['text[]', 'timestamp with time zone', 'timestamp with time zone', 'integer'], 'nps_drivers exists');
+SELECT has_function('nps_billing', 'comment_terms', ARRAY['nps_billing.nps_category', 'timestamp with time zone', 'timestamp with time zone', 'regconfig', 'integer'], 'comment_terms exists');
 SELECT is_empty($$
   SELECT p.oid::regprocedure::text FROM pg_proc p
   WHERE p.pronamespace = 'nps_billing'::regnamespace
