@@ -1,7 +1,7 @@
 -- Follow-ups: who may change whose follow-up (agent name and login role), leases, planted
 -- look-alike functions, erasure and retention, and the metrics on hand-built data.
 BEGIN;
-SELECT plan(33);
+SELECT plan(34);
 SET LOCAL search_path = nps_billing, public;
 
 -- two login roles that may work follow-ups (the customer success recipe's functions)
@@ -76,6 +76,16 @@ SELECT ok(record_response('fu-tap-planted', 10) > 0, 'a promoter answers with a 
 SELECT is((SELECT count(*)::int FROM follow_up f JOIN response r ON r.id = f.response_id WHERE r.customer_id = 'fu-tap-planted'), 0,
           '... and gets no follow-up: the planted function is not called');
 SET LOCAL search_path = nps_billing, public;
+
+-- odd session settings: the due time is answer + sla in UTC whatever the session's TimeZone
+-- (New York moves its clocks on 2026-03-08: 2 local days from 2026-03-07 12:00 UTC are 47 hours)
+INSERT INTO follow_up_policy (source_id, max_age) VALUES (0, '100 years');
+SET LOCAL TimeZone = 'America/New_York';
+INSERT INTO response (customer_id, score, responded_at) VALUES ('fu-tap-dst', 0, '2026-03-07 12:00:00+00');
+SELECT is((SELECT f.due_at - r.responded_at FROM follow_up f JOIN response r ON r.id = f.response_id WHERE r.customer_id = 'fu-tap-dst'),
+          interval '48 hours', 'an answer before a DST change in the session''s zone is due exactly 48 hours later');
+SET LOCAL TimeZone = 'UTC';
+DELETE FROM follow_up_policy WHERE source_id = 0;
 
 -- erasure: forget_customer takes the follow-up and its notes (and the replaced answer's follow-up)
 SELECT lives_ok(format($$SELECT pg_temp.as_login('fu_login_2', 'SELECT nps_billing.update_follow_up(%s, ''bob'', note => ''fu-tap-cust-1 said: refund'')')$$,
