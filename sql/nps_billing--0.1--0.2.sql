@@ -2359,7 +2359,7 @@ AS $fn$
   WITH s AS MATERIALIZED (
     SELECT x.id, x.token, x.source_id, x.channel, x.recipient, x.locale, x.time_zone, x.event_id
       FROM @extschema@.survey x WHERE x.id = ANY (survey_ids)
-  ), g AS (
+  ), g AS MATERIALIZED (  -- one template lookup per group, not per survey
     -- (the source's default time zone is read by name: payment_source.time_zone, where the send
     -- window settings define it; UTC otherwise)
     SELECT k.source_id, k.channel, k.locale, t.t_subject, t.t_text, t.t_html, p.name, p.answer_base_url,

@@ -107,6 +107,54 @@ const char *attribute_lookup(void *arg, const char *key, size_t keylen, size_t *
     return s;
 }
 
+// What _render keeps per call site: a query renders many surveys with the same few templates.
+constexpr int kCached = 4;  // templates per field
+struct CachedTemplate {
+    char *text;  // a copy of the template's text (the segments point into it)
+    size_t len;
+    Template t;
+};
+struct CallCache {
+    TupleDesc desc;
+    CachedTemplate tmpl[3][kCached];
+    int next[3];  // round-robin replacement
+};
+
+MemoryContext cache_cxt;
+void *cache_alloc(size_t n) { return MemoryContextAlloc(cache_cxt, n); }
+void *cache_grow(void *p, size_t n) { return repalloc(p, n); }
+const Alloc cache_allocator = {cache_alloc, cache_grow};
+
+const Template &cached_template(CallCache *cc, MemoryContext cxt, int field, text *src, const char *fieldname) {
+    const char *data = VARDATA_ANY(src);
+    size_t len = VARSIZE_ANY_EXHDR(src);
+    for (int i = 0; i < kCached; i++) {
+        CachedTemplate &c = cc->tmpl[field][i];
+        if (c.text && c.len == len && memcmp(c.text, data, len) == 0)
+            return c.t;
+    }
+    // parsed first (it may raise), then kept
+    char *copy = static_cast<char *>(MemoryContextAlloc(cxt, len + 1));
+    memcpy(copy, data, len);
+    copy[len] = '\0';
+    Template t;
+    cache_cxt = cxt;
+    ParseResult r = parse(copy, len, field_of(fieldname), cache_allocator, &t);
+    if (r.problem != Problem::none)
+        (void)parse_or_raise(copy, len, fieldname);
+    CachedTemplate &c = cc->tmpl[field][cc->next[field]];
+    cc->next[field] = (cc->next[field] + 1) % kCached;
+    if (c.text) {
+        pfree(c.text);
+        if (c.t.segs)
+            pfree(c.t.segs);
+    }
+    c.text = copy;
+    c.len = len;
+    c.t = t;
+    return c.t;
+}
+
 char *arg_cstring(FunctionCallInfo fcinfo, int i) { return PG_ARGISNULL(i) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(i)); }
 
 }  // namespace
@@ -190,17 +238,19 @@ NPS_FUNCTION(nps_template_ok) {
 // A NULL template field renders as NULL. Links without a base URL: 22023 naming the source.
 NPS_FUNCTION(nps_render) {
     static const char *const fields[3] = {"subject", "body_text", "body_html"};
-    // The result descriptor, blessed once per call site.
-    TupleDesc desc = static_cast<TupleDesc>(fcinfo->flinfo->fn_extra);
-    if (desc == NULL) {
+    // Per call site: the result descriptor, blessed once, and the templates parsed last.
+    CallCache *cc = static_cast<CallCache *>(fcinfo->flinfo->fn_extra);
+    if (cc == NULL) {
         TupleDesc d;
         if (get_call_result_type(fcinfo, NULL, &d) != TYPEFUNC_COMPOSITE)
             ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("_render must return a record")));
         MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
-        desc = BlessTupleDesc(CreateTupleDescCopy(d));
+        cc = static_cast<CallCache *>(palloc0(sizeof(CallCache)));
+        cc->desc = BlessTupleDesc(CreateTupleDescCopy(d));
         MemoryContextSwitchTo(old);
-        fcinfo->flinfo->fn_extra = desc;
+        fcinfo->flinfo->fn_extra = cc;
     }
+    TupleDesc desc = cc->desc;
     Context ctx;
     memset(&ctx, 0, sizeof ctx);
     ctx.token = arg_cstring(fcinfo, 3);
@@ -238,9 +288,9 @@ NPS_FUNCTION(nps_render) {
         if (nulls[f])
             continue;
         text *src = PG_GETARG_TEXT_PP(f);
-        Template t = parse_or_raise(VARDATA_ANY(src), VARSIZE_ANY_EXHDR(src), fields[f]);
+        const Template &t = cached_template(cc, fcinfo->flinfo->fn_mcxt, f, src, fields[f]);
         Buf out;
-        buf_init(&out, pg_allocator, VARSIZE_ANY_EXHDR(src) + 256);
+        buf_init(&out, pg_allocator, 4 * VARSIZE_ANY_EXHDR(src) + 512);
         if (render(t, field_of(fields[f]), ctx, &out) == RenderStatus::no_base_url)
             ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                             errmsg("payment source \"%s\" has no answer_base_url, which its message template's links need",

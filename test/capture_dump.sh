@@ -28,6 +28,9 @@ INSERT INTO nps_billing.response (customer_id, score, comment, responded_at) VAL
 INSERT INTO nps_billing.follow_up_policy (source_id, with_comment) SELECT id, true FROM nps_billing.payment_source WHERE name = 'dumped';
 SELECT nps_billing.record_response((SELECT token FROM nps_billing.survey ORDER BY id LIMIT 1 OFFSET 1), 2, 'charged twice');
 SELECT nps_billing.update_follow_up(c.id, 'agent', 'contacted', 'called back') FROM nps_billing.claim_follow_ups('agent') c;
+-- a message template of the DBA's (the built-in ones are re-created by CREATE EXTENSION, not dumped)
+INSERT INTO nps_billing.message_template (source_id, channel, locale, subject, body_text)
+SELECT id, 'email', 'de', 'Ihre Meinung', 'Zahlung {{amount}}: {{score_links}}' FROM nps_billing.payment_source WHERE name = 'dumped';
 -- the table changes after tracking: the trigger recompiles
 ALTER TABLE payments ADD COLUMN note text;
 -- expressions bound to a function of another schema (stored schema-qualified) and varchar columns
@@ -39,7 +42,7 @@ INSERT INTO billing.charges VALUES (1, 'cus_b1', 'ok');
 SQL
 pg_dump -Fc -d "$src" -f "$dump"
 pg_restore -d "$dst" "$dump"
-for t in payment_source payment_event survey customer_contact opt_out capture_error response follow_up_policy follow_up follow_up_note; do
+for t in payment_source payment_event survey customer_contact opt_out capture_error response follow_up_policy follow_up follow_up_note message_template message_template_builtin; do
   q="SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM nps_billing.$t t"
   a=$(psql -qAtX -d "$src" -c "$q"); b=$(psql -qAtX -d "$dst" -c "$q")
   if [ "$a" != "$b" ]; then echo "not ok - nps_billing.$t differs after restore ($a vs $b)"; exit 1; fi
