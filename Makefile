@@ -23,7 +23,7 @@ ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso --load-extension=$(
 
 PG_CPPFLAGS =
 SHLIB_LINK  = -lstdc++
-EXTRA_CLEAN = $(DATA_built) test/results test/output_iso test/regression.* test/log $(FUZZ_BIN)
+EXTRA_CLEAN = $(DATA_built) test/results test/output_iso test/regression.* test/log $(FUZZ_BIN) $(RENDER_FUZZ_BIN)
 
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)
@@ -58,12 +58,21 @@ $(FUZZ_BIN): test/fuzz/npsagg_fuzz.cpp src/npsagg_core.cpp src/npsagg_core.hpp
 	@test -n "$(FUZZ_CXX)" || { echo "make fuzz: clang++ not found (apt-get install clang libclang-rt-dev)"; exit 1; }
 	$(FUZZ_CXX) -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	  -isystem $(PG_INCLUDE) -o $@ test/fuzz/npsagg_fuzz.cpp src/npsagg_core.cpp $(FUZZ_PGLIBS)
-fuzz-build: $(FUZZ_BIN)
+# The message template parser and renderer (src/render_core.cpp, no backend): `make fuzz-render`.
+RENDER_FUZZ_BIN = test/fuzz/render_fuzz
+$(RENDER_FUZZ_BIN): test/fuzz/render_fuzz.cpp src/render_core.cpp src/render_core.hpp
+	@test -n "$(FUZZ_CXX)" || { echo "make fuzz: clang++ not found (apt-get install clang libclang-rt-dev)"; exit 1; }
+	$(FUZZ_CXX) -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	  -o $@ test/fuzz/render_fuzz.cpp src/render_core.cpp
+fuzz-build: $(FUZZ_BIN) $(RENDER_FUZZ_BIN)
 fuzz: $(FUZZ_BIN)
 	@work=$$(mktemp -d); ./$(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -max_len=4096 -print_final_stats=1 \
 	  -artifact_prefix=$${FUZZ_ARTIFACTS:-./} $$work test/fuzz/corpus; rc=$$?; rm -rf $$work; exit $$rc
+fuzz-render: $(RENDER_FUZZ_BIN)
+	@work=$$(mktemp -d); ./$(RENDER_FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -max_len=4096 -print_final_stats=1 \
+	  -artifact_prefix=$${FUZZ_ARTIFACTS:-./} $$work test/fuzz/render_corpus; rc=$$?; rm -rf $$work; exit $$rc
 
-.PHONY: deps test demo demo-shell bench prove fuzz fuzz-build test-matrix deb test-deb
+.PHONY: deps test demo demo-shell bench prove fuzz fuzz-build fuzz-render test-matrix deb test-deb
 deps:
 	@sh scripts/install-deps.sh
 

@@ -66,6 +66,19 @@ else
   echo "not ok - libFuzzer target test/fuzz/npsagg_fuzz not built (make fuzz-build)"; failed=$((failed + 1))
 fi
 
+# The same for the message template parser and renderer.
+if [ -x test/fuzz/render_fuzz ]; then
+  if FUZZ_TIME="${NPS_TEST_RENDER_FUZZ_TIME:-10}" FUZZ_ARTIFACTS="$log/" make -s fuzz-render >"$log/fuzz.out" 2>&1; then
+    echo "ok - libFuzzer message template parser and renderer: $(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$log/fuzz.out") runs, no failure"
+    passed=$((passed + 1))
+  else
+    grep -vE '^(#|INFO|0x)' "$log/fuzz.out" | tail -20
+    echo "not ok - libFuzzer message template parser and renderer"; failed=$((failed + 1))
+  fi
+else
+  echo "not ok - libFuzzer target test/fuzz/render_fuzz not built (make fuzz-build)"; failed=$((failed + 1))
+fi
+
 # A crash is the worst defect: no backend may have died during the run.
 if [ -n "$srvlog" ] && [ -f "$srvlog" ]; then
   if tail -c +$((srvlog_start + 1)) "$srvlog" | grep -E 'terminated by signal|was terminated by exception' >"$log/crash.out"; then

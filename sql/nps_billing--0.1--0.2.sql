@@ -1861,6 +1861,325 @@ COMMENT ON FUNCTION @extschema@.backfill_payments(regclass, timestamptz, regclas
 REVOKE ALL ON FUNCTION @extschema@.backfill_payments(regclass, timestamptz, regclass) FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------------------------
+-- Survey messages (render): recipient, locale and time zone from the billing row (track_payments'
+-- new arguments, kept on the survey), message templates, rendering, answer / unsubscribe links
+-- ---------------------------------------------------------------------------------------------
+ALTER TABLE @extschema@.payment_source
+  ADD COLUMN recipient_expr text,
+  ADD COLUMN locale_expr text,
+  ADD COLUMN time_zone_expr text,
+  ADD COLUMN answer_base_url text CHECK (answer_base_url ~ '^https?://[A-Za-z0-9._~%!$&()*+,;=:@/-]+$');
+ALTER TABLE @extschema@.survey
+  ADD COLUMN IF NOT EXISTS recipient text,
+  ADD COLUMN IF NOT EXISTS locale text,
+  ADD COLUMN IF NOT EXISTS time_zone text;
+-- track_payments gains three arguments (a new signature: dropped and created again).
+DROP FUNCTION @extschema@.track_payments(regclass, text, text, text, text, text, text, text, text, text, text);
+CREATE FUNCTION @extschema@.track_payments(
+    source regclass, customer text, payment_key text, succeeded_when text,
+    failed_when text DEFAULT NULL, amount text DEFAULT NULL, currency text DEFAULT NULL,
+    paid_at text DEFAULT NULL, attributes text DEFAULT NULL, name text DEFAULT NULL,
+    on_error text DEFAULT 'record', recipient text DEFAULT NULL, locale text DEFAULT NULL,
+    time_zone text DEFAULT NULL) RETURNS integer
+  AS 'MODULE_PATHNAME', 'nps_track_payments' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.track_payments(regclass, text, text, text, text, text, text, text, text, text, text, text, text, text) IS
+  'Track a payments table: SQL expressions over its rows say who paid, which payment, whether it succeeded or failed, '
+  'and whom and how to survey (recipient, locale, time zone); returns the payment_source id';
+
+-- The contact data a survey keeps, as capture cleans it (src/render.cpp): NULL when the billing
+-- row's value cannot be used (the payment is never refused for it).
+CREATE FUNCTION @extschema@._clean_recipient(value text) RETURNS text
+  AS 'MODULE_PATHNAME', 'nps_clean_recipient' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@._clean_recipient(text) IS
+  'Internal: a recipient as capture keeps it: blanks around removed; NULL when empty, over 320 bytes or with a control character';
+CREATE FUNCTION @extschema@._clean_locale(value text) RETURNS text
+  AS 'MODULE_PATHNAME', 'nps_clean_locale' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@._clean_locale(text) IS
+  'Internal: a locale tag in BCP 47 case (pt_BR -> pt-BR); NULL when the value is not a language tag';
+CREATE FUNCTION @extschema@._clean_time_zone(value text) RETURNS text
+  AS 'MODULE_PATHNAME', 'nps_clean_time_zone' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@._clean_time_zone(text) IS
+  'Internal: a time zone name as SET TIME ZONE accepts it, in its canonical spelling; NULL otherwise';
+REVOKE ALL ON FUNCTION @extschema@.track_payments(regclass, text, text, text, text, text, text, text, text, text, text, text, text, text),
+  @extschema@._clean_recipient(text), @extschema@._clean_locale(text), @extschema@._clean_time_zone(text) FROM PUBLIC;
+-- Survey messages: templates per source, channel and locale, checked when saved (docs/messages.md).
+--
+-- message_template holds the DBA's templates (dumped with the database); message_template_builtin
+-- the ones the extension ships (English, German, French, Spanish; re-created by CREATE EXTENSION,
+-- so not dumped). A survey takes the first match of: its locale exactly, its language, the
+-- default (locale NULL) - among the DBA's templates (its source's before those for every source),
+-- then among the built-in ones (ending with English).
+
+-- true, or the template's problem raised: 42601 a placeholder not closed, 42704 an unknown
+-- placeholder, 22023 a placeholder not allowed in that field (src/render.cpp).
+CREATE FUNCTION @extschema@._template_ok(template text, field text) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'nps_template_ok' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@._template_ok(text, text) IS
+  'Internal: checks a message template field (subject, body_text, body_html) when it is saved; raises 42601 / 42704 / 22023';
+
+CREATE TABLE @extschema@.message_template (
+  id         serial PRIMARY KEY,
+  source_id  integer,          -- payment_source.id; NULL: every source
+  channel    text NOT NULL CHECK (channel IN ('email', 'in_app', 'sms')),
+  locale     text              -- 'de', 'pt-BR' (as _clean_locale writes it); NULL: the default
+             CHECK (locale = @extschema@._clean_locale(locale)),
+  subject    text CHECK (@extschema@._template_ok(subject, 'subject')),
+  body_text  text NOT NULL CHECK (@extschema@._template_ok(body_text, 'body_text')),
+  body_html  text CHECK (@extschema@._template_ok(body_html, 'body_html')),
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  -- email: a subject, a text body and optionally an HTML body; sms / in_app: one short text
+  CONSTRAINT message_template_fields_check
+    CHECK (CASE WHEN channel = 'email' THEN subject IS NOT NULL ELSE subject IS NULL AND body_html IS NULL END),
+  CONSTRAINT message_template_key UNIQUE NULLS NOT DISTINCT (source_id, channel, locale)
+);
+COMMENT ON TABLE @extschema@.message_template IS
+  'Message templates per source (NULL: all), channel and locale (NULL: default); they take precedence over message_template_builtin';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.message_template', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.message_template_id_seq', '');
+
+CREATE TABLE @extschema@.message_template_builtin (
+  channel    text NOT NULL CHECK (channel IN ('email', 'in_app', 'sms')),
+  locale     text NOT NULL CHECK (locale = @extschema@._clean_locale(locale)),
+  subject    text CHECK (@extschema@._template_ok(subject, 'subject')),
+  body_text  text NOT NULL CHECK (@extschema@._template_ok(body_text, 'body_text')),
+  body_html  text CHECK (@extschema@._template_ok(body_html, 'body_html')),
+  PRIMARY KEY (channel, locale)
+);
+COMMENT ON TABLE @extschema@.message_template_builtin IS
+  'The message templates shipped with the extension (en, de, fr, es); copy one into message_template to change it';
+
+INSERT INTO @extschema@.message_template_builtin (channel, locale, subject, body_text, body_html)
+SELECT c.channel, w.locale,
+       CASE WHEN c.channel = 'email' THEN w.subject END,
+       CASE c.channel
+         WHEN 'email' THEN pg_catalog.format(E'%s\n\n%s\n\n%s\n%s\n\n{{score_links}}\n\n%s {{unsubscribe_url}}\n',
+                                             w.hello, w.thanks, w.question, w.scale, w.unsubscribe)
+         WHEN 'sms' THEN w.sms
+         ELSE w.question END,
+       CASE WHEN c.channel = 'email' THEN pg_catalog.format(
+         E'<!DOCTYPE html>\n<html lang="%s"><body style="font-family:sans-serif;color:#222222">\n'
+          '<p>%s</p>\n<p>%s</p>\n<p>%s</p>\n{{score_links}}\n'
+          '<p style="font-size:12px;color:#555555">%s</p>\n'
+          '<p style="font-size:12px;color:#555555"><a href="{{unsubscribe_url}}">%s</a></p>\n</body></html>\n',
+         w.locale, w.hello, w.thanks, w.question, w.legend, w.unsubscribe_link) END
+  FROM (VALUES ('email'), ('sms'), ('in_app')) c(channel),
+       (VALUES
+  ('en', 'How likely are you to recommend us?', 'Hello,',
+   'Thank you for your payment of {{amount}} on {{paid_date}}.',
+   'How likely are you to recommend us to a friend or colleague?',
+   'Choose a score from 0 (not at all likely) to 10 (extremely likely):',
+   '0 = not at all likely, 10 = extremely likely', 'Do not want these emails? Unsubscribe:', 'Unsubscribe',
+   'Thanks for your payment of {{amount}}. How likely are you to recommend us (0-10)? {{answer_url}} Stop: {{unsubscribe_url}}'),
+  ('de', 'Wie wahrscheinlich ist es, dass Sie uns weiterempfehlen?', 'Guten Tag,',
+   'vielen Dank für Ihre Zahlung über {{amount}} am {{paid_date}}.',
+   'Wie wahrscheinlich ist es, dass Sie uns einem Freund oder Kollegen empfehlen?',
+   'Wählen Sie einen Wert von 0 (sehr unwahrscheinlich) bis 10 (sehr wahrscheinlich):',
+   '0 = sehr unwahrscheinlich, 10 = sehr wahrscheinlich', 'Keine solchen E-Mails mehr? Abmelden:', 'Abmelden',
+   'Danke für Ihre Zahlung über {{amount}}. Wie wahrscheinlich empfehlen Sie uns weiter (0-10)? {{answer_url}} Abmelden: {{unsubscribe_url}}'),
+  ('fr', 'Quelle est la probabilité que vous nous recommandiez ?', 'Bonjour,',
+   'merci pour votre paiement de {{amount}} du {{paid_date}}.',
+   'Quelle est la probabilité que vous nous recommandiez à un ami ou un collègue ?',
+   'Choisissez une note de 0 (pas du tout probable) à 10 (très probable) :',
+   '0 = pas du tout probable, 10 = très probable', 'Vous ne souhaitez plus recevoir ces e-mails ? Se désabonner :', 'Se désabonner',
+   'Merci pour votre paiement de {{amount}}. Nous recommanderiez-vous (0-10) ? {{answer_url}} Désabonnement : {{unsubscribe_url}}'),
+  ('es', '¿Qué probabilidad hay de que nos recomiende?', 'Hola:',
+   'gracias por su pago de {{amount}} del {{paid_date}}.',
+   '¿Qué probabilidad hay de que nos recomiende a un amigo o colega?',
+   'Elija una puntuación de 0 (nada probable) a 10 (muy probable):',
+   '0 = nada probable, 10 = muy probable', '¿No desea recibir estos correos? Darse de baja:', 'Darse de baja',
+   'Gracias por su pago de {{amount}}. ¿Nos recomendaría (0-10)? {{answer_url}} Baja: {{unsubscribe_url}}')
+       ) w(locale, subject, hello, thanks, question, scale, legend, unsubscribe, unsubscribe_link, sms);
+
+-- The template of a survey of source src, channel ch and locale loc (see the top of this file).
+CREATE FUNCTION @extschema@._template_for(src integer, ch text, loc text,
+                                          OUT t_subject text, OUT t_text text, OUT t_html text)
+RETURNS record
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  SELECT x.subject, x.body_text, x.body_html FROM (
+    SELECT 0 AS tier,
+           CASE WHEN m.locale = loc THEN 0 WHEN m.locale = split_part(loc, '-', 1) THEN 1 ELSE 2 END AS rank,
+           (m.source_id IS NULL)::integer AS generic, m.subject, m.body_text, m.body_html
+      FROM @extschema@.message_template m
+     WHERE m.channel = ch AND (m.source_id = src OR m.source_id IS NULL)
+       AND (m.locale IS NULL OR m.locale = loc OR m.locale = split_part(loc, '-', 1))
+    UNION ALL
+    SELECT 1, CASE WHEN b.locale = loc THEN 0 WHEN b.locale = split_part(loc, '-', 1) THEN 1 ELSE 2 END, 0,
+           b.subject, b.body_text, b.body_html
+      FROM @extschema@.message_template_builtin b
+     WHERE b.channel = ch AND (b.locale = 'en' OR b.locale = loc OR b.locale = split_part(loc, '-', 1))
+  ) x
+  ORDER BY x.tier, x.rank, x.generic
+  LIMIT 1
+$fn$;
+COMMENT ON FUNCTION @extschema@._template_for(integer, text, text) IS
+  'Internal: the message template a survey of this source, channel and locale gets';
+-- Survey messages: rendering (render_survey, claim_messages) and the unsubscribe link's action
+-- (opt_out_by_token). See docs/messages.md. The renderer is C++ (src/render.cpp,
+-- src/render_core.cpp); these functions find each survey's template and context set-based.
+
+-- One message: the template fields (NULL stays NULL) over a survey's context.
+CREATE FUNCTION @extschema@._render(t_subject text, t_text text, t_html text, token text, base_url text,
+                                    locale text, time_zone text, amount numeric, currency text,
+                                    paid_at timestamptz, attributes jsonb, source text,
+                                    OUT subject text, OUT body_text text, OUT body_html text)
+RETURNS record
+  AS 'MODULE_PATHNAME', 'nps_render' LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@._render(text, text, text, text, text, text, text, numeric, text, timestamptz, jsonb, text) IS
+  'Internal: renders one message from template fields and a survey''s context (22023 when links are needed and base_url is NULL)';
+
+-- The messages of these surveys, in one statement: the template of each (source, channel,
+-- locale) looked up once, the payment context by primary key. Not SECURITY DEFINER and not
+-- granted: render_survey and claim_messages call it with their checks.
+CREATE FUNCTION @extschema@._messages(survey_ids bigint[])
+RETURNS TABLE (survey_id bigint, recipient text, locale text, subject text, body_text text, body_html text)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  WITH s AS MATERIALIZED (
+    SELECT x.id, x.token, x.source_id, x.channel, x.recipient, x.locale, x.time_zone, x.event_id
+      FROM @extschema@.survey x WHERE x.id = ANY (survey_ids)
+  ), g AS (
+    -- (the source's default time zone is read by name: payment_source.time_zone, where the send
+    -- window settings define it; UTC otherwise)
+    SELECT k.source_id, k.channel, k.locale, t.t_subject, t.t_text, t.t_html, p.name, p.answer_base_url,
+           pg_catalog.to_jsonb(p) OPERATOR(pg_catalog.->>) 'time_zone' AS source_time_zone
+      FROM (SELECT DISTINCT s.source_id, s.channel, s.locale FROM s) k
+      CROSS JOIN LATERAL @extschema@._template_for(k.source_id, k.channel, k.locale) t
+      LEFT JOIN @extschema@.payment_source p ON p.id = k.source_id
+  )
+  SELECT s.id, s.recipient, s.locale, r.subject, r.body_text, r.body_html
+    FROM s
+    JOIN g ON g.source_id = s.source_id AND g.channel = s.channel AND g.locale IS NOT DISTINCT FROM s.locale
+    LEFT JOIN LATERAL (SELECT e.amount, e.currency, e.occurred_at, e.attributes
+                         FROM @extschema@.payment_event e WHERE e.id = s.event_id LIMIT 1) e ON true
+   CROSS JOIN LATERAL @extschema@._render(g.t_subject, g.t_text, g.t_html, s.token, g.answer_base_url, s.locale,
+                                          coalesce(s.time_zone, g.source_time_zone, 'UTC'), e.amount, e.currency, e.occurred_at,
+                                          e.attributes, g.name) r
+$fn$;
+COMMENT ON FUNCTION @extschema@._messages(bigint[]) IS
+  'Internal: the rendered messages of these surveys (recipient, locale, subject, text, HTML); no lease check';
+
+-- Who holds a lease: as for mark_sent (60_delivery.sql). Every survey the caller does not hold
+-- gets the same 55000 and the same message.
+CREATE FUNCTION @extschema@.render_survey(survey_id bigint, worker text DEFAULT NULL)
+RETURNS TABLE (recipient text, subject text, body_text text, body_html text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
+BEGIN
+  IF survey_id IS NULL THEN
+    RAISE EXCEPTION 'render_survey: survey_id must not be NULL' USING ERRCODE = '22004';
+  END IF;
+  PERFORM 1 FROM @extschema@.survey x
+   WHERE x.id = render_survey.survey_id
+     AND x.lease_owner IS NOT NULL
+     AND (render_survey.worker IS NULL OR x.lease_owner = render_survey.worker)
+     AND (x.lease_role = caller OR (x.lease_role IS NULL AND x.lease_owner = render_survey.worker))
+     AND x.status IN ('sending', 'responded');
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'render_survey: survey % is not leased by %', survey_id,
+      coalesce('worker "' || worker || '"', 'this session''s role')
+      USING ERRCODE = '55000',
+            HINT = 'Render only surveys this worker claimed with claim_surveys() and has not reported yet.';
+  END IF;
+  RETURN QUERY SELECT m.recipient, m.subject, m.body_text, m.body_html
+                 FROM @extschema@._messages(ARRAY[render_survey.survey_id]) m;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.render_survey(bigint, text) IS
+  'The message of a survey the caller holds the lease of (its login role; and worker when given): '
+  'recipient, subject, text and HTML body; 55000 for every survey the caller does not hold';
+
+CREATE TYPE @extschema@.claimed_message AS (
+  id          bigint,
+  token       text,
+  customer_id text,
+  channel     text,
+  attempts    integer,
+  lease_until timestamptz,
+  expires_at  timestamptz,
+  source      text,
+  kind        text,
+  amount      numeric,
+  currency    text,
+  occurred_at timestamptz,
+  attributes  jsonb,
+  recipient   text,         -- email address or phone number (NULL: the source has no recipient expression)
+  locale      text,
+  subject     text,         -- email only
+  body_text   text,         -- the text body (email) or the whole message (sms, in_app)
+  body_html   text          -- email only (NULL when the template has no HTML body)
+);
+COMMENT ON TYPE @extschema@.claimed_message IS
+  'A survey leased by claim_messages(): claimed_survey''s fields and the rendered message';
+REVOKE USAGE ON TYPE @extschema@.claimed_message FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.claim_messages(worker text, max integer DEFAULT 100,
+                                           lease interval DEFAULT '5 minutes')
+RETURNS SETOF @extschema@.claimed_message
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  -- (claim_surveys checks the values; the NULLs are named here for this function)
+  IF worker IS NULL OR max IS NULL OR lease IS NULL THEN
+    RAISE EXCEPTION 'claim_messages: % must not be NULL',
+      CASE WHEN worker IS NULL THEN 'worker' WHEN max IS NULL THEN 'max' ELSE 'lease' END
+      USING ERRCODE = '22004';
+  END IF;
+  RETURN QUERY
+  WITH c AS MATERIALIZED (
+    SELECT c.*, pg_catalog.row_number() OVER () AS ord
+      FROM @extschema@.claim_surveys(claim_messages.worker, claim_messages.max, claim_messages.lease) c
+  ), m AS (
+    SELECT * FROM @extschema@._messages(ARRAY(SELECT c.id FROM c))
+  )
+  SELECT c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at, c.source,
+         c.kind, c.amount, c.currency, c.occurred_at, c.attributes,
+         m.recipient, m.locale, m.subject, m.body_text, m.body_html
+    FROM c LEFT JOIN m ON m.survey_id = c.id
+   ORDER BY c.ord;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.claim_messages(text, integer, interval) IS
+  'claim_surveys with the rendered message: leases due surveys as claim_surveys() does and returns '
+  'each with its recipient, locale, subject, text and HTML body';
+
+-- The unsubscribe link's action. The same (empty) result whatever the token: a token that is
+-- unknown, expired or of an erased customer reveals nothing. Idempotent.
+CREATE FUNCTION @extschema@.opt_out_by_token(token text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  who text;
+BEGIN
+  IF token IS NULL THEN
+    RAISE EXCEPTION 'opt_out_by_token: token must not be NULL' USING ERRCODE = '22004';
+  END IF;
+  -- Locked like record_response: forget_customer (which locks the person's surveys first)
+  -- either erased the survey before, or waits and then erases the opt-out too.
+  SELECT x.customer_id INTO who FROM @extschema@.survey x
+   WHERE x.token = opt_out_by_token.token FOR UPDATE;
+  IF who IS NOT NULL THEN
+    PERFORM @extschema@.opt_out(who);
+  END IF;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.opt_out_by_token(text) IS
+  'The unsubscribe link: opts out the customer of the survey with this token (pending surveys '
+  'cancelled); idempotent; the same result for an unknown token';
+REVOKE ALL ON FUNCTION @extschema@._template_ok(text, text), @extschema@._template_for(integer, text, text),
+  @extschema@._render(text, text, text, text, text, text, text, numeric, text, timestamptz, jsonb, text),
+  @extschema@._messages(bigint[]), @extschema@.render_survey(bigint, text),
+  @extschema@.claim_messages(text, integer, interval), @extschema@.opt_out_by_token(text) FROM PUBLIC;
+REVOKE ALL ON TABLE @extschema@.message_template, @extschema@.message_template_builtin FROM PUBLIC;
+REVOKE ALL ON SEQUENCE @extschema@.message_template_id_seq FROM PUBLIC;
 -- Delivery agent: survey_for_token (the answer page's lookup, collector role)
 -- ---------------------------------------------------------------------------------------------
 
@@ -1874,10 +2193,9 @@ BEGIN
   IF token IS NULL THEN
     RAISE EXCEPTION 'survey_for_token: token must not be NULL' USING ERRCODE = '22004';
   END IF;
-  -- The survey's locale column (recipient, locale, time_zone) is read through to_jsonb, so this
-  -- function works on every 0.2 schema; closed = record_response would refuse an answer now.
+  -- closed = record_response would refuse an answer now.
   RETURN QUERY
-  SELECT s.status, pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.->>) 'locale',
+  SELECT s.status, s.locale,
          s.status IN ('expired', 'cancelled') OR s.expires_at <= pg_catalog.now()
     FROM @extschema@.survey s
    WHERE s.token = survey_for_token.token;

@@ -38,8 +38,13 @@ enum ExprSlot {
     X_CURRENCY,
     X_PAID_AT,
     X_ATTRIBUTES,
+    X_RECIPIENT,  // the survey's contact data (personal data: never in errors or logs)
+    X_LOCALE,
+    X_TIME_ZONE,
     X_COUNT
 };
+// The slots whose values go to the survey only (not to the payment event).
+constexpr int X_EVENT_COUNT = X_RECIPIENT;
 extern const char *const expr_arg_name[X_COUNT];
 
 // Parser hook installing the column-to-parameter resolution (arg is a RowShape *).
@@ -67,13 +72,14 @@ Expr *analyze_expression(ExprSlot slot, const char *text, RowShape *shape, bool 
 
 // The evaluation statement of a source. Output columns, always in this order and with these types:
 //   kind text ('succeeded'/'failed'), customer text, payment_key text, amount numeric,
-//   currency text, occurred_at timestamptz, attributes jsonb
+//   currency text, occurred_at timestamptz, attributes jsonb, recipient text, locale text,
+//   time_zone text
 // Only rows whose kind is not NULL come out. set_relname NULL: row mode (columns are parameters,
 // no FROM); otherwise the rows come from the transition table nps_new aliased as set_relname.
 char *eval_sql(const char *const exprs[X_COUNT], const char *set_relname);
 // The statement computing only the payment key (row mode), used to label capture_error rows.
 char *key_sql(const char *key_expr);
-constexpr int EVAL_NCOLS = 7;
+constexpr int EVAL_NCOLS = 10;
 
 // Deterministic sampling point in [0, 1) of (customer, payment key): a payment is kept when
 // sample_point < sample_rate. Same bytes, same point, on every platform and every replay.

@@ -212,9 +212,10 @@ NPS_FUNCTION(nps_backfill_payments) {
         bool isnull;
         source_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
         source_name = SPI_getvalue(tup, desc, 2);
-        for (int i = 0; i < X_COUNT; i++)
+        // (the contact expressions stay NULL: a backfilled payment makes no survey)
+        for (int i = 0; i < X_EVENT_COUNT; i++)
             exprs[i] = SPI_getvalue(tup, desc, 3 + i);  // NULL for a NULL column
-        legacy = DatumGetBool(SPI_getbinval(tup, desc, 3 + X_COUNT, &isnull)) && !isnull;
+        legacy = DatumGetBool(SPI_getbinval(tup, desc, 3 + X_EVENT_COUNT, &isnull)) && !isnull;
     });
     if (!found)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -222,8 +223,10 @@ NPS_FUNCTION(nps_backfill_payments) {
                         errhint("Call nps_billing.track_payments() on it first.")));
 
     // 1. The expressions over every row, as the table's owner.
-    static const char *const eval_names[] = {"kind", "customer", "payment_key", "amount", "currency", "occurred_at", "attributes"};
-    static const Oid eval_types[] = {TEXTOID, TEXTOID, TEXTOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, JSONBOID};
+    static const char *const eval_names[] = {"kind",        "customer",   "payment_key", "amount",    "currency",
+                                             "occurred_at", "attributes", "recipient",   "locale",    "time_zone"};
+    static const Oid eval_types[] = {TEXTOID,        TEXTOID,  TEXTOID, NUMERICOID, TEXTOID,
+                                     TIMESTAMPTZOID, JSONBOID, TEXTOID, TEXTOID,    TEXTOID};
     static_assert(sizeof eval_types / sizeof eval_types[0] == EVAL_NCOLS, "eval_sql's columns");
     Tuplestorestate *evald = NULL;
     {

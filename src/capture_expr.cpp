@@ -27,7 +27,8 @@ namespace nps {
 namespace capture {
 
 const char *const expr_arg_name[X_COUNT] = {"customer", "payment_key", "succeeded_when", "failed_when",
-                                            "amount",   "currency",    "paid_at",        "attributes"};
+                                            "amount",   "currency",    "paid_at",        "attributes",
+                                            "recipient", "locale",     "time_zone"};
 
 // Resolve a column reference of the payment row to a parameter. Called after PostgreSQL's own
 // lookup: a name found in a FROM of a subquery (var != NULL) keeps SQL's scoping (inner wins).
@@ -186,6 +187,9 @@ Expr *analyze_expression(ExprSlot slot, const char *text, RowShape *shape, bool 
             target = NUMERICOID, want = "numeric (or a number type assignable to numeric)";
             break;
         case X_CURRENCY:
+        case X_RECIPIENT:
+        case X_LOCALE:
+        case X_TIME_ZONE:
             target = TEXTOID, want = "text";
             break;
         case X_PAID_AT:
@@ -247,9 +251,20 @@ char *eval_sql(const char *const exprs[X_COUNT], const char *set_relname) {
     } else
         appendStringInfoString(&buf, "pg_catalog.now() AS occurred_at, ");
     if (exprs[X_ATTRIBUTES])
-        append_wrapped(&buf, exprs[X_ATTRIBUTES], "::pg_catalog.jsonb AS attributes");
+        append_wrapped(&buf, exprs[X_ATTRIBUTES], "::pg_catalog.jsonb AS attributes, ");
     else
-        appendStringInfoString(&buf, "NULL::pg_catalog.jsonb AS attributes");
+        appendStringInfoString(&buf, "NULL::pg_catalog.jsonb AS attributes, ");
+    static const char *const contact[3] = {"recipient", "locale", "time_zone"};
+    for (int i = 0; i < 3; i++) {
+        const char *e = exprs[X_RECIPIENT + i];
+        if (e)
+            append_wrapped(&buf, e, "::pg_catalog.text AS ");
+        else
+            appendStringInfoString(&buf, "NULL::pg_catalog.text AS ");
+        appendStringInfoString(&buf, contact[i]);
+        if (i < 2)
+            appendStringInfoString(&buf, ", ");
+    }
     if (set_relname)
         appendStringInfo(&buf, " FROM nps_new AS %s", quote_identifier(set_relname));
     appendStringInfoString(&buf, ") nps_row WHERE nps_row.kind IS NOT NULL");

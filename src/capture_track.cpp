@@ -27,7 +27,8 @@ using namespace nps::capture;
 namespace {
 
 char *arg_text(FunctionCallInfo fcinfo, int i) {
-    return PG_ARGISNULL(i) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(i));
+    // (a database still at 0.1 declares fewer arguments)
+    return i >= PG_NARGS() || PG_ARGISNULL(i) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(i));
 }
 
 // Opens the table for (un)tracking and checks the caller may do it.
@@ -55,14 +56,19 @@ void spi_exec(const char *sql) {
 // $12 (the texts as written, in argument order) as {"customer": ..., ...}, absent ones left out.
 #define WRITTEN_JSON                                                                                           \
     "(SELECT pg_catalog.jsonb_object_agg(u.k, u.v) FROM ROWS FROM (pg_catalog.unnest('{customer,"             \
-    "payment_key,succeeded_when,failed_when,amount,currency,paid_at,attributes}'::pg_catalog.text[]), "          \
-    "pg_catalog.unnest($12)) AS u(k, v) WHERE u.v IS NOT NULL)"
+    "payment_key,succeeded_when,failed_when,amount,currency,paid_at,attributes,recipient,locale,time_zone}'"    \
+    "::pg_catalog.text[]), pg_catalog.unnest($12)) AS u(k, v) WHERE u.v IS NOT NULL)"
+
+// The argument of track_payments holding expression slot i: customer .. attributes are $2..$9,
+// then name and on_error, then recipient, locale, time_zone ($12..$14).
+int expr_arg(int slot) { return slot < X_EVENT_COUNT ? slot + 1 : slot + 3; }
 
 }  // namespace
 
 // track_payments(source regclass, customer text, payment_key text, succeeded_when text,
 //                failed_when text, amount text, currency text, paid_at text, attributes text,
-//                name text, on_error text) RETURNS integer
+//                name text, on_error text, recipient text, locale text, time_zone text)
+//                RETURNS integer
 NPS_FUNCTION(nps_track_payments) {
     static const char *const required[] = {"source", "customer", "payment_key", "succeeded_when"};
     for (int i = 0; i < 4; i++)
@@ -71,7 +77,7 @@ NPS_FUNCTION(nps_track_payments) {
     Oid relid = PG_GETARG_OID(0);
     const char *exprs[X_COUNT];
     for (int i = 0; i < X_COUNT; i++)
-        exprs[i] = arg_text(fcinfo, i + 1);
+        exprs[i] = arg_text(fcinfo, expr_arg(i));
     char *name = arg_text(fcinfo, 9);
     char *on_error = arg_text(fcinfo, 10);
     if (on_error == NULL || (strcmp(on_error, "record") != 0 && strcmp(on_error, "raise") != 0))
@@ -161,15 +167,18 @@ NPS_FUNCTION(nps_track_payments) {
                                 errhint("Pass another name => to track_payments().")));
             reactivate = true;  // the same table tracked again under its old name: history continues
         }
-        Oid t[12] = {OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-                     TEXTARRAYOID};
-        Datum a[12];
-        char n[13];
+        // $1 relid, $2..$9 expressions, $10 name, $11 on_error, $12 as written, $13..$15 contact
+        Oid t[15] = {OIDOID,  TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,      TEXTOID, TEXTOID,
+                     TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID};
+        Datum a[15];
+        char n[16];
         a[0] = ObjectIdGetDatum(relid);
         n[0] = ' ';
+        // $2..$9 the payment's expressions, $13..$15 the contact expressions
         for (int i = 0; i < X_COUNT; i++) {
-            a[i + 1] = bound[i] ? CStringGetTextDatum(bound[i]) : (Datum)0;
-            n[i + 1] = bound[i] ? ' ' : 'n';
+            int k = i < X_EVENT_COUNT ? i + 1 : i + 4;
+            a[k] = bound[i] ? CStringGetTextDatum(bound[i]) : (Datum)0;
+            n[k] = bound[i] ? ' ' : 'n';
         }
         a[9] = CStringGetTextDatum(name);
         n[9] = ' ';
@@ -177,7 +186,7 @@ NPS_FUNCTION(nps_track_payments) {
         n[10] = ' ';
         a[11] = written;
         n[11] = ' ';
-        n[12] = '\0';
+        n[15] = '\0';
         const char *sql =
             legacy && reactivate
                 ? "UPDATE nps_billing.payment_source SET customer_expr = $2, payment_key_expr = $3, succeeded_expr = $4, "
@@ -190,13 +199,15 @@ NPS_FUNCTION(nps_track_payments) {
             : reactivate
                 ? "UPDATE nps_billing.payment_source SET customer_expr = $2, payment_key_expr = $3, succeeded_expr = $4, "
                   "failed_expr = $5, amount_expr = $6, currency_expr = $7, paid_at_expr = $8, attributes_expr = $9, "
+                  "recipient_expr = $13, locale_expr = $14, time_zone_expr = $15, "
                   "on_error = $11, tracked = true, expressions_as_written = " WRITTEN_JSON " "
                   "WHERE name = $10 AND relid = $1 RETURNING id"
                 : "INSERT INTO nps_billing.payment_source (relid, customer_expr, payment_key_expr, succeeded_expr, "
                   "failed_expr, amount_expr, currency_expr, paid_at_expr, attributes_expr, name, on_error, "
-                  "expressions_as_written) "
-                  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, " WRITTEN_JSON ") RETURNING id";
-        if (SPI_execute_with_args(sql, 12, t, a, n, false, 1) < 0 || SPI_processed != 1)
+                  "expressions_as_written, recipient_expr, locale_expr, time_zone_expr) "
+                  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, " WRITTEN_JSON ", $13, $14, $15) RETURNING id";
+        // (a 0.1 database: the legacy statements ignore $13..$15, which are NULL there)
+        if (SPI_execute_with_args(sql, legacy ? 12 : 15, t, a, n, false, 1) < 0 || SPI_processed != 1)
             elog(ERROR, "nps_billing: could not write payment_source");
         bool isnull;
         id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -280,9 +291,9 @@ NPS_FUNCTION(nps_capture_rebind) {
         int32 id = DatumGetInt32(SPI_getbinval(t, rows->tupdesc, 1, &isnull));
         char *name = SPI_getvalue(t, rows->tupdesc, 2);
         Oid relid = DatumGetObjectId(SPI_getbinval(t, rows->tupdesc, 3, &isnull));
-        const char *exprs[X_COUNT];
-        const char *bound[X_COUNT];
-        for (int i = 0; i < X_COUNT; i++)
+        const char *exprs[X_EVENT_COUNT];
+        const char *bound[X_EVENT_COUNT];
+        for (int i = 0; i < X_EVENT_COUNT; i++)
             exprs[i] = SPI_getvalue(t, rows->tupdesc, 4 + i);
         MemoryContext cxt = CurrentMemoryContext;
         ErrorData *ed = in_subtransaction([&] {
@@ -290,30 +301,30 @@ NPS_FUNCTION(nps_capture_rebind) {
             int gucs = pin_settings();
             set_search_path(psprintf("pg_catalog, %s", quote_identifier(get_namespace_name(RelationGetNamespace(rel)))));
             RowShape *shape = make_shape(CurrentMemoryContext, RelationGetRelationName(rel), RelationGetDescr(rel));
-            for (int i = 0; i < X_COUNT; i++)
+            for (int i = 0; i < X_EVENT_COUNT; i++)
                 check_expression(static_cast<ExprSlot>(i), exprs[i], shape);
             MemoryContext old = MemoryContextSwitchTo(cxt);
-            for (int i = 0; i < X_COUNT; i++)
+            for (int i = 0; i < X_EVENT_COUNT; i++)
                 bound[i] = bind_expression(static_cast<ExprSlot>(i), exprs[i], rel);
             MemoryContextSwitchTo(old);
             unpin_settings(gucs);
             table_close(rel, NoLock);
         });
         MemoryContextSwitchTo(cxt);
-        Datum vals[X_COUNT];
-        bool nulls[X_COUNT];
-        for (int i = 0; i < X_COUNT; i++) {
+        Datum vals[X_EVENT_COUNT];
+        bool nulls[X_EVENT_COUNT];
+        for (int i = 0; i < X_EVENT_COUNT; i++) {
             nulls[i] = exprs[i] == NULL;
             vals[i] = nulls[i] ? (Datum)0 : CStringGetTextDatum(exprs[i]);
         }
-        int dims[1] = {X_COUNT}, lbs[1] = {1};
+        int dims[1] = {X_EVENT_COUNT}, lbs[1] = {1};
         Datum written = PointerGetDatum(construct_md_array(vals, nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
         if (ed) {
             ereport(WARNING, (errmsg("payment source \"%s\" could not be bound: %s", name, ed->message),
                               errhint("Its payments are recorded in nps_billing.capture_error until the table is "
                                       "tracked again (untrack_payments, then track_payments).")));
             FreeErrorData(ed);
-            for (int i = 0; i < X_COUNT; i++)
+            for (int i = 0; i < X_EVENT_COUNT; i++)
                 bound[i] = exprs[i];
         } else {
             bound_count++;
@@ -323,7 +334,7 @@ NPS_FUNCTION(nps_capture_rebind) {
         char n[11];
         a[0] = Int32GetDatum(id);
         n[0] = ' ';
-        for (int i = 0; i < X_COUNT; i++) {
+        for (int i = 0; i < X_EVENT_COUNT; i++) {
             a[i + 1] = bound[i] ? CStringGetTextDatum(bound[i]) : (Datum)0;
             n[i + 1] = bound[i] ? ' ' : 'n';
         }

@@ -13,6 +13,7 @@
 // for EXCEPTION blocks) and a failing row lands in capture_error while the payment commits; the
 // set path runs in one subtransaction and falls back to the row path if it fails.
 #include "capture.hpp"
+#include "contact.hpp"
 
 extern "C" {
 #include "access/xact.h"
@@ -78,6 +79,8 @@ struct Source {
     Datum throttle, delay, expires_after;  // interval
     char *channel;
     char *exprs[X_COUNT];
+    bool contact;          // a recipient, locale or time zone expression: surveys get them
+    bool needs_recipient;  // a recipient expression and a channel that sends to it (email, sms)
     Oid nspoid;       // the table's schema
     Oid table_owner;  // expressions run with its rights, in a security-restricted operation
     // The expressions are stored bound (schema-qualified) and read under EVAL_PATH; a database
@@ -110,7 +113,8 @@ Oid payment_source_relid = InvalidOid;
 bool callback_registered = false;
 
 // Shared owner-side plans (the policy is passed as parameters).
-SPIPlanPtr plan_load, plan_contact, plan_event, plan_unsurvey, plan_survey, plan_error, plan_set;
+SPIPlanPtr plan_load, plan_contact, plan_event, plan_unsurvey, plan_survey, plan_survey_contact, plan_error, plan_set,
+    plan_set_contact;
 
 void relcache_callback(Datum, Oid relid) {
     for (Source *s = sources; s; s = s->next)
@@ -144,9 +148,13 @@ void prepare_shared_plans() {
         "SELECT id, name, enabled, on_error = 'raise', 'succeeded' = ANY (survey_on), 'failed' = ANY (survey_on), "
         "min_amount, sample_rate, throttle, delay, expires_after, channel, customer_expr, payment_key_expr, "
         "succeeded_expr, failed_expr, amount_expr, currency_expr, paid_at_expr, attributes_expr, "
+        // read by name: a database still at 0.1 has no such columns
+        "pg_catalog.to_jsonb(p) OPERATOR(pg_catalog.->>) 'recipient_expr', "
+        "pg_catalog.to_jsonb(p) OPERATOR(pg_catalog.->>) 'locale_expr', "
+        "pg_catalog.to_jsonb(p) OPERATOR(pg_catalog.->>) 'time_zone_expr', "
         "'nps_billing.payment_source'::regclass::oid, 'nps_billing.survey_id_seq'::regclass::oid, "
         "(SELECT extversion = '0.1' FROM pg_catalog.pg_extension WHERE extname = 'nps_billing') "
-        "FROM nps_billing.payment_source WHERE relid = $1 AND tracked",
+        "FROM nps_billing.payment_source p WHERE relid = $1 AND tracked",
         1, t_load, 0);
     // The event, with every policy decision that needs a lookup taken in the same statement
     // (opt-out, minimum amount, a recent survey of the customer). A candidate for a survey gets
@@ -245,6 +253,63 @@ const char *SET_SQL =
     "  RETURNING 1"
     ") SELECT (SELECT count(*) FROM svs), (SELECT count(*) FROM nullkeys)";
 
+// The same for a source with contact expressions: the values as capture keeps them (cleaned), a
+// survey without the recipient its channel needs is skipped (no_recipient, when $11), and the
+// surveys get recipient, locale and time zone.
+const char *SET_SQL_CONTACT =
+    "WITH ev AS ("
+    "  SELECT DISTINCT ON (e.payment_key COLLATE \"C\", e.kind COLLATE \"C\") e.kind, e.customer, e.payment_key,"
+    "         e.amount, e.currency, e.occurred_at, e.attributes, nps_billing._clean_recipient(e.recipient) AS recipient,"
+    "         nps_billing._clean_locale(e.locale) AS locale, nps_billing._clean_time_zone(e.time_zone) AS time_zone"
+    "  FROM nps_eval e"
+    "  WHERE e.payment_key IS NOT NULL"
+    "  ORDER BY e.payment_key COLLATE \"C\", e.kind COLLATE \"C\", e.occurred_at"
+    "), fresh AS ("
+    "  SELECT ev.*, CASE"
+    "    WHEN NOT $2 THEN 'disabled'"
+    "    WHEN NOT CASE ev.kind WHEN 'succeeded' THEN $3 ELSE $4 END THEN 'not_surveyed_kind'"
+    "    WHEN ev.customer IS NULL THEN 'no_customer'"
+    "    WHEN $11 AND ev.recipient IS NULL THEN 'no_recipient'"
+    "    WHEN EXISTS (SELECT 1 FROM nps_billing.opt_out o WHERE o.customer_id = ev.customer) THEN 'opted_out'"
+    "    WHEN COALESCE(ev.amount, 0) < $5 THEN 'below_min_amount'"
+    "    WHEN nps_billing.sample_point(ev.customer, ev.payment_key) >= $6 THEN 'sampled_out'"
+    "    WHEN EXISTS (SELECT 1 FROM nps_billing.customer_contact c"
+    "                 WHERE c.customer_id = ev.customer AND c.last_survey_at >= now() - $7) THEN 'throttled'"
+    "  END AS skip"
+    "  FROM ev WHERE NOT EXISTS (SELECT 1 FROM nps_billing.payment_event pe"
+    "                            WHERE pe.source_id = $1 AND pe.payment_key = ev.payment_key AND pe.kind = ev.kind)"
+    "), cand AS ("
+    "  SELECT DISTINCT ON (f.customer COLLATE \"C\") f.customer, f.payment_key, f.kind FROM fresh f"
+    "  WHERE f.skip IS NULL ORDER BY f.customer COLLATE \"C\", f.occurred_at, f.payment_key COLLATE \"C\""
+    "), granted AS ("
+    "  INSERT INTO nps_billing.customer_contact AS cc (customer_id, last_survey_at)"
+    "  SELECT cand.customer, now() FROM cand ORDER BY cand.customer COLLATE \"C\""
+    "  ON CONFLICT (customer_id) DO UPDATE SET last_survey_at = excluded.last_survey_at"
+    "  WHERE cc.last_survey_at < now() - $7"
+    "  RETURNING cc.customer_id"
+    "), ids AS ("
+    "  SELECT cand.payment_key, cand.kind, nextval('nps_billing.survey_id_seq') AS sid"
+    "  FROM cand JOIN granted g ON g.customer_id = cand.customer"
+    "), evs AS ("
+    "  INSERT INTO nps_billing.payment_event AS pe (source_id, payment_key, kind, customer_id, amount, currency,"
+    "                                               occurred_at, attributes, survey_id, skip_reason)"
+    "  SELECT $1, f.payment_key, f.kind, f.customer, f.amount, f.currency, f.occurred_at, f.attributes, i.sid,"
+    "         CASE WHEN i.sid IS NULL THEN COALESCE(f.skip, 'throttled') END"
+    "  FROM fresh f LEFT JOIN ids i ON i.payment_key = f.payment_key AND i.kind = f.kind"
+    "  RETURNING pe.id, pe.survey_id, pe.customer_id, pe.payment_key, pe.kind"
+    "), svs AS ("
+    "  INSERT INTO nps_billing.survey (id, token, source_id, event_id, customer_id, channel, send_after, expires_at,"
+    "                                 recipient, locale, time_zone)"
+    "  SELECT e.survey_id, nps_billing.new_token(), $1, e.id, e.customer_id, $8, now() + $9, now() + $9 + $10,"
+    "         f.recipient, f.locale, f.time_zone"
+    "  FROM evs e JOIN fresh f ON f.payment_key = e.payment_key AND f.kind = e.kind WHERE e.survey_id IS NOT NULL"
+    "  RETURNING 1"
+    "), nullkeys AS ("
+    "  INSERT INTO nps_billing.capture_error (source_id, error, sqlstate)"
+    "  SELECT $1, 'payment_key expression returned NULL', '22004' FROM nps_eval e WHERE e.payment_key IS NULL"
+    "  RETURNING 1"
+    ") SELECT (SELECT count(*) FROM svs), (SELECT count(*) FROM nullkeys)";
+
 TupleDesc eval_desc() {
     static TupleDesc desc = NULL;
     if (desc == NULL) {
@@ -257,6 +322,9 @@ TupleDesc eval_desc() {
         TupleDescInitEntry(d, 5, "currency", TEXTOID, -1, 0);
         TupleDescInitEntry(d, 6, "occurred_at", TIMESTAMPTZOID, -1, 0);
         TupleDescInitEntry(d, 7, "attributes", JSONBOID, -1, 0);
+        TupleDescInitEntry(d, 8, "recipient", TEXTOID, -1, 0);
+        TupleDescInitEntry(d, 9, "locale", TEXTOID, -1, 0);
+        TupleDescInitEntry(d, 10, "time_zone", TEXTOID, -1, 0);
         MemoryContextSwitchTo(old);
         desc = d;
     }
@@ -469,9 +537,11 @@ Source *get_source(Relation rel, Oid owner, Oid extnsp) {
             s->channel = dup_text(cxt, t, d, 12);
             for (int i = 0; i < X_COUNT; i++)
                 s->exprs[i] = dup_text(cxt, t, d, 13 + i);
-            payment_source_relid = DatumGetObjectId(SPI_getbinval(t, d, 21, &isnull));
-            s->survey_seq = DatumGetObjectId(SPI_getbinval(t, d, 22, &isnull));
-            if (DatumGetBool(SPI_getbinval(t, d, 23, &isnull)) && !isnull)
+            payment_source_relid = DatumGetObjectId(SPI_getbinval(t, d, 13 + X_COUNT, &isnull));
+            s->survey_seq = DatumGetObjectId(SPI_getbinval(t, d, 14 + X_COUNT, &isnull));
+            s->contact = s->exprs[X_RECIPIENT] || s->exprs[X_LOCALE] || s->exprs[X_TIME_ZONE];
+            s->needs_recipient = s->exprs[X_RECIPIENT] && strcmp(s->channel, "in_app") != 0;
+            if (DatumGetBool(SPI_getbinval(t, d, 15 + X_COUNT, &isnull)) && !isnull)
                 s->legacy_path = MemoryContextStrdup(
                     cxt, psprintf("pg_catalog, %s", quote_identifier(get_namespace_name(s->nspoid))));
             resolve_direct(s, extnsp);
@@ -526,6 +596,7 @@ struct Eval {
     const char *kind;
     const char *customer;  // NULL: no_customer
     const char *key;
+    const char *contact[3];  // recipient, locale, time zone as evaluated, then as kept (NULL: none)
     bool amount_null, currency_null, attributes_null;
     Datum amount, currency, occurred_at, attributes;
 };
@@ -584,13 +655,20 @@ bool eval_fast(RowCtx *rc, Eval *ev) {
         d = ExecEvalExprSwitchContext(s->xs[X_ATTRIBUTES], ec, &ev->attributes_null);
         ev->attributes = ev->attributes_null ? (Datum)0 : datumCopy(d, false, -1);
     }
+    for (int i = 0; i < 3; i++) {
+        ev->contact[i] = NULL;
+        if (s->xs[X_RECIPIENT + i]) {
+            d = ExecEvalExprSwitchContext(s->xs[X_RECIPIENT + i], ec, &isnull);
+            ev->contact[i] = isnull ? NULL : TextDatumGetCString(d);
+        }
+    }
     return true;
 }
 
 // A survey is due for event eid (survey id sid, customer cust): take the customer's throttle lock
 // row; if another transaction took it first the event says 'throttled', else the survey is written
 // and senders are woken. Runs as the owner.
-void survey_after_event(RowCtx *rc, int64 eid, int64 sid, Datum cust, MemoryContext rowcxt) {
+void survey_after_event(RowCtx *rc, const Eval *ev, int64 eid, int64 sid, Datum cust, MemoryContext rowcxt) {
     Source *s = rc->s;
     Datum ca[2] = {cust, s->throttle};
     if (SPI_execute_plan(plan_contact, ca, NULL, false, 1) != SPI_OK_INSERT_RETURNING)
@@ -607,9 +685,25 @@ void survey_after_event(RowCtx *rc, int64 eid, int64 sid, Datum cust, MemoryCont
     }
     char tok[23];
     make_token(tok);
-    Datum sa[8] = {Int64GetDatum(sid), CStringGetTextDatum(tok),        Int32GetDatum(s->id), Int64GetDatum(eid),
-                   cust,               CStringGetTextDatum(s->channel), s->delay,             s->expires_after};
-    if (SPI_execute_plan(plan_survey, sa, NULL, false, 0) != SPI_OK_INSERT)
+    Datum sa[11] = {Int64GetDatum(sid), CStringGetTextDatum(tok),        Int32GetDatum(s->id), Int64GetDatum(eid),
+                    cust,               CStringGetTextDatum(s->channel), s->delay,             s->expires_after};
+    if (s->contact && plan_survey_contact == NULL) {
+        // With the contact data (prepared when first needed: a database still at 0.1 has no such
+        // columns, and no source with contact expressions).
+        Oid t_survey_c[] = {INT8OID, TEXTOID, INT4OID, INT8OID, TEXTOID, TEXTOID, INTERVALOID, INTERVALOID,
+                            TEXTOID, TEXTOID, TEXTOID};
+        plan_survey_contact = keep(
+            "INSERT INTO nps_billing.survey (id, token, source_id, event_id, customer_id, channel, send_after, "
+            "expires_at, recipient, locale, time_zone) "
+            "VALUES ($1, $2, $3, $4, $5, $6, now() + $7, now() + $7 + $8, $9, $10, $11)",
+            11, t_survey_c, CURSOR_OPT_GENERIC_PLAN);
+    }
+    char sn[12] = "           ";
+    for (int i = 0; i < 3; i++) {
+        sa[8 + i] = ev->contact[i] ? CStringGetTextDatum(ev->contact[i]) : (Datum)0;
+        sn[8 + i] = ev->contact[i] ? ' ' : 'n';
+    }
+    if (SPI_execute_plan(s->contact ? plan_survey_contact : plan_survey, sa, sn, false, 0) != SPI_OK_INSERT)
         elog(ERROR, "nps_billing: survey insert failed");
     MemoryContextSwitchTo(rowcxt);
     Async_Notify("nps_billing_survey", s->name);
@@ -670,7 +764,7 @@ bool owner_direct(RowCtx *rc, Eval *ev, const char *pre, bool sampled_out, Memor
     if (!ok)
         return false;
     if (sid != 0)
-        survey_after_event(rc, eid, sid, cust, rowcxt);
+        survey_after_event(rc, ev, eid, sid, cust, rowcxt);
     return true;
 }
 
@@ -708,6 +802,10 @@ void process_row(RowCtx *rc) {
         ev.occurred_at = SPI_getbinval(t, d, 6, &isnull);
         ev.attributes = SPI_getbinval(t, d, 7, &ev.attributes_null);
         ev.attributes = ev.attributes_null ? (Datum)0 : datumCopy(ev.attributes, false, -1);
+        for (int i = 0; i < 3; i++) {
+            Datum v = SPI_getbinval(t, d, 8 + i, &isnull);
+            ev.contact[i] = isnull ? NULL : TextDatumGetCString(v);
+        }
         SPI_freetuptable(SPI_tuptable);
         have = true;
     });
@@ -729,6 +827,13 @@ void process_row(RowCtx *rc) {
         pre = "not_surveyed_kind";
     else if (ev.customer == NULL)
         pre = "no_customer";
+    // The contact data as the survey keeps it: a value capture cannot use is dropped (NULL), the
+    // payment is never refused for it.
+    ev.contact[0] = nps::contact::clean_recipient(ev.contact[0]);
+    ev.contact[1] = nps::contact::clean_locale(ev.contact[1]);
+    ev.contact[2] = nps::contact::clean_time_zone(ev.contact[2]);
+    if (pre == NULL && s->needs_recipient && ev.contact[0] == NULL)
+        pre = "no_recipient";
     bool sampled_out = pre == NULL && s->sample_rate < 1.0 &&  // every point is < 1: no hashing then
                        !(sample_point(ev.customer, strlen(ev.customer), ev.key, strlen(ev.key)) < s->sample_rate);
 
@@ -777,7 +882,7 @@ void process_row(RowCtx *rc) {
         SPI_freetuptable(SPI_tuptable);
         if (sid == 0)
             return;
-        survey_after_event(rc, eid, sid, a[3], rowcxt);
+        survey_after_event(rc, &ev, eid, sid, a[3], rowcxt);
     });
 }
 
@@ -959,15 +1064,17 @@ int64 run_set_path(Source *s, Relation rel, Oid owner, Oid extnsp) {
         elog(ERROR, "nps_billing: could not register the evaluated rows");
     int64 surveys = 0, nullkeys = 0;
     as_owner(owner, extnsp, [&] {
-        if (plan_set == NULL) {
-            Oid t[] = {INT4OID, BOOLOID, BOOLOID, BOOLOID, NUMERICOID, FLOAT8OID, INTERVALOID, TEXTOID, INTERVALOID, INTERVALOID};
+        Oid t[] = {INT4OID, BOOLOID, BOOLOID, BOOLOID, NUMERICOID, FLOAT8OID, INTERVALOID, TEXTOID, INTERVALOID,
+                   INTERVALOID, BOOLOID};
+        if (plan_set == NULL && !s->contact)
             plan_set = keep(SET_SQL, 10, t, CURSOR_OPT_CUSTOM_PLAN);
-        }
-        Datum a[10] = {Int32GetDatum(s->id),         BoolGetDatum(s->enabled),      BoolGetDatum(s->on_succeeded),
+        if (plan_set_contact == NULL && s->contact)
+            plan_set_contact = keep(SET_SQL_CONTACT, 11, t, CURSOR_OPT_CUSTOM_PLAN);
+        Datum a[11] = {Int32GetDatum(s->id),         BoolGetDatum(s->enabled),      BoolGetDatum(s->on_succeeded),
                        BoolGetDatum(s->on_failed),   s->min_amount,                 Float8GetDatum(s->sample_rate),
                        s->throttle,                  CStringGetTextDatum(s->channel), s->delay,
-                       s->expires_after};
-        if (SPI_execute_plan(plan_set, a, NULL, false, 0) != SPI_OK_SELECT)
+                       s->expires_after,             BoolGetDatum(s->needs_recipient)};
+        if (SPI_execute_plan(s->contact ? plan_set_contact : plan_set, a, NULL, false, 0) != SPI_OK_SELECT)
             elog(ERROR, "nps_billing: set capture failed");
         bool isnull;
         surveys = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

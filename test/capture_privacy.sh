@@ -43,7 +43,29 @@ case "$e" in
   '1 22P02 invalid input syntax for type ...: "..."') echo "ok - capture_error: payment key, SQLSTATE and the message without the value";;
   *) echo "not ok - unexpected capture_error: $e"; exit 1;;
 esac
+# the recipient expression's value (personal data) is never quoted either
+psql -qX -v ON_ERROR_STOP=1 -d "$db" >/dev/null <<SQL
+CREATE TABLE staging_r (id int, cust text, email text, st text);
+INSERT INTO staging_r VALUES (7, 'c7', 'RCPTSECRET@example.com', 'ok');
+CREATE TABLE pay_rcpt (id int, cust text, email text, st text);
+CREATE TABLE pay_rcpt_rec (id int, cust text, email text, st text);
+SELECT nps_billing.track_payments('pay_rcpt', 'cust', 'id::text', \$\$st = 'ok'\$\$, name => 'priv_rcpt', on_error => 'raise',
+                                  recipient => '(email::int)::text');
+SELECT nps_billing.track_payments('pay_rcpt_rec', 'cust', 'id::text', \$\$st = 'ok'\$\$, name => 'priv_rcpt_rec',
+                                  recipient => '(email::int)::text', locale => 'email', time_zone => 'email');
+SQL
+if psql -qX -d "$db" -c "INSERT INTO pay_rcpt SELECT * FROM staging_r" >"$out" 2>&1; then
+  echo "not ok - a failing recipient expression passed with on_error => 'raise'"; exit 1; fi
+if grep -q RCPTSECRET "$out"; then echo "not ok - the client's error quotes the recipient: $(cat "$out")"; exit 1; fi
+grep -q 'payment source "priv_rcpt" failed.*invalid input syntax for type ...: "..."' "$out" ||
+  { echo "not ok - the recipient expression's error: $(cat "$out")"; exit 1; }
+psql -qX -v ON_ERROR_STOP=1 -d "$db" -c "INSERT INTO pay_rcpt_rec SELECT * FROM staging_r" >/dev/null
+r=$(psql -qAtX -d "$db" -c "SELECT count(*) FROM nps_billing.capture_error WHERE error LIKE '%RCPTSECRET%' OR payment_key LIKE '%RCPTSECRET%'
+                            UNION ALL SELECT count(*) FROM nps_billing.capture_error WHERE payment_key = '7'" | tr '\n' ' ')
+if [ "$r" = "0 1 " ]; then echo "ok - a failing recipient expression: the error names source, key and SQLSTATE, never the recipient"
+else echo "not ok - capture_error for the recipient expression: $r"; exit 1; fi
 sleep 0.5
 grep -q "$marker" "$log" || { echo "not ok - could not find the server log ($log)"; exit 1; }
 if grep -q CUSTSECRET42 "$log"; then echo "not ok - the server log quotes the customer id: $(grep CUSTSECRET42 "$log" | head -3)"; exit 1; fi
-echo "ok - the server log never shows the customer id ($log)"
+if grep -q RCPTSECRET "$log"; then echo "not ok - the server log quotes the recipient: $(grep RCPTSECRET "$log" | head -3)"; exit 1; fi
+echo "ok - the server log never shows the customer id or the recipient ($log)"

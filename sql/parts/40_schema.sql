@@ -35,7 +35,14 @@ CREATE TABLE @extschema@.payment_source (
   dimensions      text[] NOT NULL DEFAULT '{plan,method}',
   -- The *_expr columns hold the expressions bound at track time (schema-qualified, what runs);
   -- this keeps the text as it was written, keyed by track_payments' argument names.
-  expressions_as_written jsonb
+  expressions_as_written jsonb,
+  -- Survey messages (docs/messages.md): the contact expressions (bound like the others; their
+  -- values are personal data, kept on the survey only) and where the answer and unsubscribe
+  -- links of the messages point: <answer_base_url>/<token>/<score>, <answer_base_url>/u/<token>.
+  recipient_expr  text,
+  locale_expr     text,
+  time_zone_expr  text,
+  answer_base_url text CHECK (answer_base_url ~ '^https?://[A-Za-z0-9._~%!$&()*+,;=:@/-]+$')
 );
 
 CREATE TABLE @extschema@.payment_event (
@@ -49,8 +56,8 @@ CREATE TABLE @extschema@.payment_event (
   occurred_at timestamptz NOT NULL,
   attributes  jsonb,
   survey_id   bigint,
-  -- throttled, sampled_out, below_min_amount, opted_out, no_customer, not_surveyed_kind, disabled,
-  -- backfilled (recorded by backfill_payments from rows that were there before tracking).
+  -- throttled, sampled_out, below_min_amount, opted_out, no_customer, no_recipient,
+  -- not_surveyed_kind, disabled, backfilled (recorded by backfill_payments from rows that were there before tracking).
   -- No CHECK constraints on this table: PostgreSQL re-reads a CHECK's expression tree from text in
   -- every INSERT statement, which cost the capture trigger ~10% of single-row throughput (P6);
   -- the trigger is the only writer and writes only these values (README.md (Capture)).
@@ -83,7 +90,10 @@ CREATE TABLE @extschema@.survey (
   -- (pending -> sending stays queued and live): a claim touches no indexed value, so PostgreSQL
   -- updates the row in place (HOT) without touching any index when the page has room.
   queued      boolean GENERATED ALWAYS AS (status IN ('pending', 'sending')) STORED,
-  live        boolean GENERATED ALWAYS AS (status IN ('pending', 'sending', 'sent')) STORED
+  live        boolean GENERATED ALWAYS AS (status IN ('pending', 'sending', 'sent')) STORED,
+  recipient   text,            -- email address or phone number (personal data)
+  locale      text,            -- e.g. 'de', 'pt-BR' (NULL: source default / 'en')
+  time_zone   text             -- IANA name (NULL: the source's time zone)
 ) WITH (fillfactor = 80);  -- room on each page for in-place (HOT) updates of claims
 CREATE INDEX survey_customer_idx ON @extschema@.survey (customer_id);
 -- The queue: only live surveys are indexed.

@@ -47,10 +47,27 @@ CREATE FUNCTION @extschema@.track_payments(
     source regclass, customer text, payment_key text, succeeded_when text,
     failed_when text DEFAULT NULL, amount text DEFAULT NULL, currency text DEFAULT NULL,
     paid_at text DEFAULT NULL, attributes text DEFAULT NULL, name text DEFAULT NULL,
-    on_error text DEFAULT 'record') RETURNS integer
+    on_error text DEFAULT 'record', recipient text DEFAULT NULL, locale text DEFAULT NULL,
+    time_zone text DEFAULT NULL) RETURNS integer
   AS 'MODULE_PATHNAME', 'nps_track_payments' LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION @extschema@.track_payments(regclass, text, text, text, text, text, text, text, text, text, text) IS
-  'Track a payments table: SQL expressions over its rows say who paid, which payment, whether it succeeded or failed; returns the payment_source id';
+COMMENT ON FUNCTION @extschema@.track_payments(regclass, text, text, text, text, text, text, text, text, text, text, text, text, text) IS
+  'Track a payments table: SQL expressions over its rows say who paid, which payment, whether it succeeded or failed, '
+  'and whom and how to survey (recipient, locale, time zone); returns the payment_source id';
+
+-- The contact data a survey keeps, as capture cleans it (src/render.cpp): NULL when the billing
+-- row's value cannot be used (the payment is never refused for it).
+CREATE FUNCTION @extschema@._clean_recipient(value text) RETURNS text
+  AS 'MODULE_PATHNAME', 'nps_clean_recipient' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@._clean_recipient(text) IS
+  'Internal: a recipient as capture keeps it: blanks around removed; NULL when empty, over 320 bytes or with a control character';
+CREATE FUNCTION @extschema@._clean_locale(value text) RETURNS text
+  AS 'MODULE_PATHNAME', 'nps_clean_locale' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@._clean_locale(text) IS
+  'Internal: a locale tag in BCP 47 case (pt_BR -> pt-BR); NULL when the value is not a language tag';
+CREATE FUNCTION @extschema@._clean_time_zone(value text) RETURNS text
+  AS 'MODULE_PATHNAME', 'nps_clean_time_zone' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@._clean_time_zone(text) IS
+  'Internal: a time zone name as SET TIME ZONE accepts it, in its canonical spelling; NULL otherwise';
 
 CREATE FUNCTION @extschema@.untrack_payments(source regclass) RETURNS void
   AS 'MODULE_PATHNAME', 'nps_untrack_payments' LANGUAGE C VOLATILE STRICT;

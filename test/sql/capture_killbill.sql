@@ -25,9 +25,17 @@ SELECT nps_billing.track_payments(
   attributes     => $$jsonb_build_object('type', transaction_type, 'plugin',
                        (SELECT pm.plugin_name FROM payments p JOIN payment_methods pm ON pm.id = p.payment_method_id
                         WHERE p.id = payment_id))$$,
-  name           => 'killbill') > 0 AS tracked;
+  name           => 'killbill',
+  recipient      => '(SELECT a.email FROM payments p JOIN accounts a ON a.id = p.account_id WHERE p.id = payment_id)',
+  locale         => '(SELECT a.locale FROM payments p JOIN accounts a ON a.id = p.account_id WHERE p.id = payment_id)',
+  time_zone      => '(SELECT a.time_zone FROM payments p JOIN accounts a ON a.id = p.account_id WHERE p.id = payment_id)') > 0 AS tracked;
 
 SET search_path = killbill, public;
+-- the accounts (Kill Bill locales are written en_US; acc-3 has no e-mail)
+INSERT INTO accounts (id, external_key, email, reference_time, time_zone, locale, created_date, created_by)
+VALUES ('acc-1', 'acc-1', 'one@example.com', '2024-05-01', 'America/Los_Angeles', 'en_US', '2024-05-01', 'test'),
+       ('acc-2', 'acc-2', 'two@example.com', '2024-05-01', 'Europe/Paris', 'fr_FR', '2024-05-01', 'test'),
+       ('acc-3', 'acc-3', NULL, '2024-05-01', 'UTC', 'de_DE', '2024-05-01', 'test');
 INSERT INTO payment_methods (id, external_key, account_id, plugin_name, created_by, created_date, updated_by, updated_date, account_record_id)
 VALUES ('pm-1', 'pm-1', 'acc-1', 'killbill-stripe', 'test', '2024-05-01', 'test', '2024-05-01', 1),
        ('pm-2', 'pm-2', 'acc-2', '__EXTERNAL_PAYMENT__', 'test', '2024-05-01', 'test', '2024-05-01', 2),
@@ -72,6 +80,14 @@ FROM generate_series(1, 24) g;
 UPDATE payment_transactions SET transaction_status = CASE WHEN amount::int % 4 = 0 THEN 'PAYMENT_FAILURE' ELSE 'SUCCESS' END
 WHERE id ~ '^tx-1[0-9][0-9]$';
 RESET search_path;
+-- the surveys keep the account's address, locale (en_US -> en-US) and time zone; acc-3's
+-- payments are skipped with no_recipient
+SELECT v.customer_id, v.recipient, v.locale, v.time_zone
+FROM nps_billing.survey v JOIN nps_billing.payment_source s ON s.id = v.source_id
+WHERE s.name = 'killbill' ORDER BY v.customer_id;
+SELECT e.customer_id, e.skip_reason, count(*) FROM nps_billing.payment_event e
+JOIN nps_billing.payment_source s ON s.id = e.source_id
+WHERE s.name = 'killbill' AND e.customer_id = 'acc-3' GROUP BY 1, 2 ORDER BY 2;
 
 SELECT e.payment_key, e.kind, e.customer_id, e.amount, e.currency, e.occurred_at, e.attributes,
        e.survey_id IS NOT NULL AS surveyed, e.skip_reason

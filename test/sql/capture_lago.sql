@@ -20,10 +20,23 @@ SELECT nps_billing.track_payments(
   currency       => 'amount_currency',
   paid_at        => $$created_at AT TIME ZONE 'UTC'$$,
   attributes     => $$jsonb_build_object('payment_type', payment_type, 'provider_status', status)$$,
-  name           => 'lago') > 0 AS tracked;
+  name           => 'lago',
+  recipient      => '(SELECT c.email FROM public.customers c WHERE c.id = customer_id)',
+  locale         => '(SELECT c.document_locale FROM public.customers c WHERE c.id = customer_id)',
+  time_zone      => '(SELECT c.timezone FROM public.customers c WHERE c.id = customer_id)') > 0 AS tracked;
 
 -- customers c1..c3 of one organization
 \set org '''00000000-0000-0000-0000-0000000000aa'''
+-- their rows in customers (e-mail, document locale, time zone), and the batch customers d0..d2
+INSERT INTO public.customers (id, external_id, organization_id, billing_entity_id, created_at, updated_at,
+                              email, document_locale, timezone)
+SELECT (p || n)::uuid, p || n, :org, :org, '2024-01-01', '2024-01-01', e, l, z
+  FROM (VALUES ('00000000-0000-0000-0000-c0000000000', '1', 'c1@example.com', 'fr', 'Europe/Paris'),
+               ('00000000-0000-0000-0000-c0000000000', '2', 'c2@example.com', 'de', 'Europe/Berlin'),
+               ('00000000-0000-0000-0000-c0000000000', '3', 'c3@example.com', 'en', 'America/New_York'),
+               ('00000000-0000-0000-0000-d0000000000', '0', 'd0@example.com', NULL, 'UTC'),
+               ('00000000-0000-0000-0000-d0000000000', '1', NULL, 'nl', 'Europe/Amsterdam'),
+               ('00000000-0000-0000-0000-d0000000000', '2', 'd2@example.com', 'it', 'Not/AZone')) v(p, n, e, l, z);
 PREPARE pay(int, int, bigint, text, text, public.payment_payable_payment_status, text) AS
   INSERT INTO public.payments (id, organization_id, customer_id, amount_cents, amount_currency, status,
                                payable_payment_status, payment_type, created_at, updated_at)
@@ -75,6 +88,15 @@ SELECT v.customer_id, e.payment_key, e.occurred_at
 FROM nps_billing.survey v JOIN nps_billing.payment_event e ON e.id = v.event_id
 JOIN nps_billing.payment_source s ON s.id = v.source_id
 WHERE s.name = 'lago' ORDER BY v.customer_id;
+
+-- the surveys keep the customer's address, locale and time zone (an unknown zone: none); d1 has
+-- no address: its payments are skipped with no_recipient
+SELECT v.customer_id, v.recipient, v.locale, v.time_zone
+FROM nps_billing.survey v JOIN nps_billing.payment_source s ON s.id = v.source_id
+WHERE s.name = 'lago' ORDER BY v.customer_id;
+SELECT e.customer_id, e.skip_reason, count(*) FROM nps_billing.payment_event e
+JOIN nps_billing.payment_source s ON s.id = e.source_id
+WHERE s.name = 'lago' AND e.customer_id LIKE '%d00000000001' GROUP BY 1, 2 ORDER BY 2;
 
 \set QUIET on
 SELECT nps_billing.untrack_payments('public.payments');

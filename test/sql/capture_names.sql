@@ -8,7 +8,7 @@ CREATE SCHEMA shop AUTHORIZATION regress_cap_bob;
 GRANT CREATE, USAGE ON SCHEMA shop TO regress_cap_mallory;
 GRANT CREATE, USAGE ON SCHEMA public TO regress_cap_mallory;
 GRANT USAGE ON SCHEMA nps_billing TO regress_cap_bob;
-GRANT EXECUTE ON FUNCTION nps_billing.track_payments(regclass, text, text, text, text, text, text, text, text, text, text),
+GRANT EXECUTE ON FUNCTION nps_billing.track_payments(regclass, text, text, text, text, text, text, text, text, text, text, text, text, text),
                           nps_billing.untrack_payments(regclass) TO regress_cap_bob;
 RESET client_min_messages;
 CREATE VIEW names_events AS
@@ -92,7 +92,7 @@ DROP OPERATOR public.= (text, text);
 DROP FUNCTION public.eq(text, text), public.lower(text), public.lower(varchar);
 REVOKE ALL ON SCHEMA public FROM regress_cap_mallory;
 REVOKE ALL ON SCHEMA nps_billing FROM regress_cap_bob;
-REVOKE ALL ON FUNCTION nps_billing.track_payments(regclass, text, text, text, text, text, text, text, text, text, text),
+REVOKE ALL ON FUNCTION nps_billing.track_payments(regclass, text, text, text, text, text, text, text, text, text, text, text, text, text),
                        nps_billing.untrack_payments(regclass) FROM regress_cap_bob;
 DROP ROLE regress_cap_bob;
 DROP ROLE regress_cap_mallory;

@@ -6,7 +6,7 @@ SET client_min_messages = warning;
 CREATE ROLE regress_cap_alice;
 CREATE SCHEMA alice AUTHORIZATION regress_cap_alice;
 GRANT USAGE ON SCHEMA nps_billing TO regress_cap_alice;
-GRANT EXECUTE ON FUNCTION nps_billing.track_payments(regclass, text, text, text, text, text, text, text, text, text, text),
+GRANT EXECUTE ON FUNCTION nps_billing.track_payments(regclass, text, text, text, text, text, text, text, text, text, text, text, text, text),
                           nps_billing.untrack_payments(regclass) TO regress_cap_alice;
 RESET client_min_messages;
 CREATE VIEW reent_events AS
@@ -100,7 +100,7 @@ DELETE FROM nps_billing.payment_source WHERE name LIKE 'reent%';
 DROP VIEW reent_events, reent_errors;
 DROP SCHEMA alice CASCADE;
 REVOKE ALL ON SCHEMA nps_billing FROM regress_cap_alice;
-REVOKE ALL ON FUNCTION nps_billing.track_payments(regclass, text, text, text, text, text, text, text, text, text, text),
+REVOKE ALL ON FUNCTION nps_billing.track_payments(regclass, text, text, text, text, text, text, text, text, text, text, text, text, text),
                        nps_billing.untrack_payments(regclass) FROM regress_cap_alice;
 DROP ROLE regress_cap_alice;
 \set QUIET off

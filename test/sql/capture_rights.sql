@@ -10,7 +10,7 @@ CREATE SCHEMA hr;
 CREATE TABLE hr.salaries (who text, amount int);
 INSERT INTO hr.salaries VALUES ('ceo', 1000000);
 GRANT USAGE ON SCHEMA nps_billing TO regress_cap_alice;
-GRANT EXECUTE ON FUNCTION nps_billing.track_payments(regclass, text, text, text, text, text, text, text, text, text, text),
+GRANT EXECUTE ON FUNCTION nps_billing.track_payments(regclass, text, text, text, text, text, text, text, text, text, text, text, text, text),
                           nps_billing.untrack_payments(regclass) TO regress_cap_alice;
 GRANT USAGE ON SCHEMA alice TO regress_cap_app;
 RESET client_min_messages;
@@ -143,7 +143,7 @@ DROP VIEW rights_events, rights_errors;
 DROP SCHEMA alice CASCADE;
 DROP SCHEMA hr CASCADE;
 REVOKE ALL ON SCHEMA nps_billing FROM regress_cap_alice;
-REVOKE ALL ON FUNCTION nps_billing.track_payments(regclass, text, text, text, text, text, text, text, text, text, text),
+REVOKE ALL ON FUNCTION nps_billing.track_payments(regclass, text, text, text, text, text, text, text, text, text, text, text, text, text),
                        nps_billing.untrack_payments(regclass) FROM regress_cap_alice;
 DROP ROLE regress_cap_alice;
 DROP ROLE regress_cap_app;

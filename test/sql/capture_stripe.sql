@@ -10,6 +10,13 @@ RESET client_min_messages;
 \set ECHO all
 \set QUIET off
 
+-- the customers the sync engine copied (e-mail and preferred locales; Stripe keeps no time zone)
+INSERT INTO stripe.customers (id, email, preferred_locales) VALUES
+  ('cus_s_A', 'a@example.com', '["de-DE", "en"]'), ('cus_s_B', 'b@example.com', '[]'),
+  ('cus_s_C', 'c@example.com', NULL), ('cus_s_D0', 'd0@example.com', '["fr"]'),
+  ('cus_s_D1', 'd1@example.com', '["pt_BR"]'), ('cus_s_D2', NULL, '["en"]'),
+  ('cus_s_E', 'e@example.com', '["ja"]'), ('cus_s_F', 'f@example.com', '["es-419"]');
+
 SELECT nps_billing.track_payments(
   source         => 'stripe.charges',
   customer       => 'customer',
@@ -20,7 +27,9 @@ SELECT nps_billing.track_payments(
   currency       => 'currency',
   paid_at        => 'to_timestamp(created)',
   attributes     => $$jsonb_build_object('method', payment_method_details->>'type', 'invoice', invoice)$$,
-  name           => 'stripe') > 0 AS tracked;
+  name           => 'stripe',
+  recipient      => '(coalesce(receipt_email, (SELECT c.email FROM stripe.customers c WHERE c.id = customer)))',
+  locale         => $$(SELECT c.preferred_locales->>0 FROM stripe.customers c WHERE c.id = customer)$$) > 0 AS tracked;
 
 -- the sync engine's upsert, one charge per call
 PREPARE sync(text, text, text, bigint, integer, timestamptz) AS
@@ -91,6 +100,17 @@ ORDER BY v.customer_id;
 
 SELECT count(*) AS capture_errors FROM nps_billing.capture_error c
 JOIN nps_billing.payment_source s ON s.id = c.source_id WHERE s.name = 'stripe';
+
+-- what the surveys keep for the sender: the receipt e-mail, else the customer's, and the first
+-- preferred locale; a charge with neither address (cus_s_D2's) is skipped with no_recipient
+INSERT INTO stripe.charges (id, customer, status, amount, currency, created, receipt_email)
+VALUES ('ch_g1', 'cus_s_G', 'succeeded', 1200, 'usd', 1700300000, ' receipt-g@example.com');
+SELECT v.customer_id, v.recipient, v.locale, v.time_zone
+FROM nps_billing.survey v JOIN nps_billing.payment_source s ON s.id = v.source_id
+WHERE s.name = 'stripe' ORDER BY v.customer_id;
+SELECT e.customer_id, count(*) FILTER (WHERE e.skip_reason = 'no_recipient') AS no_recipient
+FROM nps_billing.payment_event e JOIN nps_billing.payment_source s ON s.id = e.source_id
+WHERE s.name = 'stripe' AND e.customer_id = 'cus_s_D2' GROUP BY 1;
 
 -- the charges themselves were written as usual
 SELECT status, count(*) FROM stripe.charges GROUP BY status ORDER BY status;

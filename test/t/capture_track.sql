@@ -1,14 +1,14 @@
 -- track_payments(): every bad argument gets its SQLSTATE, injection attempts only ever raise,
 -- only the table's owner may track, and the catalog of the capture area is as documented.
 BEGIN;
-SELECT plan(38);
+SELECT plan(45);
 
 CREATE TABLE tap_cap_pay (id bigint PRIMARY KEY, cust text, cents int, st text, meta jsonb, at timestamptz);
 CREATE TABLE tap_cap_victim (x int);
 INSERT INTO tap_cap_victim VALUES (1);
 
 SELECT has_function('nps_billing', 'track_payments',
-  ARRAY['regclass', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text'], 'track_payments exists');
+  ARRAY['regclass', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text'], 'track_payments exists');
 SELECT has_function('nps_billing', 'untrack_payments', ARRAY['regclass'], 'untrack_payments exists');
 SELECT has_function('nps_billing', 'opt_out', ARRAY['text'], 'opt_out exists');
 SELECT has_function('nps_billing', 'opt_in', ARRAY['text'], 'opt_in exists');
@@ -26,6 +26,13 @@ SELECT throws_ok($$SELECT nps_billing.track_payments('tap_cap_pay', 'cust', 'id:
 SELECT throws_ok($$SELECT nps_billing.track_payments('tap_cap_pay', 'cust', 'id::text', 'true', paid_at => 'cents')$$, '42804', NULL, 'paid_at must be a timestamp: 42804');
 SELECT throws_ok($$SELECT nps_billing.track_payments('tap_cap_pay', 'cust', 'id::text', 'true', attributes => 'cents')$$, '42804', NULL, 'attributes must be jsonb: 42804');
 SELECT throws_ok($$SELECT nps_billing.track_payments('tap_cap_pay', 'cust', 'id::text', 'count(*) > 0')$$, '0A000', NULL, 'aggregate: 0A000');
+-- the contact expressions are checked like the others
+SELECT throws_ok($$SELECT nps_billing.track_payments('tap_cap_pay', 'cust', 'id::text', 'true', recipient => 'nope')$$, '42703', NULL, 'recipient: unknown column: 42703');
+SELECT throws_ok($$SELECT nps_billing.track_payments('tap_cap_pay', 'cust', 'id::text', 'true', locale => 'no_such_locale_fn(cust)')$$, '42883', NULL, 'locale: unknown function: 42883');
+SELECT throws_ok($$SELECT nps_billing.track_payments('tap_cap_pay', 'cust', 'id::text', 'true', time_zone => 'random()::text')$$, '42P17', NULL, 'time_zone: a volatile function is refused: 42P17');
+SELECT throws_ok($$SELECT nps_billing.track_payments('tap_cap_pay', 'cust', 'id::text', 'true', recipient => 'max(cust)')$$, '0A000', NULL, 'recipient: aggregate: 0A000');
+SELECT throws_ok($$SELECT nps_billing.track_payments('tap_cap_pay', 'cust', 'id::text', 'true', recipient => 'cust FROM tap_cap_victim')$$, '42601', NULL, 'recipient: FROM smuggled in: 42601');
+SELECT throws_ok($$SELECT nps_billing.track_payments('tap_cap_pay', 'cust', 'id::text', 'true', locale => 'st; DROP TABLE tap_cap_victim')$$, '42601', NULL, 'locale: a second statement: 42601');
 SELECT throws_ok($$SELECT nps_billing.track_payments('tap_cap_pay', 'cust', 'id::text', 'true', amount => 'sum(cents) OVER ()')$$, '0A000', NULL, 'window function: 0A000');
 SELECT throws_ok($$SELECT nps_billing.track_payments('tap_cap_pay', 'generate_series(1, 2)::text', 'id::text', 'true')$$, '0A000', NULL, 'set-returning function: 0A000');
 SELECT throws_ok($$SELECT nps_billing.track_payments('tap_cap_pay', 'cust', 'id::text', $q$st = 'ok' AND$q$)$$, '42601', NULL, 'syntax error: 42601');
@@ -52,14 +59,19 @@ SELECT throws_ok($$SELECT nps_billing.untrack_payments('tap_cap_pay')$$, '42704'
 
 -- a scalar subquery is allowed; tracking twice is refused
 SELECT ok(nps_billing.track_payments('tap_cap_pay', '(SELECT max(v.x)::text FROM tap_cap_victim v) || cust', 'id::text',
-          $q$st = 'ok'$q$, amount => 'cents / 100.0', paid_at => 'at', attributes => 'meta', name => 'tap_cap') > 0,
+          $q$st = 'ok'$q$, amount => 'cents / 100.0', paid_at => 'at', attributes => 'meta', name => 'tap_cap',
+          recipient => $q$meta->>'email'$q$, locale => $q$(SELECT 'de' FROM tap_cap_victim v LIMIT 1)$q$, time_zone => 'st') > 0,
           'scalar subquery, all slots: tracked');
+SELECT is((SELECT (recipient_expr, locale_expr, time_zone_expr, expressions_as_written->>'recipient')::text
+             FROM nps_billing.payment_source WHERE name = 'tap_cap'),
+          $q$("(meta ->> 'email'::text)","(SELECT 'de'::text AS text FROM public.tap_cap_victim v LIMIT 1)",st,meta->>'email')$q$,
+          'the contact expressions are stored bound (schema-qualified) and as written');
 SELECT throws_ok($$SELECT nps_billing.track_payments('tap_cap_pay', 'cust', 'id::text', 'true', name => 'tap_cap2')$$, '42710', NULL, 'tracking a tracked table: 42710');
 
 -- only the owner may track
 CREATE ROLE regress_tap_cap_other;
 GRANT USAGE ON SCHEMA nps_billing TO regress_tap_cap_other;
-GRANT EXECUTE ON FUNCTION nps_billing.track_payments(regclass, text, text, text, text, text, text, text, text, text, text) TO regress_tap_cap_other;
+GRANT EXECUTE ON FUNCTION nps_billing.track_payments(regclass, text, text, text, text, text, text, text, text, text, text, text, text, text) TO regress_tap_cap_other;
 CREATE TABLE tap_cap_not_mine (id int, cust text);
 SET LOCAL ROLE regress_tap_cap_other;
 SELECT throws_ok($$SELECT nps_billing.track_payments('tap_cap_not_mine', 'cust', 'id::text', 'true')$$, '42501', NULL, 'not the owner: 42501');

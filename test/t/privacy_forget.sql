@@ -1,6 +1,6 @@
 -- forget_customer leaves no trace of the person in any table of the schema; purge retention.
 BEGIN;
-SELECT plan(31);
+SELECT plan(32);
 SET LOCAL search_path = nps_billing, public;
 
 -- every table (and materialized view) of the schema, searched as text, found from the catalog
@@ -23,10 +23,14 @@ SELECT p.id, 'pf-pay-' || c || '-' || g, CASE WHEN g = 3 THEN 'failed' ELSE 'suc
        now() - g * interval '1 day', jsonb_build_object('plan', 'pro', 'email', c || '@example.com')
   FROM payment_source p, unnest(ARRAY['erase-me-7f3a', 'keep-one', 'keep-two']) c, generate_series(1, 3) g
  WHERE p.name = 'pf';
-INSERT INTO survey (token, source_id, event_id, customer_id, channel, status, send_after, expires_at, last_error)
+INSERT INTO survey (token, source_id, event_id, customer_id, channel, status, send_after, expires_at, last_error,
+                    recipient, locale, time_zone)
 SELECT 'pf-token-' || e.customer_id || '-' || e.payment_key, e.source_id, e.id, e.customer_id, 'email',
        CASE WHEN e.amount = 10 THEN 'pending' ELSE 'sent' END, now() - interval '1 hour', now() + interval '1 day',
-       'bounce for ' || e.customer_id || '@example.com'
+       'bounce for ' || e.customer_id || '@example.com',
+       -- the recipient does not contain the id: searched for on its own below
+       CASE e.customer_id WHEN 'erase-me-7f3a' THEN 'xmail-9d2c-' || e.amount || '@example.net' ELSE e.customer_id || '@example.org' END,
+       'de', 'Europe/Berlin'
   FROM payment_event e JOIN payment_source p ON p.id = e.source_id WHERE p.name = 'pf' AND e.kind = 'succeeded';
 UPDATE payment_event e SET survey_id = s.id FROM survey s WHERE s.event_id = e.id;
 CREATE TEMP TABLE pf_resp AS SELECT record_response(s.token, CASE s.customer_id WHEN 'erase-me-7f3a' THEN 3 WHEN 'keep-one' THEN 10 ELSE 8 END,
@@ -49,6 +53,7 @@ SELECT p.id, k, c, e, '22P02' FROM payment_source p,
 CREATE TEMP TABLE x_events AS SELECT id FROM payment_event WHERE customer_id = 'erase-me-7f3a';
 CREATE TEMP TABLE x_secrets AS
   SELECT token AS s FROM survey WHERE customer_id = 'erase-me-7f3a'
+  UNION ALL SELECT recipient FROM survey WHERE customer_id = 'erase-me-7f3a'
   UNION ALL SELECT comment FROM response WHERE customer_id = 'erase-me-7f3a';
 -- what the others have, table by table, before
 CREATE FUNCTION pg_temp.others() RETURNS SETOF text LANGUAGE sql AS $$
@@ -67,13 +72,16 @@ SELECT set_eq($$SELECT * FROM pg_temp.traces('erase-me-7f3a')$$,
   ARRAY['nps_billing.capture_error', 'nps_billing.customer_contact', 'nps_billing.customer_latest_answer',
         'nps_billing.opt_out', 'nps_billing.payment_event', 'nps_billing.response', 'nps_billing.survey'],
   'before: the id is found in seven tables');
-SELECT is((SELECT count(*)::int FROM x_secrets), 4, 'fixture: X has 2 tokens and 2 comments');
+SELECT is((SELECT count(*)::int FROM x_secrets), 6, 'fixture: X has 2 tokens, 2 recipients and 2 comments');
 SELECT is((SELECT count(survey_id)::int FROM payment_event WHERE id IN (SELECT id FROM x_events)), 2, 'fixture: 2 of its events link to its surveys');
 
 SELECT results_eq($$SELECT * FROM forget_customer('erase-me-7f3a')$$, $$VALUES (3, 2, 2)$$,
                   'forget_customer returns (events, surveys, responses) it erased');
 SELECT is_empty($$SELECT * FROM pg_temp.traces('erase-me-7f3a')$$, 'after: no column of any table contains the id');
-SELECT is_empty($$SELECT t FROM x_secrets, pg_temp.traces(x_secrets.s) t$$, 'after: no table contains its tokens or comments');
+SELECT is_empty($$SELECT t FROM x_secrets, pg_temp.traces(x_secrets.s) t$$, 'after: no table contains its tokens, recipients or comments');
+-- an old unsubscribe link of the erased person does nothing (and says nothing)
+SELECT nps_billing.opt_out_by_token(s) FROM x_secrets WHERE s LIKE 'pf-token-%';
+SELECT is_empty($$SELECT * FROM pg_temp.traces('erase-me-7f3a')$$, 'after: an old unsubscribe link of the person brings no trace back');
 SELECT set_eq($$SELECT * FROM pg_temp.others()$$, $$SELECT * FROM others_before$$, 'other customers'' rows are unchanged');
 SELECT results_eq($$SELECT nps(score), count(*), array_agg(score ORDER BY responded_at, score), array_agg(category::text ORDER BY responded_at, score) FROM response$$,
                   $$SELECT * FROM nps_before$$, 'NPS, count, scores and categories over all responses unchanged');

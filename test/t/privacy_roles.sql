@@ -1,21 +1,25 @@
 -- The three role recipes of README.md (Privacy), run exactly as documented, and what each role may
 -- and may not do; nothing of the schema is usable by PUBLIC (types and sequences too).
 BEGIN;
-SELECT plan(49);
+SELECT plan(65);
 
 -- ---- the recipes (copied verbatim into README.md (Privacy)) ----
--- sender: leases surveys and reports deliveries; reads no table, no response
+-- sender: leases surveys (with their recipients and rendered messages) and reports deliveries;
+-- reads no table, no response
 CREATE ROLE nps_sender NOLOGIN;
 GRANT USAGE ON SCHEMA nps_billing TO nps_sender;
 GRANT EXECUTE ON FUNCTION nps_billing.claim_surveys(text, integer, interval),
+                          nps_billing.claim_messages(text, integer, interval),
+                          nps_billing.render_survey(bigint, text),
                           nps_billing.mark_sent(bigint, text),
                           nps_billing.mark_failed(bigint, text, text, interval),
                           nps_billing.mark_sent(bigint[], text),
                           nps_billing.mark_failed(bigint[], text, text, interval) TO nps_sender;
--- response collector: the web/SMS endpoint that stores answers by token, nothing else
+-- response collector: the web/SMS endpoint that stores answers and unsubscribes by token, nothing else
 CREATE ROLE nps_collector NOLOGIN;
 GRANT USAGE ON SCHEMA nps_billing TO nps_collector;
 GRANT EXECUTE ON FUNCTION nps_billing.record_response(text, integer, text, timestamptz),
+                          nps_billing.opt_out_by_token(text),
                           nps_billing.survey_for_token(text) TO nps_collector;
 -- analyst: scores and dates of responses (no comment, no customer id, no survey link), every
 -- aggregate and every non-volatile function (calculations and read-only analysis), every view;
@@ -40,12 +44,23 @@ END $$;
 CREATE TEMP TABLE pr_pay (id int);
 INSERT INTO nps_billing.payment_source (name, relid, customer_expr, payment_key_expr, succeeded_expr)
 VALUES ('pr', 'pr_pay', 'x', 'y', 'z');
-INSERT INTO nps_billing.survey (id, token, source_id, customer_id, channel, send_after, expires_at)
-SELECT 7700 + g, 'pr-token-' || g, p.id, 'pr-cust-' || g, 'email', now() - interval '1 hour' + g * interval '1 second', now() + interval '1 day'
-  FROM nps_billing.payment_source p, generate_series(1, 3) g WHERE p.name = 'pr';
+UPDATE nps_billing.payment_source SET answer_base_url = 'https://nps.example.com' WHERE name = 'pr';
+INSERT INTO nps_billing.survey (id, token, source_id, customer_id, channel, send_after, expires_at, recipient, locale)
+SELECT 7700 + g, 'pr-token-' || g, p.id, 'pr-cust-' || g, 'email', now() - interval '1 hour' + g * interval '1 second', now() + interval '1 day',
+       'pr-' || g || '@example.com', 'de'
+  FROM nps_billing.payment_source p, generate_series(1, 5) g WHERE p.name = 'pr';
 
 -- sender
 SELECT lives_ok($$SELECT pg_temp.as_role('nps_sender', $q$SELECT count(*) FROM nps_billing.claim_surveys('s1', 2)$q$)$$, 'sender: claim_surveys');
+SELECT lives_ok($$SELECT pg_temp.as_role('nps_sender', $q$SELECT count(*) FROM nps_billing.claim_messages('s1', 2)$q$)$$, 'sender: claim_messages');
+SELECT is((SELECT m.recipient || ' ' || (m.body_text LIKE '%https://nps.example.com/pr-token-4/10%')::text FROM nps_billing.survey s,
+                  LATERAL nps_billing._messages(ARRAY[s.id]) m WHERE s.id = 7704), 'pr-4@example.com true',
+          'claim_messages gave the sender the recipient and the rendered message with its links');
+SELECT lives_ok($$SELECT pg_temp.as_role('nps_sender', $q$SELECT * FROM nps_billing.render_survey(7701, 's1')$q$)$$, 'sender: render_survey of a survey it holds');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', $q$SELECT * FROM nps_billing._messages(ARRAY[7701::bigint])$q$)$$, '42501', NULL, 'sender cannot render without the lease check (_messages)');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', 'SELECT recipient FROM nps_billing.survey')$$, '42501', NULL, 'sender cannot read recipients from the table');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', 'SELECT * FROM nps_billing.message_template')$$, '42501', NULL, 'sender cannot read or change templates');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', $q$SELECT nps_billing.opt_out_by_token('pr-token-5')$q$)$$, '42501', NULL, 'sender cannot unsubscribe by token');
 SELECT lives_ok($$SELECT pg_temp.as_role('nps_sender', $q$SELECT nps_billing.mark_sent(7701, 's1')$q$)$$, 'sender: mark_sent');
 SELECT lives_ok($$SELECT pg_temp.as_role('nps_sender', $q$SELECT nps_billing.mark_failed(7702, 's1', 'bounce')$q$)$$, 'sender: mark_failed');
 SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', 'SELECT * FROM nps_billing.survey')$$, '42501', NULL, 'sender cannot read the survey table');
@@ -59,6 +74,10 @@ SELECT throws_ok($$SELECT pg_temp.as_role('nps_sender', $q$UPDATE nps_billing.su
 
 -- collector
 SELECT lives_ok($$SELECT pg_temp.as_role('nps_collector', $q$SELECT nps_billing.record_response('pr-token-3', 9, 'ok')$q$)$$, 'collector: record_response');
+SELECT lives_ok($$SELECT pg_temp.as_role('nps_collector', $q$SELECT nps_billing.opt_out_by_token('pr-token-5'), nps_billing.opt_out_by_token('unknown')$q$)$$, 'collector: opt_out_by_token');
+SELECT is((SELECT count(*)::int FROM nps_billing.opt_out WHERE customer_id = 'pr-cust-5'), 1, '... which opted the survey''s customer out');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_collector', $q$SELECT * FROM nps_billing.render_survey(7701)$q$)$$, '42501', NULL, 'collector cannot render messages');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_collector', $q$SELECT * FROM nps_billing.claim_messages('c')$q$)$$, '42501', NULL, 'collector cannot claim messages');
 SELECT lives_ok($$SELECT pg_temp.as_role('nps_collector', $q$SELECT * FROM nps_billing.survey_for_token('pr-token-3')$q$)$$,
                 'collector: survey_for_token (the answer page''s lookup)');
 SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', $q$SELECT * FROM nps_billing.survey_for_token('pr-token-3')$q$)$$, '42501', NULL,
@@ -80,6 +99,10 @@ SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', 'SELECT customer_id FRO
 SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', 'SELECT survey_id FROM nps_billing.response')$$, '42501', NULL, 'analyst cannot link responses to surveys');
 SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', 'SELECT * FROM nps_billing.response')$$, '42501', NULL, 'analyst cannot SELECT * from response');
 SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', 'SELECT token FROM nps_billing.survey')$$, '42501', NULL, 'analyst cannot read tokens');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', 'SELECT recipient, locale, time_zone FROM nps_billing.survey')$$, '42501', NULL, 'analyst cannot read recipients');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', $q$SELECT * FROM nps_billing.claim_messages('a')$q$)$$, '42501', NULL, 'analyst cannot claim messages');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', $q$SELECT * FROM nps_billing.render_survey(7701)$q$)$$, '42501', NULL, 'analyst cannot render messages');
+SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', $q$SELECT * FROM nps_billing._messages(ARRAY[7701::bigint])$q$)$$, '42501', NULL, 'analyst cannot render messages through _messages');
 SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', $q$SELECT * FROM nps_billing.claim_surveys('a')$q$)$$, '42501', NULL, 'analyst cannot claim surveys (a volatile function)');
 SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', $q$SELECT nps_billing.record_response('pr-token-3', 1)$q$)$$, '42501', NULL, 'analyst cannot record responses');
 SELECT throws_ok($$SELECT pg_temp.as_role('nps_analyst', $q$SELECT nps_billing.forget_customer('pr-cust-1')$q$)$$, '42501', NULL, 'analyst cannot forget customers');
@@ -100,9 +123,10 @@ SELECT throws_ok($$SELECT pg_temp.as_role('nps_maintenance', $q$SELECT * FROM np
 
 -- exactly these grants: each role's executable functions of the schema
 SELECT set_eq($$SELECT p.proname::text FROM pg_proc p WHERE p.pronamespace = 'nps_billing'::regnamespace AND has_function_privilege('nps_sender', p.oid, 'EXECUTE')$$,
-              ARRAY['claim_surveys', 'mark_sent', 'mark_failed'], 'sender executes exactly claim_surveys, mark_sent, mark_failed');
+              ARRAY['claim_surveys', 'claim_messages', 'render_survey', 'mark_sent', 'mark_failed'],
+              'sender executes exactly claim_surveys, claim_messages, render_survey, mark_sent, mark_failed');
 SELECT set_eq($$SELECT p.proname::text FROM pg_proc p WHERE p.pronamespace = 'nps_billing'::regnamespace AND has_function_privilege('nps_collector', p.oid, 'EXECUTE')$$,
-              ARRAY['record_response', 'survey_for_token'], 'collector executes exactly record_response and survey_for_token');
+              ARRAY['record_response', 'opt_out_by_token', 'survey_for_token'], 'collector executes exactly record_response, opt_out_by_token, survey_for_token');
 SELECT is_empty($$SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'nps_billing'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
                    AND (has_table_privilege('nps_sender', c.oid, 'SELECT,INSERT,UPDATE,DELETE') OR has_table_privilege('nps_collector', c.oid, 'SELECT,INSERT,UPDATE,DELETE')
                         OR has_any_column_privilege('nps_sender', c.oid, 'SELECT') OR has_any_column_privilege('nps_collector', c.oid, 'SELECT'))$$,
@@ -121,15 +145,16 @@ SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronam
                    AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)$$,
                 'every SECURITY DEFINER function pins search_path = pg_catalog, pg_temp');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'nps_billing'::regnamespace
-                   AND p.proname IN ('claim_surveys', 'mark_sent', 'mark_failed', 'expire_surveys', 'record_response', 'forget_customer', 'purge')
+                   AND p.proname IN ('claim_surveys', 'claim_messages', 'render_survey', 'opt_out_by_token', 'mark_sent', 'mark_failed', 'expire_surveys', 'record_response', 'forget_customer', 'purge')
                    AND NOT p.prosecdef$$, 'queue, response and privacy functions are SECURITY DEFINER (roles need no table grants)');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'nps_billing'::regnamespace
-                   AND p.proname IN ('claim_surveys', 'mark_sent', 'mark_failed', 'expire_surveys', 'record_response', 'forget_customer', 'purge')
+                   AND p.proname IN ('claim_surveys', 'claim_messages', 'render_survey', 'opt_out_by_token', 'mark_sent', 'mark_failed', 'expire_surveys', 'record_response', 'forget_customer', 'purge')
                    AND obj_description(p.oid, 'pg_proc') IS NULL$$, 'every delivery and privacy function has a COMMENT');
 SELECT is((SELECT count(*)::int FROM pg_proc p WHERE p.pronamespace = 'nps_billing'::regnamespace
-            AND p.proname IN ('claim_surveys', 'mark_sent', 'mark_failed', 'expire_surveys', 'record_response', 'forget_customer', 'purge')), 9,
+            AND p.proname IN ('claim_surveys', 'claim_messages', 'render_survey', 'opt_out_by_token', 'mark_sent', 'mark_failed', 'expire_surveys', 'record_response', 'forget_customer', 'purge')), 12,
           'the delivery and privacy functions exist once each (mark_sent and mark_failed for one id and for arrays)');
 SELECT function_returns('nps_billing', 'claim_surveys', ARRAY['text', 'integer', 'interval'], 'setof nps_billing.claimed_survey', 'claim_surveys returns SETOF claimed_survey');
+SELECT function_returns('nps_billing', 'claim_messages', ARRAY['text', 'integer', 'interval'], 'setof nps_billing.claimed_message', 'claim_messages returns SETOF claimed_message');
 SELECT function_returns('nps_billing', 'record_response', ARRAY['text', 'integer', 'text', 'timestamp with time zone'], 'bigint', 'record_response returns bigint');
 SELECT * FROM finish();
 ROLLBACK;
