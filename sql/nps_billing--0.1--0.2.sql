@@ -1860,34 +1860,6 @@ COMMENT ON FUNCTION @extschema@.backfill_payments(regclass, timestamptz, regclas
   'Returns the number of events recorded';
 REVOKE ALL ON FUNCTION @extschema@.backfill_payments(regclass, timestamptz, regclass) FROM PUBLIC;
 
--- ---------------------------------------------------------------------------------------------
--- Delivery agent: survey_for_token (the answer page's lookup, collector role)
--- ---------------------------------------------------------------------------------------------
-
-CREATE FUNCTION @extschema@.survey_for_token(token text)
-RETURNS TABLE (status text, locale text, closed boolean)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-#variable_conflict use_column
-BEGIN
-  IF token IS NULL THEN
-    RAISE EXCEPTION 'survey_for_token: token must not be NULL' USING ERRCODE = '22004';
-  END IF;
-  -- The survey's locale column (recipient, locale, time_zone) is read through to_jsonb, so this
-  -- function works on every 0.2 schema; closed = record_response would refuse an answer now.
-  RETURN QUERY
-  SELECT s.status, pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.->>) 'locale',
-         s.status IN ('expired', 'cancelled') OR s.expires_at <= pg_catalog.now()
-    FROM @extschema@.survey s
-   WHERE s.token = survey_for_token.token;
-END
-$fn$;
-COMMENT ON FUNCTION @extschema@.survey_for_token(text) IS
-  'The answer page''s lookup: status, locale and whether answers are refused (closed) of the survey '
-  'with this token; no row for an unknown token. VOLATILE so that the analyst recipe (non-volatile '
-  'functions) does not get it';
-REVOKE ALL ON FUNCTION @extschema@.survey_for_token(text) FROM PUBLIC;
 -- >>> follow-ups (closing the loop)
 -- ---------------------------------------------------------------------------------------------
 -- Follow-ups (closing the loop): policy, follow-ups and notes, the response triggers that make
@@ -3304,3 +3276,29 @@ REVOKE ALL ON FUNCTION @extschema@._template_ok(text, text), @extschema@._templa
   @extschema@.claim_messages(text, integer, interval), @extschema@.opt_out_by_token(text) FROM PUBLIC;
 REVOKE ALL ON TABLE @extschema@.message_template, @extschema@.message_template_builtin FROM PUBLIC;
 REVOKE ALL ON SEQUENCE @extschema@.message_template_id_seq FROM PUBLIC;
+-- Delivery agent: survey_for_token (the answer page's lookup, collector role)
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.survey_for_token(token text)
+RETURNS TABLE (status text, locale text, closed boolean)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+BEGIN
+  IF token IS NULL THEN
+    RAISE EXCEPTION 'survey_for_token: token must not be NULL' USING ERRCODE = '22004';
+  END IF;
+  -- closed = record_response would refuse an answer now.
+  RETURN QUERY
+  SELECT s.status, s.locale,
+         s.status IN ('expired', 'cancelled') OR s.expires_at <= pg_catalog.now()
+    FROM @extschema@.survey s
+   WHERE s.token = survey_for_token.token;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.survey_for_token(text) IS
+  'The answer page''s lookup: status, locale and whether answers are refused (closed) of the survey '
+  'with this token; no row for an unknown token. VOLATILE so that the analyst recipe (non-volatile '
+  'functions) does not get it';
+REVOKE ALL ON FUNCTION @extschema@.survey_for_token(text) FROM PUBLIC;

@@ -97,7 +97,8 @@ const char *kStyle =
     "border-radius:.3rem;cursor:pointer}.scores input:checked+span{background:#1a5fb4;color:#fff;border-color:#1a5fb4}"
     ".scores input:focus-visible+span{outline:2px solid #000}.ends{display:flex;justify-content:space-between;"
     "font-size:.85rem;color:#555}textarea{width:100%;min-height:6rem;font:inherit}"
-    "button{font:inherit;padding:.5rem 1.5rem;margin-top:.5rem}.note{color:#2a7a2a}";
+    "button{font:inherit;padding:.5rem 1.5rem;margin-top:.5rem}.note{color:#2a7a2a}"
+    ".sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}";
 
 std::string head(const Strings &s, const std::string &title, const PageOptions &o) {
   return std::string("<!DOCTYPE html>\n<html lang=\"") + s.lang + "\"><head><meta charset=\"utf-8\">"
@@ -123,7 +124,7 @@ std::string score_page(const Strings &s, int score, bool auto_post, bool answere
   std::string h = head(s, s.title, o);
   h += std::string("<main><h1>") + s.question + "</h1>";
   if (answered_before) h += std::string("<p>") + s.answered_before + "</p>";
-  h += "<form id=\"f\" method=\"post\" action=\"\"><fieldset><legend>" + std::string(s.question) +
+  h += "<form id=\"f\" method=\"post\" action=\"\"><fieldset><legend class=\"sr\">" + std::string(s.question) +
        "</legend><div class=\"scores\">";
   for (int i = 0; i <= 10; i++) {
     std::string n = std::to_string(i);

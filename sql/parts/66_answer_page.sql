@@ -11,10 +11,9 @@ BEGIN
   IF token IS NULL THEN
     RAISE EXCEPTION 'survey_for_token: token must not be NULL' USING ERRCODE = '22004';
   END IF;
-  -- The survey's locale column (recipient, locale, time_zone) is read through to_jsonb, so this
-  -- function works on every 0.2 schema; closed = record_response would refuse an answer now.
+  -- closed = record_response would refuse an answer now.
   RETURN QUERY
-  SELECT s.status, pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.->>) 'locale',
+  SELECT s.status, s.locale,
          s.status IN ('expired', 'cancelled') OR s.expires_at <= pg_catalog.now()
     FROM @extschema@.survey s
    WHERE s.token = survey_for_token.token;

@@ -19,7 +19,8 @@ GRANT EXECUTE ON FUNCTION nps_billing.claim_surveys(text, integer, interval),
 CREATE ROLE nps_collector NOLOGIN;
 GRANT USAGE ON SCHEMA nps_billing TO nps_collector;
 GRANT EXECUTE ON FUNCTION nps_billing.record_response(text, integer, text, timestamptz),
-                          nps_billing.opt_out_by_token(text), nps_billing.survey_for_token(text) TO nps_collector;
+                          nps_billing.opt_out_by_token(text),
+                          nps_billing.survey_for_token(text) TO nps_collector;
 -- analyst: scores and dates of responses (no comment, no customer id, no survey link), every
 -- aggregate and every non-volatile function (calculations and read-only analysis), every view;
 -- no table holding tokens, no function that writes
