@@ -24,6 +24,10 @@ INSERT INTO payments (customer_id, amount_cents, currency, status) VALUES ('cus_
 -- an answer through the real path and an imported historical one
 SELECT nps_billing.record_response((SELECT token FROM nps_billing.survey ORDER BY id LIMIT 1), 9, 'fine');
 INSERT INTO nps_billing.response (customer_id, score, comment, responded_at) VALUES ('cus_old', 3, 'old answer', '2025-01-01');
+-- a recent detractor: its follow-up, worked, with a note (restored as dumped, not made again)
+INSERT INTO nps_billing.follow_up_policy (source_id, with_comment) SELECT id, true FROM nps_billing.payment_source WHERE name = 'dumped';
+SELECT nps_billing.record_response((SELECT token FROM nps_billing.survey ORDER BY id LIMIT 1 OFFSET 1), 2, 'charged twice');
+SELECT nps_billing.update_follow_up(c.id, 'agent', 'contacted', 'called back') FROM nps_billing.claim_follow_ups('agent') c;
 -- the table changes after tracking: the trigger recompiles
 ALTER TABLE payments ADD COLUMN note text;
 -- expressions bound to a function of another schema (stored schema-qualified) and varchar columns
@@ -35,7 +39,7 @@ INSERT INTO billing.charges VALUES (1, 'cus_b1', 'ok');
 SQL
 pg_dump -Fc -d "$src" -f "$dump"
 pg_restore -d "$dst" "$dump"
-for t in payment_source payment_event survey customer_contact opt_out capture_error response; do
+for t in payment_source payment_event survey customer_contact opt_out capture_error response follow_up_policy follow_up follow_up_note; do
   q="SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM nps_billing.$t t"
   a=$(psql -qAtX -d "$src" -c "$q"); b=$(psql -qAtX -d "$dst" -c "$q")
   if [ "$a" != "$b" ]; then echo "not ok - nps_billing.$t differs after restore ($a vs $b)"; exit 1; fi
@@ -44,10 +48,10 @@ done
 n=$(psql -qAtX -d "$dst" -c "SELECT count(*) FROM nps_billing.payment_event")
 [ "$n" -gt 200 ] || { echo "not ok - too few events to prove anything ($n)"; exit 1; }
 r=$(psql -qAtX -d "$dst" -c "SELECT count(*) FROM nps_billing.response")
-[ "$r" = 2 ] || { echo "not ok - expected two responses after restore ($r)"; exit 1; }
+[ "$r" = 3 ] || { echo "not ok - expected three responses after restore ($r)"; exit 1; }
 e=$(psql -qAtX -d "$dst" -c "SELECT count(*) FROM nps_billing.capture_error")
 [ "$e" = 1 ] || { echo "not ok - expected one capture_error row ($e)"; exit 1; }
-for s in payment_event_id_seq survey_id_seq; do
+for s in payment_event_id_seq survey_id_seq follow_up_id_seq follow_up_note_id_seq; do
   a=$(psql -qAtX -d "$src" -c "SELECT last_value FROM nps_billing.$s"); b=$(psql -qAtX -d "$dst" -c "SELECT last_value FROM nps_billing.$s")
   [ "$a" = "$b" ] || { echo "not ok - sequence $s differs ($a vs $b)"; exit 1; }
 done

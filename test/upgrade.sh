@@ -137,6 +137,14 @@ case "$ctx" in
   0/*" true 0 "*" true") ok "the update stored the context of every 0.1 answer and filled the rollups (${ctx%% *} without context)";;
   *) notok "stored contexts / rollups after the update: $ctx";;
 esac
+# --- follow-ups start with the update: the 0.1 answers (recent detractors among them) get none ---
+fu=$(q "$upd" "SELECT (SELECT count(*) FROM nps_billing.follow_up) || ' ' || count(*) FROM nps_billing.response
+               WHERE category = 'detractor' AND customer_id IS NOT NULL AND responded_at > now() - interval '30 days'" 2>&1)
+case "$fu" in
+  "0 0"|"0 "*[!0-9]*) notok "follow-ups after the update: $fu (want none, with recent 0.1 detractors to prove it)";;
+  "0 "*) ok "the update opens no follow-up for the ${fu#0 } recent 0.1 detractor answers";;
+  *) notok "follow-ups after the update: $fu (want none)";;
+esac
 
 # --- the user's objects and the whole pipeline work after the update ---------------------------
 if psql -qX -v ON_ERROR_STOP=1 -d "$upd" >"$tmp/err" 2>&1 <<'SQL'

@@ -1,9 +1,27 @@
 -- Catalog-level promises: objects exist, nothing is granted to PUBLIC.
 BEGIN;
-SELECT plan(10);
+SELECT plan(19);
 SELECT has_type('nps_billing', 'npsagg', 'npsagg type exists');
 SELECT has_function('nps_billing', 'nps_ci', ARRAY['nps_billing.npsagg', 'double precision', 'text'], 'nps_ci exists');
 SELECT is_aggregate('nps_billing', 'nps', ARRAY['integer'], 'nps(integer) is an aggregate');
+-- follow-ups (closing the loop)
+SELECT has_table('nps_billing', 'follow_up', 'table follow_up exists');
+SELECT has_table('nps_billing', 'follow_up_note', 'table follow_up_note exists');
+SELECT has_table('nps_billing', 'follow_up_policy', 'table follow_up_policy exists');
+SELECT columns_are('nps_billing', 'follow_up', ARRAY['id', 'response_id', 'source_id', 'reason', 'status', 'created_at', 'due_at',
+                   'assignee', 'lease_role', 'lease_until', 'contacted_at', 'closed_at', 'answer_changed_at', 'still_needed', 'active'],
+                   'follow_up has its columns');
+SELECT function_returns('nps_billing', 'claim_follow_ups', ARRAY['text', 'integer', 'interval'], 'setof nps_billing.claimed_follow_up',
+                        'claim_follow_ups returns SETOF claimed_follow_up');
+SELECT has_function('nps_billing', 'update_follow_up', ARRAY['bigint', 'text', 'text', 'text'], 'update_follow_up exists');
+SELECT has_function('nps_billing', 'resolve_follow_up', ARRAY['bigint', 'text', 'text', 'text'], 'resolve_follow_up exists');
+SELECT is((SELECT array_agg(tgname::text ORDER BY tgname) FROM pg_trigger WHERE tgrelid = 'nps_billing.response'::regclass AND tgname LIKE 'follow_up%'),
+          ARRAY['follow_up_answer_delete', 'follow_up_answer_insert', 'follow_up_answer_truncate', 'follow_up_answer_update'],
+          'response carries the follow-up triggers (insert, update, delete, truncate)');
+SELECT is((SELECT count(*)::int FROM unnest((SELECT extconfig FROM pg_extension WHERE extname = 'nps_billing')) c
+            WHERE c::regclass::text IN ('nps_billing.follow_up', 'nps_billing.follow_up_note', 'nps_billing.follow_up_policy',
+                                        'nps_billing.follow_up_id_seq', 'nps_billing.follow_up_note_id_seq')), 5,
+          'follow-up tables and sequences are dumped with pg_dump (pg_extension_config_dump)');
 SELECT has_function('nps_billing', 'nps_churn', ARRAY['interval', 'timestamp with time zone', 'timestamp with time zone', 'timestamp with time zone'], 'nps_churn exists');
 SELECT has_function('nps_billing', 'nps_retention', ARRAY['interval', 'interval', 'timestamp with time zone', 'timestamp with time zone', 'interval', 'timestamp with time zone'], 'nps_retention exists');
 SELECT has_function('nps_billing', 'nps_drivers', ARRAY['text[]', 'timestamp with time zone', 'timestamp with time zone', 'integer'], 'nps_drivers exists');

@@ -1,6 +1,6 @@
 -- forget_customer leaves no trace of the person in any table of the schema; purge retention.
 BEGIN;
-SELECT plan(31);
+SELECT plan(33);
 SET LOCAL search_path = nps_billing, public;
 
 -- every table (and materialized view) of the schema, searched as text, found from the catalog
@@ -46,6 +46,12 @@ SELECT p.id, k, c, e, '22P02' FROM payment_source p,
           ('pf-raw-8', 'keep-two', 'amount: division by zero')) v(k, c, e)
  WHERE p.name = 'pf';
 
+-- X's detractor answer got a follow-up; an agent's notes quote the id and the comment
+CREATE TEMP TABLE pf_claimed AS SELECT * FROM claim_follow_ups('pf-agent', 1000);
+CREATE TEMP TABLE pf_noted AS
+  SELECT update_follow_up(c.id, 'pf-agent', 'contacted', 'called erase-me-7f3a about comment-of-erase-me-7f3a')
+    FROM pf_claimed c WHERE c.customer_id = 'erase-me-7f3a';
+CREATE TEMP TABLE x_follow_ups AS SELECT id FROM pf_claimed WHERE customer_id = 'erase-me-7f3a';
 CREATE TEMP TABLE x_events AS SELECT id FROM payment_event WHERE customer_id = 'erase-me-7f3a';
 CREATE TEMP TABLE x_secrets AS
   SELECT token AS s FROM survey WHERE customer_id = 'erase-me-7f3a'
@@ -65,14 +71,18 @@ CREATE TEMP TABLE nps_before AS
 -- the search finds X everywhere before, so it can fail
 SELECT set_eq($$SELECT * FROM pg_temp.traces('erase-me-7f3a')$$,
   ARRAY['nps_billing.capture_error', 'nps_billing.customer_contact', 'nps_billing.customer_latest_answer',
-        'nps_billing.opt_out', 'nps_billing.payment_event', 'nps_billing.response', 'nps_billing.survey'],
-  'before: the id is found in seven tables');
+        'nps_billing.follow_up_note', 'nps_billing.opt_out', 'nps_billing.payment_event', 'nps_billing.response', 'nps_billing.survey'],
+  'before: the id is found in eight tables (a follow-up note quotes it)');
+SELECT is((SELECT count(*)::int FROM x_follow_ups), 1, 'fixture: X''s detractor answer has a follow-up');
 SELECT is((SELECT count(*)::int FROM x_secrets), 4, 'fixture: X has 2 tokens and 2 comments');
 SELECT is((SELECT count(survey_id)::int FROM payment_event WHERE id IN (SELECT id FROM x_events)), 2, 'fixture: 2 of its events link to its surveys');
 
 SELECT results_eq($$SELECT * FROM forget_customer('erase-me-7f3a')$$, $$VALUES (3, 2, 2)$$,
                   'forget_customer returns (events, surveys, responses) it erased');
 SELECT is_empty($$SELECT * FROM pg_temp.traces('erase-me-7f3a')$$, 'after: no column of any table contains the id');
+SELECT is((SELECT count(*)::int FROM follow_up WHERE id IN (SELECT id FROM x_follow_ups))
+          + (SELECT count(*)::int FROM follow_up_note WHERE follow_up_id IN (SELECT id FROM x_follow_ups)), 0,
+          'after: its follow-up and the follow-up''s notes are gone');
 SELECT is_empty($$SELECT t FROM x_secrets, pg_temp.traces(x_secrets.s) t$$, 'after: no table contains its tokens or comments');
 SELECT set_eq($$SELECT * FROM pg_temp.others()$$, $$SELECT * FROM others_before$$, 'other customers'' rows are unchanged');
 SELECT results_eq($$SELECT nps(score), count(*), array_agg(score ORDER BY responded_at, score), array_agg(category::text ORDER BY responded_at, score) FROM response$$,
