@@ -82,15 +82,57 @@ FROM nps_alerts('30 days', 5, as_of => '2026-09-01');
 SELECT category, currency, customers, payments, amount FROM revenue_at_risk('2026-07-01');
 
 \echo
-\echo '== What detractors say right after a charge (days_since_payment <= 3): most common words'
-SELECT w AS word, count(*) AS mentions
-FROM response_context c
-JOIN response r ON r.id = c.response_id
-CROSS JOIN LATERAL regexp_split_to_table(lower(r.comment), '[^a-z]+') w
-WHERE c.category = 'detractor' AND c.days_since_payment <= 3 AND length(w) > 3
-  AND w NOT IN ('what', 'this', 'that', 'with', 'were', 'have', 'does', 'exactly', 'today', 'than',
-                'please', 'before', 'another', 'know', 'from', 'about', 'they', 'every')
-GROUP BY w ORDER BY count(*) DESC, w LIMIT 10;
+\echo '== Do detractors stop paying? nps_churn(''45 days'', as_of => ''2026-10-01'') (churned: no succeeded payment within 45 days of the answer)'
+SELECT category, customers, churned, round(100 * churn_rate::numeric, 1) AS "churn %",
+       format('[%s, %s]', round(100 * ci_low::numeric, 1), round(100 * ci_high::numeric, 1)) AS "95% Wilson CI",
+       round(lift::numeric, 2) AS lift_vs_promoters, pg_temp.p(p_value) AS p_value, churned_revenue AS "paid in the 45 days before (churned)"
+FROM nps_churn('45 days', as_of => '2026-10-01');
+
+\echo
+\echo '== Retention curves: nps_retention(''30 days'', ''240 days'', as_of => ''2026-10-01'') (Kaplan-Meier, open windows censored; bar: share still paying, from 50 %)'
+SELECT (extract(epoch FROM bucket_end) / 86400)::int AS day, category, at_risk, churned, censored,
+       round(100 * survival::numeric, 1) AS "paying %",
+       format('[%s, %s]', round(100 * ci_low::numeric, 1), round(100 * ci_high::numeric, 1)) AS "95% band",
+       rpad(repeat(CASE category WHEN 'detractor' THEN 'D' WHEN 'passive' THEN 'p' ELSE 'P' END,
+                   greatest(0, round((survival - 0.5) * 100))::int), 50) || '|' AS "50 %                                        100 %"
+FROM nps_retention('30 days', '240 days', as_of => '2026-10-01')
+ORDER BY bucket_end, category;
+
+\echo
+\echo '== Drivers: nps_drivers(''{collection,method,plan}'') - every value tested, Benjamini-Hochberg q-values, largest impact first'
+SELECT attribute, value, responses, pg_temp.r(nps) AS nps, pg_temp.r(difference) AS vs_rest,
+       pg_temp.p(p_value) AS p_value, pg_temp.p(q_value) AS q_value, round(impact::numeric) AS impact
+FROM nps_drivers('{collection,method,plan}');
+
+\echo
+\echo '== What detractors say: comment_terms(''detractor'') - full-text-search terms over-represented in their comments (log-odds z)'
+SELECT term, answers, round(100 * share::numeric, 1) AS "% of detractor comments",
+       round(100 * other_share::numeric, 1) AS "% of other comments", round(z::numeric, 1) AS z
+FROM comment_terms('detractor') LIMIT 10;
+\echo '   ... and after the Pro price rise (August - September 2026):'
+SELECT term, answers, round(100 * share::numeric, 1) AS "% of detractor comments",
+       round(100 * other_share::numeric, 1) AS "% of other comments", round(z::numeric, 1) AS z
+FROM comment_terms('detractor', '2026-08-01', '2026-10-01') LIMIT 5;
+
+SELECT to_regproc('nps_billing.claim_follow_ups') IS NOT NULL AS have_follow_ups \gset
+\if :have_follow_ups
+\echo
+\echo '== Closing the loop: a follow-up for every detractor, worked by two agents (claim_follow_ups leases with SKIP LOCKED)'
+SELECT count(*) AS follow_ups, count(*) FILTER (WHERE status = 'open') AS open FROM follow_up;
+SELECT 'alice' AS agent, id, customer_id, score, left(comment, 45) AS comment, payment_amount, payment_currency, days_since_payment
+FROM claim_follow_ups('alice', 3) ORDER BY id;
+SELECT 'bob' AS agent, id, customer_id, score, left(comment, 45) AS comment, payment_amount, payment_currency, days_since_payment
+FROM claim_follow_ups('bob', 3) ORDER BY id;
+-- alice calls and resolves hers; bob leaves a note on his, gives one back to the queue
+SELECT id, resolve_follow_up(id, 'alice', note => 'Called: explained the invoice, reminder before billing set up') AS status
+FROM follow_up WHERE assignee = 'alice' AND active ORDER BY id;
+SELECT id, update_follow_up(id, 'bob', 'contacted', 'Left a voicemail') AS status
+FROM follow_up WHERE assignee = 'bob' AND active ORDER BY id;
+SELECT release_follow_up(max(id), 'bob') FROM follow_up WHERE assignee = 'bob' AND active;
+SELECT follow_ups, open, overdue, resolved, wont_fix, date_trunc('second', median_time_to_close) AS median_time_to_close,
+       detractors_judged, followed_up, not_followed_up
+FROM follow_up_metrics();
+\endif
 
 \echo
 \echo '== Under the hood: the aggregates (revenue-weighted NPS, stored daily summaries, sliding window)'

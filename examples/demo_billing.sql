@@ -29,8 +29,17 @@ SELECT g AS n,
             ELSE 'ach_credit_transfer' END AS method,
        CASE WHEN demo.u(4, g) < 0.70 THEN 'usd' WHEN demo.u(4, g) < 0.90 THEN 'eur' ELSE 'gbp' END AS currency,
        -- 70 % were customers before the year starts, the rest sign up during it
-       CASE WHEN demo.u(5, g) < 0.70 THEN 0 ELSE 1 + (demo.u(6, g) * 11)::int END AS first_month
+       CASE WHEN demo.u(5, g) < 0.70 THEN 0 ELSE 1 + (demo.u(6, g) * 11)::int END AS first_month,
+       -- The churn effect planted in the data: a quarter of the customers are unhappy. They
+       -- answer worse (25 points fewer promoters, 25 more detractors, see demo.answer) and stop
+       -- paying with a hazard of 10 % per month (the others 1 %), so detractors churn more
+       -- than promoters: nps_churn() and nps_retention() measure it from the payments.
+       demo.u(20, g) < 0.25 AS unhappy
 FROM generate_series(1, 20000) g;
+-- the first month a customer no longer pays (a geometric draw; 99: pays to the end of the year)
+ALTER TABLE demo.customer ADD COLUMN stop_month integer;
+UPDATE demo.customer SET stop_month = least(99, first_month + 1
+  + floor(ln(1 - demo.u(21, n)) / ln(1 - CASE WHEN unhappy THEN 0.10 ELSE 0.01 END))::int);
 
 INSERT INTO stripe.customers (id, object, email, name, created, currency, metadata)
 SELECT id, 'customer', 'customer' || n || '@example.com', 'Customer ' || n,
@@ -80,7 +89,7 @@ LANGUAGE sql STABLE AS $$
            demo.u(8, cu.n * 100 + m) < CASE cu.method WHEN 'card' THEN 0.03 WHEN 'sepa_debit' THEN 0.04 ELSE 0.12 END AS fails,
            demo.u(9, cu.n * 100 + m) < 0.85 AS retry_ok
     FROM demo.customer cu JOIN demo.plan p USING (plan)
-    WHERE cu.first_month <= m),
+    WHERE cu.first_month <= m AND m < cu.stop_month),
   attempts AS (
     SELECT c.*, 1 AS try, CASE WHEN fails THEN 'failed' ELSE 'succeeded' END AS st, at AS t FROM c
     UNION ALL
@@ -161,10 +170,12 @@ FROM demo.plan_survey p WHERE p.id = s.id;
 -- captured payment events, like response_context does):
 --   automatic payers: 55 % promoters / 15 % detractors; manual payers: 35 % / 30 %;
 --   in the 3 days after a charge: -15 points of promoters, +17 of detractors;
---   a failed payment in the last 30 days: -10 / +15; Pro after the Aug 2026 price rise: -12 / +15.
+--   a failed payment in the last 30 days: -10 / +15; Pro after the Aug 2026 price rise: -12 / +15;
+--   an unhappy customer (demo.customer.unhappy, who also stops paying sooner): -25 / +25.
 CREATE TABLE demo.answer AS
 WITH a AS (
-  SELECT p.*, p.sent_at + p.answer_after AS responded_at FROM demo.plan_survey p
+  SELECT p.*, p.sent_at + p.answer_after AS responded_at, cu.unhappy FROM demo.plan_survey p
+  JOIN demo.customer cu ON cu.id = p.customer_id
   WHERE p.answers AND NOT p.bounces),
 ctx AS (
   SELECT a.*, last.occurred_at AS last_paid, last.attributes,
@@ -180,10 +191,12 @@ probs AS (
   SELECT ctx.*,
          CASE WHEN attributes->>'collection' = 'charge_automatically' THEN 0.55 ELSE 0.35 END
            - CASE WHEN days <= 3 THEN 0.15 ELSE 0 END - CASE WHEN failed_30d THEN 0.10 ELSE 0 END
-           - CASE WHEN attributes->>'plan' = 'pro' AND responded_at >= '2026-08-01' THEN 0.12 ELSE 0 END AS p_prom,
+           - CASE WHEN attributes->>'plan' = 'pro' AND responded_at >= '2026-08-01' THEN 0.12 ELSE 0 END
+           - CASE WHEN unhappy THEN 0.25 ELSE 0 END AS p_prom,
          CASE WHEN attributes->>'collection' = 'charge_automatically' THEN 0.15 ELSE 0.30 END
            + CASE WHEN days <= 3 THEN 0.17 ELSE 0 END + CASE WHEN failed_30d THEN 0.15 ELSE 0 END
-           + CASE WHEN attributes->>'plan' = 'pro' AND responded_at >= '2026-08-01' THEN 0.15 ELSE 0 END AS p_det
+           + CASE WHEN attributes->>'plan' = 'pro' AND responded_at >= '2026-08-01' THEN 0.15 ELSE 0 END
+           + CASE WHEN unhappy THEN 0.25 ELSE 0 END AS p_det
   FROM ctx)
 SELECT p.*,
        CASE WHEN demo.u(14, id) < p_det THEN (ARRAY[0,1,2,3,4,5,5,6,6,6])[1 + (demo.u(15, id) * 10)::int % 10]
@@ -210,6 +223,14 @@ UPDATE demo.answer SET comment = CASE
   WHEN score <= 8 THEN (ARRAY['Does the job', 'Fine, a bit pricey', 'Good, but the dashboard could be faster'])[1 + (demo.u(18, id) * 3)::int % 3]
   ELSE (ARRAY['Love it, saves us hours', 'Great support team', 'Just works, never think about it',
     'Best tool we pay for'])[1 + (demo.u(18, id) * 4)::int % 4] END;
+
+-- Follow-ups (when installed): every detractor answer gets one, as in production; the answers
+-- here are historical, so the policy accepts answers up to two years old (default: 30 days).
+SELECT to_regclass('nps_billing.follow_up_policy') IS NOT NULL AS have_follow_ups \gset
+\if :have_follow_ups
+INSERT INTO nps_billing.follow_up_policy (source_id, max_age)
+SELECT id, '2 years' FROM nps_billing.payment_source WHERE name = 'stripe';
+\endif
 
 \if :have_delivery
 -- the surveys were created when the payment happened (record_response refuses an answer dated

@@ -75,6 +75,37 @@ def trend(rows, w=640, h=260, lo=-10, hi=50, title=""):
     return f'<div class="card"><h3>{html.escape(title)}</h3>{"".join(out)}</div>'
 
 
+def retention(rows, w=640, h=260, lo=0.5, hi=1.0, title=""):
+    """Kaplan-Meier step curves per category with their 95% bands (nps_retention)."""
+    left, bottom, top = 40, 30, 20
+    pw, ph = w - left - 110, h - bottom - top
+    days = lambda r: float(r["day"])
+    dmax = max((days(r) for r in rows), default=1.0)
+    x = lambda d: left + pw * d / dmax
+    y = lambda v: top + ph * (hi - max(min(v, hi), lo)) / (hi - lo)
+    colors = {"detractor": "#d9534f", "passive": "#f0ad4e", "promoter": "#2e75b6"}
+    out = [f'<svg width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg" font-family="DejaVu Sans" font-size="11">']
+    for t in range(50, 101, 10):
+        out.append(f'<line x1="{left}" x2="{left+pw}" y1="{y(t/100):.1f}" y2="{y(t/100):.1f}" stroke="#ddd"/>'
+                   f'<text x="{left-4}" y="{y(t/100)+4:.1f}" text-anchor="end" fill="#666">{t}%</text>')
+    for k, (cat, color) in enumerate(colors.items()):
+        pts = [(0.0, 1.0, 1.0, 1.0)] + [(days(r), f(r["survival"]), f(r["ci_low"]), f(r["ci_high"]))
+                                       for r in rows if r["category"] == cat and r["survival"]]
+        if len(pts) < 2:
+            continue
+        upper = " ".join(f"{x(pts[n][0]):.1f},{y(pts[n][3]):.1f} {x(pts[n+1][0]):.1f},{y(pts[n][3]):.1f}" for n in range(len(pts) - 1))
+        lower = " ".join(f"{x(pts[n+1][0]):.1f},{y(pts[n][2]):.1f} {x(pts[n][0]):.1f},{y(pts[n][2]):.1f}" for n in reversed(range(len(pts) - 1)))
+        out.append(f'<polygon points="{upper} {lower}" fill="{color}" fill-opacity="0.15"/>')
+        line = " ".join(f"{x(pts[n][0]):.1f},{y(pts[n][1]):.1f} {x(pts[n+1][0]):.1f},{y(pts[n][1]):.1f} "
+                        f"{x(pts[n+1][0]):.1f},{y(pts[n+1][1]):.1f}" for n in range(len(pts) - 1))
+        out.append(f'<polyline points="{line}" fill="none" stroke="{color}" stroke-width="2"/>')
+        out.append(f'<text x="{left+pw+8}" y="{top+14+16*k}" fill="{color}">{cat}</text>')
+    for d in sorted({days(r) for r in rows}):
+        out.append(f'<text x="{x(d):.1f}" y="{h-12}" text-anchor="middle" fill="#333">{int(d)}</text>')
+    out.append('</svg>')
+    return f'<div class="card"><h3>{html.escape(title)}</h3>{"".join(out)}</div>'
+
+
 def table(rows, title, cols=None):
     cols = cols or list(rows[0].keys())
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
@@ -96,6 +127,18 @@ def main():
     failed = q("SELECT CASE WHEN failed_payment THEN 'failed payment in 30 d' ELSE 'no failed payment' END AS customers, "
                "responses, round(nps::numeric, 1) AS nps, round(ci_low::numeric, 1) AS ci_low, "
                "round(ci_high::numeric, 1) AS ci_high FROM nps_billing.nps_failed_payments()")
+    churn = q("SELECT category, customers, churned, round(100 * churn_rate::numeric, 1) AS churn_pct, "
+              "round(100 * ci_low::numeric, 1) AS ci_low, round(100 * ci_high::numeric, 1) AS ci_high, "
+              "round(lift::numeric, 2) AS lift, to_char(p_value, '9.9EEEE') AS p_value "
+              "FROM nps_billing.nps_churn('45 days', as_of => '2026-10-01')")
+    curves = q("SELECT category, extract(epoch FROM bucket_end) / 86400 AS day, survival, ci_low, ci_high "
+               "FROM nps_billing.nps_retention('30 days', '240 days', as_of => '2026-10-01')")
+    drivers = q("SELECT attribute, coalesce(value, '') AS value, responses, round(nps::numeric, 1) AS nps, "
+                "round(difference::numeric, 1) AS vs_rest, to_char(q_value, '9.9EEEE') AS q_value, round(impact::numeric) AS impact "
+                "FROM nps_billing.nps_drivers('{collection,method,plan}') LIMIT 8")
+    terms = q("SELECT term, answers, round(100 * share::numeric, 1) AS pct_detractors, "
+              "round(100 * other_share::numeric, 1) AS pct_others, round(z::numeric, 1) AS z "
+              "FROM nps_billing.comment_terms('detractor') LIMIT 8")
     seg = [dict(r, label=r["value"]) for r in collection + method]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>nps_billing demo</title>
 <style>body{{font-family:'DejaVu Sans',sans-serif;margin:16px;background:#f4f5f7;color:#222}}
@@ -112,6 +155,10 @@ th{{color:#555}} td:first-child,th:first-child{{text-align:left}}</style></head>
 {table(alerts, "nps_alerts('30 days', 10, as_of => '2026-09-01')")}
 {table(funnel, "survey_funnel('2025-10-01')")}
 {table(failed, "nps_failed_payments()")}
+{retention(curves, title="Still paying after the answer, by category (Kaplan-Meier, 95% band) — nps_retention('30 days', '240 days')")}
+{table(churn, "Churn within 45 days of the answer, % with 95% Wilson CI — nps_churn('45 days')")}
+{table(drivers, "Drivers with Benjamini-Hochberg q-values — nps_drivers('{collection,method,plan}')")}
+{table(terms, "What detractors say — comment_terms('detractor')")}
 </div></body></html>"""
     sys.stdout.write(page)
 

@@ -177,29 +177,38 @@ AS $$
                                            AND @extschema@.interval_within(horizon, '1 second', '100 years'))
                                       OR extract(epoch FROM horizon) <= 10000 * extract(epoch FROM bucket),
              '54000', format('nps_retention: buckets of %s up to %s exceed the limit of 10000 buckets', bucket, horizon))
+  ), cohort AS MATERIALIZED (
+    SELECT DISTINCT ON (r.customer_id) r.customer_id, r.responded_at, r.category
+      FROM @extschema@.response r
+     WHERE r.customer_id IS NOT NULL
+       AND r.responded_at >= since AND r.responded_at < until AND r.responded_at <= as_of
+     ORDER BY r.customer_id, r.responded_at, r.id
+  ), chain AS (
+    -- each customer's succeeded payments after the answer (up to horizon + after), in one pass
+    -- with the previous one (the answer for the first)
+    SELECT p.customer_id, p.occurred_at AS t,
+           lag(p.occurred_at, 1, c.responded_at) OVER (PARTITION BY p.customer_id ORDER BY p.occurred_at) AS prev
+      FROM cohort c
+      CROSS JOIN par
+      JOIN @extschema@.payment_event p
+        ON p.customer_id = c.customer_id
+       AND p.occurred_at > c.responded_at
+       AND p.occurred_at <= least(as_of, c.responded_at + par.hs * interval '1 second' + after)
+       AND p.kind = 'succeeded'
+  ), ends AS (
+    -- a gap longer than `after` breaks the chain: its last payment is where it ended
+    SELECT w.customer_id, min(w.prev) FILTER (WHERE w.t > w.prev + after) AS brk, max(w.t) AS last_t
+      FROM chain w GROUP BY 1
   ), subj AS MATERIALIZED (
     SELECT c.category,
            least(extract(epoch FROM l.last_paid - c.responded_at)::float8, par.hs) AS t,
            l.ended AND extract(epoch FROM l.last_paid - c.responded_at)::float8 < par.hs AS event
       FROM par
+     CROSS JOIN cohort c
+      LEFT JOIN ends e ON e.customer_id = c.customer_id
      CROSS JOIN LATERAL (
-       SELECT DISTINCT ON (r.customer_id) r.customer_id, r.responded_at, r.category
-         FROM @extschema@.response r
-        WHERE r.customer_id IS NOT NULL
-          AND r.responded_at >= since AND r.responded_at < until AND r.responded_at <= as_of
-        ORDER BY r.customer_id, r.responded_at, r.id) c
-     CROSS JOIN LATERAL (
-       -- the chain: a gap longer than `after` breaks it; its last payment is where it ended
-       SELECT coalesce(min(w.prev) FILTER (WHERE w.t > w.prev + after), max(w.t), c.responded_at) AS last_paid,
-              min(w.prev) FILTER (WHERE w.t > w.prev + after) IS NOT NULL
-                OR coalesce(max(w.t), c.responded_at) + after <= as_of AS ended
-         FROM (SELECT p.occurred_at AS t,
-                      lag(p.occurred_at, 1, c.responded_at) OVER (ORDER BY p.occurred_at) AS prev
-                 FROM @extschema@.payment_event p
-                WHERE p.customer_id = c.customer_id
-                  AND p.occurred_at > c.responded_at
-                  AND p.occurred_at <= least(as_of, c.responded_at + par.hs * interval '1 second' + after)
-                  AND p.kind = 'succeeded') w) l
+       SELECT coalesce(e.brk, e.last_t, c.responded_at) AS last_paid,
+              e.brk IS NOT NULL OR coalesce(e.last_t, c.responded_at) + after <= as_of AS ended) l
   ), times AS (
     SELECT s.category, s.t, count(*) FILTER (WHERE s.event) AS d, count(*) FILTER (WHERE NOT s.event) AS c
       FROM subj s GROUP BY 1, 2
