@@ -42,10 +42,10 @@ SELECT md5(e.id::text), 1400, e.id, e.customer_id, 'email', 'responded', e.occur
   FROM nps_billing.payment_event e WHERE e.id % 5 = 0 AND e.occurred_at < now() - interval '3 days';
 INSERT INTO nps_billing.response (survey_id, customer_id, score, channel, responded_at, survey_event_id, payment_event_id,
        payment_source_id, payment_kind, payment_amount, payment_currency, payment_at, payment_attributes,
-       payment_dimensions, days_since_payment, failed_payment_30d, context_at)
+       payment_dimensions, days_since_payment, failed_payment_30d, context_at, answered_after, funnel_at)
 SELECT s.id, s.customer_id, sc.score, 'email', t.at, c.survey_event_id, c.payment_event_id, c.payment_source_id, c.payment_kind,
        c.payment_amount, c.payment_currency, c.payment_at, c.payment_attributes, c.payment_dimensions,
-       c.days_since_payment, c.failed_payment_30d, now()
+       c.days_since_payment, c.failed_payment_30d, now(), t.at - s.sent_at, least(s.created_at, t.at)
   FROM nps_billing.survey s
  CROSS JOIN LATERAL (SELECT s.sent_at + (hashint8(s.id) % 172800 + 172800) % 172800 * interval '1 second' AS at) t
  CROSS JOIN LATERAL (SELECT (ARRAY[0,2,4,5,6,7,7,8,8,9,9,9,10,10,10])[1 + (hashint8(s.id * 7) % 15 + 15) % 15] AS score) sc

@@ -3312,3 +3312,735 @@ COMMENT ON FUNCTION @extschema@.survey_for_token(text) IS
   'with this token; no row for an unknown token. VOLATILE so that the analyst recipe (non-volatile '
   'functions) does not get it';
 REVOKE ALL ON FUNCTION @extschema@.survey_for_token(text) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- Analysis at dashboard speed, continued: survey_funnel's median time to answer from a rollup
+-- (each answer stores its survey's times: answered_after, funnel_at; rollup_answer_delay counts
+-- them by day and delay bucket); a first answer is a plain INSERT (record_response no longer
+-- fires the UPDATE triggers for it); revenue_at_risk reads payments from the customer index alone.
+-- The existing answers get their times, and the rollup is filled, here.
+-- ---------------------------------------------------------------------------------------------
+ALTER TABLE @extschema@.response
+  ADD COLUMN answered_after interval,
+  ADD COLUMN funnel_at timestamptz;
+CREATE TABLE @extschema@.rollup_answer_delay (
+  day      date NOT NULL,            -- UTC day of response.funnel_at
+  bucket   integer NOT NULL,         -- delay_bucket(response.answered_after)
+  answers  bigint NOT NULL,
+  PRIMARY KEY (day, bucket)
+);
+COMMENT ON TABLE @extschema@.rollup_answer_delay IS
+  'Answers to surveys per UTC day of funnel_at and bucket of the time from sending to answer (kept by triggers)';
+-- Buckets of the time from sending to answer: bucket b holds [t[b], t[b + 1]) of these
+-- thresholds (about 12% wide from 1 second to 40 days, then 60, 90, 180 and 365 days; bucket 0:
+-- under a second, or answered before sending). survey_funnel's median finds its bucket from the
+-- counts, then reads the answers of that bucket alone (response_answered_after_idx).
+CREATE FUNCTION @extschema@.delay_thresholds() RETURNS interval[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT '{1,2,3,4,5,6,7,8,9,11,12,14,16,18,20,23,26,29,33,38,43,48,55,62,70,79,90,102,116,131,148,168,191,216,245,277,314,356,403,457,518,587,665,754,854,968,1097,1243,1408,1596,1808,2049,2322,2631,2981,3378,3828,4337,4915,5569,6311,7151,8103,9182,10405,11790,13360,15139,17154,19438,22026,24959,28283,32048,36316,41151,46630,52839,59874,67846,76880,87116,98716,111860,126754,143631,162755,184425,208981,236807,268337,304066,344552,390428,442413,501320,568070,643708,729416,826537,936589,1061295,1202604,1362729,1544174,1749779,1982759,2246761,2545913,2884898,3269017,5184000,7776000,15552000,31536000}'::interval[] $$;
+CREATE FUNCTION @extschema@.delay_bucket(d interval) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT width_bucket(d, @extschema@.delay_thresholds()) $$;
+COMMENT ON FUNCTION @extschema@.delay_thresholds() IS
+  'Lower bounds of the buckets of rollup_answer_delay (bucket b starts at element b; bucket 0 is below the first)';
+COMMENT ON FUNCTION @extschema@.delay_bucket(interval) IS
+  'The rollup_answer_delay bucket of a time from sending to answer';
+CREATE OR REPLACE FUNCTION @extschema@.response_context_fill() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    IF NEW.context_at IS NOT NULL THEN RETURN NEW; END IF;
+  ELSIF NEW.context_at IS NOT NULL
+        AND NEW.customer_id IS NOT DISTINCT FROM OLD.customer_id
+        AND NEW.responded_at = OLD.responded_at
+        AND (NEW.survey_id IS NULL OR NEW.survey_id IS NOT DISTINCT FROM OLD.survey_id) THEN
+    -- an answer unlinked from its survey (forget_customer, purge) leaves the funnel's median
+    IF NEW.survey_id IS NULL THEN
+      NEW.answered_after := NULL; NEW.funnel_at := NULL;
+    END IF;
+    RETURN NEW;
+  END IF;
+  IF NEW.customer_id IS NULL THEN
+    -- no context; the survey's times (survey_funnel's median) still count
+    SELECT NEW.responded_at - s.sent_at, least(s.created_at, NEW.responded_at)
+      INTO NEW.answered_after, NEW.funnel_at
+      FROM @extschema@.survey s WHERE s.id = NEW.survey_id;
+    NEW.survey_event_id := NULL; NEW.payment_event_id := NULL; NEW.payment_source_id := NULL;
+    NEW.payment_kind := NULL; NEW.payment_amount := NULL; NEW.payment_currency := NULL;
+    NEW.payment_at := NULL; NEW.payment_attributes := NULL; NEW.payment_dimensions := NULL;
+    NEW.days_since_payment := NULL; NEW.failed_payment_30d := NULL;
+  ELSE
+    -- the body of context_of() and the survey's times, inline and in one statement (plpgsql
+    -- keeps its plan), straight into the row
+    SELECT s.event_id, e.id, e.source_id, e.kind, e.amount, e.currency, e.occurred_at, e.attributes,
+           CASE WHEN e.id IS NOT NULL THEN
+             coalesce((SELECT jsonb_object_agg(k.key, e.attributes -> k.key)
+                         FROM @extschema@.payment_source p, unnest(p.dimensions) AS k(key)
+                        WHERE p.id = e.source_id), '{}') END,
+           floor(extract(epoch FROM NEW.responded_at - e.occurred_at) / 86400)::integer,
+           EXISTS (SELECT 1 FROM @extschema@.payment_event f
+                    WHERE f.customer_id = NEW.customer_id AND f.kind = 'failed'
+                      AND f.occurred_at > NEW.responded_at - interval '720 hours'
+                      AND f.occurred_at <= NEW.responded_at),
+           NEW.responded_at - s.sent_at,
+           CASE WHEN s.id IS NOT NULL THEN least(s.created_at, NEW.responded_at) END
+      INTO NEW.survey_event_id, NEW.payment_event_id, NEW.payment_source_id, NEW.payment_kind,
+           NEW.payment_amount, NEW.payment_currency, NEW.payment_at, NEW.payment_attributes,
+           NEW.payment_dimensions, NEW.days_since_payment, NEW.failed_payment_30d,
+           NEW.answered_after, NEW.funnel_at
+      FROM (SELECT) one
+      LEFT JOIN @extschema@.survey s ON s.id = NEW.survey_id
+      LEFT JOIN LATERAL (
+        SELECT e.id, e.source_id, e.kind, e.amount, e.currency, e.occurred_at, e.attributes
+          FROM @extschema@.payment_event e
+         WHERE e.customer_id = NEW.customer_id AND e.occurred_at <= NEW.responded_at
+         ORDER BY e.occurred_at DESC, e.id DESC
+         LIMIT 1) e ON true;
+    -- (a survey deleted since: the answer keeps the payment event it was sent for)
+    IF NEW.survey_event_id IS NULL AND TG_OP = 'UPDATE' THEN
+      NEW.survey_event_id := OLD.survey_event_id;
+    END IF;
+  END IF;
+  NEW.context_at := now();
+  RETURN NEW;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION @extschema@.refresh_response_context(since timestamptz DEFAULT '-infinity',
+                                                     until timestamptz DEFAULT 'infinity',
+                                                     customers text[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  n bigint;
+BEGIN
+  IF since IS NULL OR until IS NULL THEN
+    RAISE EXCEPTION 'refresh_response_context: % must not be NULL',
+      CASE WHEN since IS NULL THEN 'since' ELSE 'until' END USING ERRCODE = '22004';
+  END IF;
+  IF since > until THEN
+    RAISE EXCEPTION 'refresh_response_context: since % is after until %', since, until USING ERRCODE = '22023';
+  END IF;
+  -- Only answers whose context differs are rewritten; the rollups follow through the
+  -- response triggers (old context out, new one in).
+  UPDATE @extschema@.response r
+     SET survey_event_id = c.survey_event_id, payment_event_id = c.payment_event_id,
+         payment_source_id = c.payment_source_id, payment_kind = c.payment_kind,
+         payment_amount = c.payment_amount, payment_currency = c.payment_currency,
+         payment_at = c.payment_at, payment_attributes = c.payment_attributes,
+         payment_dimensions = c.payment_dimensions, days_since_payment = c.days_since_payment,
+         failed_payment_30d = c.failed_payment_30d, answered_after = t.answered_after,
+         funnel_at = t.funnel_at, context_at = now()
+    FROM @extschema@.response o
+   CROSS JOIN LATERAL @extschema@.context_of(o.customer_id, o.survey_id, o.responded_at, o.survey_event_id) c
+   CROSS JOIN LATERAL (SELECT o.responded_at - s.sent_at AS answered_after,
+                              CASE WHEN s.id IS NOT NULL THEN least(s.created_at, o.responded_at) END AS funnel_at
+                         FROM (SELECT) one LEFT JOIN @extschema@.survey s ON s.id = o.survey_id) t
+   WHERE r.id = o.id
+     AND o.responded_at >= since AND o.responded_at < until
+     AND (customers IS NULL OR o.customer_id = ANY (customers))
+     AND (o.survey_event_id, o.payment_event_id, o.payment_source_id, o.payment_kind, o.payment_amount,
+          o.payment_currency, o.payment_at, o.payment_attributes, o.payment_dimensions,
+          o.days_since_payment, o.failed_payment_30d, o.answered_after, o.funnel_at)
+         IS DISTINCT FROM
+         (c.survey_event_id, c.payment_event_id, c.payment_source_id, c.payment_kind, c.payment_amount,
+          c.payment_currency, c.payment_at, c.payment_attributes, c.payment_dimensions,
+          c.days_since_payment, c.failed_payment_30d, t.answered_after, t.funnel_at);
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.refresh_response_context(timestamptz, timestamptz, text[]) IS
+  'Recomputes the stored payment context of answers given in [since, until) (only of these customers '
+  'when given) from the payment events as they are now, e.g. after older payments were backfilled; '
+  'updates the rollups with them; returns how many answers changed';
+CREATE OR REPLACE FUNCTION @extschema@.response_rollups_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  -- the common case (record_response, COPY): add, in one statement
+  WITH seg AS (
+    INSERT INTO @extschema@.rollup_segment AS g (day, source_id, dims, failed_30d, agg)
+    SELECT @extschema@.utc_day(n.responded_at), coalesce(n.payment_source_id, 0),
+           coalesce(n.payment_dimensions, '{}'), coalesce(n.failed_payment_30d, false),
+           @extschema@.nps_agg(n.score)
+      FROM nps_new n GROUP BY 1, 2, 3, 4
+     ORDER BY 1, 2, 3, 4  -- rows locked in key order: concurrent bulk imports cannot deadlock
+    ON CONFLICT (day, source_id, dims, failed_30d)
+    DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg)
+  ), days AS (
+    INSERT INTO @extschema@.rollup_days AS g (day, days_since, agg)
+    SELECT @extschema@.utc_day(n.responded_at), n.days_since_payment, @extschema@.nps_agg(n.score)
+      FROM nps_new n WHERE n.days_since_payment IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (day, days_since) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg)
+  ), delay AS (
+    INSERT INTO @extschema@.rollup_answer_delay AS g (day, bucket, answers)
+    SELECT @extschema@.utc_day(n.funnel_at), @extschema@.delay_bucket(n.answered_after), count(*)
+      FROM nps_new n WHERE n.answered_after IS NOT NULL AND n.funnel_at IS NOT NULL
+     GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (day, bucket) DO UPDATE SET answers = g.answers + excluded.answers
+  )
+  INSERT INTO @extschema@.customer_latest_answer AS l (customer_id, response_id, responded_at, category)
+  SELECT DISTINCT ON (n.customer_id) n.customer_id, n.id, n.responded_at, n.category
+    FROM nps_new n WHERE n.customer_id IS NOT NULL
+   ORDER BY n.customer_id, n.responded_at DESC, n.id DESC
+  ON CONFLICT (customer_id) DO UPDATE
+     SET response_id = excluded.response_id, responded_at = excluded.responded_at, category = excluded.category
+   WHERE (excluded.responded_at, excluded.response_id) > (l.responded_at, l.response_id);
+  RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION @extschema@.response_rollups_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  -- INSERT ... ON CONFLICT DO UPDATE (record_response) fires this for every new answer, with
+  -- no row updated: nothing to move
+  IF NOT EXISTS (SELECT 1 FROM nps_old) THEN
+    RETURN NULL;
+  END IF;
+    WITH d AS (SELECT n.*, 1 AS sign FROM nps_new n JOIN nps_old o USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)
+                UNION ALL
+                SELECT o.*, -1 FROM nps_old o JOIN nps_new n USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)), k AS (
+      SELECT @extschema@.utc_day(d.responded_at) AS day, coalesce(d.payment_source_id, 0) AS source_id,
+             coalesce(d.payment_dimensions, '{}') AS dims, coalesce(d.failed_payment_30d, false) AS failed_30d,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign > 0) AS plus,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign < 0) AS minus
+        FROM d GROUP BY 1, 2, 3, 4
+    ), upd AS (
+      UPDATE @extschema@.rollup_segment g SET agg = @extschema@.npsagg_sub(@extschema@.npsagg_add(g.agg, k.plus), k.minus)
+        FROM k
+       WHERE g.day = k.day AND g.source_id = k.source_id AND g.dims = k.dims AND g.failed_30d = k.failed_30d
+      RETURNING g.day, g.source_id, g.dims, g.failed_30d
+    )
+    INSERT INTO @extschema@.rollup_segment AS g (day, source_id, dims, failed_30d, agg)
+    SELECT k.day, k.source_id, k.dims, k.failed_30d, @extschema@.npsagg_sub(k.plus, k.minus)
+      FROM k
+     WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.day = k.day AND u.source_id = k.source_id
+                                             AND u.dims = k.dims AND u.failed_30d = k.failed_30d)
+    ON CONFLICT (day, source_id, dims, failed_30d) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    WITH d AS (SELECT n.*, 1 AS sign FROM nps_new n JOIN nps_old o USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)
+                UNION ALL
+                SELECT o.*, -1 FROM nps_old o JOIN nps_new n USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)), k AS (
+      SELECT @extschema@.utc_day(d.responded_at) AS day, d.days_since_payment AS days_since,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign > 0) AS plus,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign < 0) AS minus
+        FROM d WHERE d.days_since_payment IS NOT NULL GROUP BY 1, 2
+    ), upd AS (
+      UPDATE @extschema@.rollup_days g SET agg = @extschema@.npsagg_sub(@extschema@.npsagg_add(g.agg, k.plus), k.minus)
+        FROM k WHERE g.day = k.day AND g.days_since = k.days_since
+      RETURNING g.day, g.days_since
+    )
+    INSERT INTO @extschema@.rollup_days AS g (day, days_since, agg)
+    SELECT k.day, k.days_since, @extschema@.npsagg_sub(k.plus, k.minus)
+      FROM k WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.day = k.day AND u.days_since = k.days_since)
+    ON CONFLICT (day, days_since) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    -- rows left empty go
+    DELETE FROM @extschema@.rollup_segment g
+     USING (SELECT DISTINCT @extschema@.utc_day(o.responded_at) AS day, coalesce(o.payment_source_id, 0) AS source_id,
+                   coalesce(o.payment_dimensions, '{}') AS dims, coalesce(o.failed_payment_30d, false) AS failed_30d
+              FROM nps_old o) k
+     WHERE g.day = k.day AND g.source_id = k.source_id AND g.dims = k.dims AND g.failed_30d = k.failed_30d
+       AND @extschema@.responses(g.agg) = 0;
+    DELETE FROM @extschema@.rollup_days g
+     USING (SELECT DISTINCT @extschema@.utc_day(o.responded_at) AS day, o.days_since_payment AS days_since
+              FROM nps_old o) k
+     WHERE g.day = k.day AND g.days_since = k.days_since AND @extschema@.responses(g.agg) = 0;
+    -- answers to surveys by day and time to answer: net change per row
+    INSERT INTO @extschema@.rollup_answer_delay AS g (day, bucket, answers)
+    SELECT k.day, k.bucket, sum(k.d)
+      FROM (SELECT @extschema@.utc_day(o.funnel_at) AS day, @extschema@.delay_bucket(o.answered_after) AS bucket, -1 AS d
+              FROM nps_old o WHERE o.answered_after IS NOT NULL AND o.funnel_at IS NOT NULL
+            UNION ALL
+            SELECT @extschema@.utc_day(n.funnel_at), @extschema@.delay_bucket(n.answered_after), 1
+              FROM nps_new n WHERE n.answered_after IS NOT NULL AND n.funnel_at IS NOT NULL) k
+     GROUP BY k.day, k.bucket
+    HAVING sum(k.d) <> 0
+     ORDER BY k.day, k.bucket
+    ON CONFLICT (day, bucket) DO UPDATE SET answers = g.answers + excluded.answers;
+    DELETE FROM @extschema@.rollup_answer_delay g
+     USING (SELECT DISTINCT @extschema@.utc_day(o.funnel_at) AS day, @extschema@.delay_bucket(o.answered_after) AS bucket
+              FROM nps_old o WHERE o.answered_after IS NOT NULL AND o.funnel_at IS NOT NULL) k
+     WHERE g.day = k.day AND g.bucket = k.bucket AND g.answers = 0;
+    -- the latest answer of each customer whose answers changed: recomputed from the answers
+    -- (a concurrent newer answer is never overwritten by an older one)
+    DELETE FROM @extschema@.customer_latest_answer l
+     WHERE l.customer_id IN (SELECT o.customer_id FROM nps_old o)
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.response r WHERE r.customer_id = l.customer_id);
+    INSERT INTO @extschema@.customer_latest_answer AS l (customer_id, response_id, responded_at, category)
+    SELECT DISTINCT ON (r.customer_id) r.customer_id, r.id, r.responded_at, r.category
+      FROM @extschema@.response r
+     WHERE r.customer_id IN (SELECT d.customer_id FROM (SELECT n.*, 1 AS sign FROM nps_new n JOIN nps_old o USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)
+                UNION ALL
+                SELECT o.*, -1 FROM nps_old o JOIN nps_new n USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)) d)
+     ORDER BY r.customer_id, r.responded_at DESC, r.id DESC
+    ON CONFLICT (customer_id) DO UPDATE
+       SET response_id = excluded.response_id, responded_at = excluded.responded_at, category = excluded.category
+     WHERE (excluded.responded_at, excluded.response_id) > (l.responded_at, l.response_id)
+        OR l.response_id IN (SELECT o.id FROM nps_old o);
+    RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION @extschema@.response_rollups_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM nps_old) THEN
+    RETURN NULL;
+  END IF;
+    WITH d AS (SELECT o.*, -1 AS sign FROM nps_old o), k AS (
+      SELECT @extschema@.utc_day(d.responded_at) AS day, coalesce(d.payment_source_id, 0) AS source_id,
+             coalesce(d.payment_dimensions, '{}') AS dims, coalesce(d.failed_payment_30d, false) AS failed_30d,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign > 0) AS plus,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign < 0) AS minus
+        FROM d GROUP BY 1, 2, 3, 4
+    ), upd AS (
+      UPDATE @extschema@.rollup_segment g SET agg = @extschema@.npsagg_sub(@extschema@.npsagg_add(g.agg, k.plus), k.minus)
+        FROM k
+       WHERE g.day = k.day AND g.source_id = k.source_id AND g.dims = k.dims AND g.failed_30d = k.failed_30d
+      RETURNING g.day, g.source_id, g.dims, g.failed_30d
+    )
+    INSERT INTO @extschema@.rollup_segment AS g (day, source_id, dims, failed_30d, agg)
+    SELECT k.day, k.source_id, k.dims, k.failed_30d, @extschema@.npsagg_sub(k.plus, k.minus)
+      FROM k
+     WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.day = k.day AND u.source_id = k.source_id
+                                             AND u.dims = k.dims AND u.failed_30d = k.failed_30d)
+    ON CONFLICT (day, source_id, dims, failed_30d) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    WITH d AS (SELECT o.*, -1 AS sign FROM nps_old o), k AS (
+      SELECT @extschema@.utc_day(d.responded_at) AS day, d.days_since_payment AS days_since,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign > 0) AS plus,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign < 0) AS minus
+        FROM d WHERE d.days_since_payment IS NOT NULL GROUP BY 1, 2
+    ), upd AS (
+      UPDATE @extschema@.rollup_days g SET agg = @extschema@.npsagg_sub(@extschema@.npsagg_add(g.agg, k.plus), k.minus)
+        FROM k WHERE g.day = k.day AND g.days_since = k.days_since
+      RETURNING g.day, g.days_since
+    )
+    INSERT INTO @extschema@.rollup_days AS g (day, days_since, agg)
+    SELECT k.day, k.days_since, @extschema@.npsagg_sub(k.plus, k.minus)
+      FROM k WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.day = k.day AND u.days_since = k.days_since)
+    ON CONFLICT (day, days_since) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    -- rows left empty go
+    DELETE FROM @extschema@.rollup_segment g
+     USING (SELECT DISTINCT @extschema@.utc_day(o.responded_at) AS day, coalesce(o.payment_source_id, 0) AS source_id,
+                   coalesce(o.payment_dimensions, '{}') AS dims, coalesce(o.failed_payment_30d, false) AS failed_30d
+              FROM nps_old o) k
+     WHERE g.day = k.day AND g.source_id = k.source_id AND g.dims = k.dims AND g.failed_30d = k.failed_30d
+       AND @extschema@.responses(g.agg) = 0;
+    DELETE FROM @extschema@.rollup_days g
+     USING (SELECT DISTINCT @extschema@.utc_day(o.responded_at) AS day, o.days_since_payment AS days_since
+              FROM nps_old o) k
+     WHERE g.day = k.day AND g.days_since = k.days_since AND @extschema@.responses(g.agg) = 0;
+    -- answers to surveys by day and time to answer: net change per row
+    INSERT INTO @extschema@.rollup_answer_delay AS g (day, bucket, answers)
+    SELECT k.day, k.bucket, sum(k.d)
+      FROM (SELECT @extschema@.utc_day(o.funnel_at) AS day, @extschema@.delay_bucket(o.answered_after) AS bucket, -1 AS d
+              FROM nps_old o WHERE o.answered_after IS NOT NULL AND o.funnel_at IS NOT NULL) k
+     GROUP BY k.day, k.bucket
+    HAVING sum(k.d) <> 0
+     ORDER BY k.day, k.bucket
+    ON CONFLICT (day, bucket) DO UPDATE SET answers = g.answers + excluded.answers;
+    DELETE FROM @extschema@.rollup_answer_delay g
+     USING (SELECT DISTINCT @extschema@.utc_day(o.funnel_at) AS day, @extschema@.delay_bucket(o.answered_after) AS bucket
+              FROM nps_old o WHERE o.answered_after IS NOT NULL AND o.funnel_at IS NOT NULL) k
+     WHERE g.day = k.day AND g.bucket = k.bucket AND g.answers = 0;
+    -- the latest answer of each customer whose answers changed: recomputed from the answers
+    -- (a concurrent newer answer is never overwritten by an older one)
+    DELETE FROM @extschema@.customer_latest_answer l
+     WHERE l.customer_id IN (SELECT o.customer_id FROM nps_old o)
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.response r WHERE r.customer_id = l.customer_id);
+    INSERT INTO @extschema@.customer_latest_answer AS l (customer_id, response_id, responded_at, category)
+    SELECT DISTINCT ON (r.customer_id) r.customer_id, r.id, r.responded_at, r.category
+      FROM @extschema@.response r
+     WHERE r.customer_id IN (SELECT d.customer_id FROM (SELECT o.*, -1 AS sign FROM nps_old o) d)
+     ORDER BY r.customer_id, r.responded_at DESC, r.id DESC
+    ON CONFLICT (customer_id) DO UPDATE
+       SET response_id = excluded.response_id, responded_at = excluded.responded_at, category = excluded.category
+     WHERE (excluded.responded_at, excluded.response_id) > (l.responded_at, l.response_id)
+        OR l.response_id IN (SELECT o.id FROM nps_old o);
+    RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION @extschema@.response_rollups_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  TRUNCATE @extschema@.rollup_segment, @extschema@.rollup_days, @extschema@.customer_latest_answer,
+           @extschema@.rollup_answer_delay;
+  RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION @extschema@.rebuild_rollups(from_day date DEFAULT '-infinity', to_day date DEFAULT 'infinity')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  n bigint;
+  lo timestamptz;
+  hi timestamptz;
+BEGIN
+  IF from_day IS NULL OR to_day IS NULL THEN
+    RAISE EXCEPTION 'rebuild_rollups: % must not be NULL',
+      CASE WHEN from_day IS NULL THEN 'from_day' ELSE 'to_day' END USING ERRCODE = '22004';
+  END IF;
+  IF from_day > to_day THEN
+    RAISE EXCEPTION 'rebuild_rollups: from_day % is after to_day %', from_day, to_day USING ERRCODE = '22023';
+  END IF;
+  lo := from_day::timestamp AT TIME ZONE 'UTC';
+  hi := to_day::timestamp AT TIME ZONE 'UTC';
+  -- Answers and surveys being written finish first and new ones wait: the rebuilt rows are
+  -- exactly what the committed rows say, and nothing is counted twice or lost.
+  LOCK TABLE @extschema@.response, @extschema@.survey IN SHARE MODE;
+  DELETE FROM @extschema@.rollup_segment g WHERE g.day >= from_day AND g.day < to_day;
+  INSERT INTO @extschema@.rollup_segment (day, source_id, dims, failed_30d, agg)
+  SELECT @extschema@.utc_day(r.responded_at), coalesce(r.payment_source_id, 0),
+         coalesce(r.payment_dimensions, '{}'), coalesce(r.failed_payment_30d, false),
+         @extschema@.nps_agg(r.score)
+    FROM @extschema@.response r WHERE r.responded_at >= lo AND r.responded_at < hi
+   GROUP BY 1, 2, 3, 4;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  DELETE FROM @extschema@.rollup_days g WHERE g.day >= from_day AND g.day < to_day;
+  INSERT INTO @extschema@.rollup_days (day, days_since, agg)
+  SELECT @extschema@.utc_day(r.responded_at), r.days_since_payment, @extschema@.nps_agg(r.score)
+    FROM @extschema@.response r
+   WHERE r.responded_at >= lo AND r.responded_at < hi AND r.days_since_payment IS NOT NULL
+   GROUP BY 1, 2;
+  DELETE FROM @extschema@.rollup_answer_delay g WHERE g.day >= from_day AND g.day < to_day;
+  INSERT INTO @extschema@.rollup_answer_delay (day, bucket, answers)
+  SELECT @extschema@.utc_day(r.funnel_at), @extschema@.delay_bucket(r.answered_after), count(*)
+    FROM @extschema@.response r
+   WHERE r.funnel_at >= lo AND r.funnel_at < hi AND r.answered_after IS NOT NULL
+   GROUP BY 1, 2;
+  -- latest answers of the customers who answered in the range
+  INSERT INTO @extschema@.customer_latest_answer AS l (customer_id, response_id, responded_at, category)
+  SELECT DISTINCT ON (r.customer_id) r.customer_id, r.id, r.responded_at, r.category
+    FROM @extschema@.response r
+   WHERE r.customer_id IN (SELECT x.customer_id FROM @extschema@.response x
+                            WHERE x.responded_at >= lo AND x.responded_at < hi AND x.customer_id IS NOT NULL)
+   ORDER BY r.customer_id, r.responded_at DESC, r.id DESC
+  ON CONFLICT (customer_id) DO UPDATE
+     SET response_id = excluded.response_id, responded_at = excluded.responded_at, category = excluded.category;
+  IF from_day = '-infinity' AND to_day = 'infinity' THEN
+    DELETE FROM @extschema@.customer_latest_answer l
+     WHERE NOT EXISTS (SELECT 1 FROM @extschema@.response r WHERE r.customer_id = l.customer_id);
+  END IF;
+  DELETE FROM @extschema@.survey_funnel_day f WHERE f.day >= from_day AND f.day < to_day;
+  INSERT INTO @extschema@.survey_funnel_day (day, outcome, sent, shard, surveys)
+  SELECT @extschema@.utc_day(s.created_at), @extschema@.funnel_outcome(s.status),
+         s.sent_at IS NOT NULL OR s.status = 'responded', 0, count(*)
+    FROM @extschema@.survey s WHERE s.created_at >= lo AND s.created_at < hi
+   GROUP BY 1, 2, 3;
+  RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.rebuild_rollups(date, date) IS
+  'Recomputes the rollups (per-day answer summaries, latest answer per customer, survey funnel '
+  'counts, answers by time to answer) for UTC days in [from_day, to_day) from the answers and surveys; blocks new answers '
+  'meanwhile; returns the number of day x segment rows written';
+CREATE OR REPLACE FUNCTION @extschema@.record_response(token text, score integer, comment text DEFAULT NULL,
+                                            responded_at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  s @extschema@.survey;
+  rid bigint;
+BEGIN
+  IF token IS NULL OR score IS NULL OR responded_at IS NULL THEN
+    RAISE EXCEPTION 'record_response: % must not be NULL',
+      CASE WHEN token IS NULL THEN 'token' WHEN score IS NULL THEN 'score' ELSE 'responded_at' END
+      USING ERRCODE = '22004';
+  END IF;
+  IF score < 0 OR score > 10 THEN
+    RAISE EXCEPTION 'NPS score % is out of range 0..10', score USING ERRCODE = '22003';
+  END IF;
+  IF NOT isfinite(responded_at) THEN
+    RAISE EXCEPTION 'record_response: responded_at % is not a finite time', responded_at
+      USING ERRCODE = '22023';
+  END IF;
+  -- responded_at comes from the collector's clock: 5 minutes of skew either way are accepted.
+  IF responded_at > now() + interval '5 minutes' THEN
+    RAISE EXCEPTION 'record_response: responded_at % is in the future (more than 5 minutes after now())', responded_at
+      USING ERRCODE = '22023';
+  END IF;
+  IF length(comment) > 10000 THEN
+    RAISE EXCEPTION 'record_response: comment has % characters, at most 10000 are kept', length(comment)
+      USING ERRCODE = '22001';
+  END IF;
+  -- Lock the survey: concurrent answers and expire_surveys() serialise on this row.
+  SELECT * INTO s FROM @extschema@.survey x WHERE x.token = record_response.token FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'record_response: no survey has this token' USING ERRCODE = 'P0002';
+  END IF;
+  IF s.status IN ('expired', 'cancelled') THEN
+    RAISE EXCEPTION 'record_response: survey % is %', s.id, s.status USING ERRCODE = '22023';
+  END IF;
+  -- (historical answers, given before any survey existed, load with COPY into response)
+  IF responded_at < s.created_at - interval '5 minutes' THEN
+    RAISE EXCEPTION 'record_response: responded_at % is before survey % was created', responded_at, s.id
+      USING ERRCODE = '22023', HINT = 'Load historical answers with COPY into nps_billing.response.';
+  END IF;
+  IF responded_at >= s.expires_at THEN
+    RAISE EXCEPTION 'record_response: survey % is expired (it closed at %)', s.id, s.expires_at
+      USING ERRCODE = '22023', DETAIL = format('Its status is %s.', s.status);
+  END IF;
+  UPDATE @extschema@.survey x SET status = 'responded'
+   WHERE x.id = s.id AND x.status <> 'responded';
+  -- A first answer is a plain insert (only the INSERT triggers run); a second one replaces it.
+  -- The survey lock above serialises answers to one survey. Last in the transaction: the rollup
+  -- rows its triggers update (shared by concurrent answers of the day) stay locked only until
+  -- the commit that follows.
+  INSERT INTO @extschema@.response AS r (survey_id, customer_id, score, comment, channel, responded_at)
+  VALUES (s.id, s.customer_id, score, comment, s.channel, responded_at)
+  ON CONFLICT (survey_id) DO NOTHING
+  RETURNING r.id INTO rid;
+  IF rid IS NULL THEN
+    UPDATE @extschema@.response r
+       SET score = record_response.score, comment = record_response.comment,
+           responded_at = record_response.responded_at, updated_at = now()
+     WHERE r.survey_id = s.id
+    RETURNING r.id INTO rid;
+    IF rid IS NULL THEN  -- (an answer loaded by another transaction, invisible to this snapshot)
+      RAISE EXCEPTION 'record_response: could not serialize access due to a concurrent answer'
+        USING ERRCODE = '40001';
+    END IF;
+  END IF;
+  RETURN rid;
+END
+$fn$;
+-- The times of the existing answers to surveys (the response triggers count them by delay).
+UPDATE @extschema@.response r
+   SET answered_after = r.responded_at - s.sent_at, funnel_at = least(s.created_at, r.responded_at)
+  FROM @extschema@.survey s
+ WHERE s.id = r.survey_id;
+-- survey_funnel's median time to answer, from rollup_answer_delay and one bucket of answers.
+--
+-- Each answer to a survey stores answered_after (responded_at - survey.sent_at) and funnel_at
+-- (least(survey.created_at, responded_at): the answer counts for survey_funnel(since) when
+-- funnel_at >= since, i.e. its survey was created and it was given at or after since). The
+-- response triggers count them per UTC day of funnel_at and delay bucket; the survey triggers
+-- below bring the stored times up to date when a survey answered already is sent (an in-app
+-- answer before the sender's report), re-dated or deleted.
+
+-- The median reads the answers' times in order within one bucket.
+CREATE INDEX response_answered_after_idx ON @extschema@.response (answered_after, funnel_at)
+  WHERE answered_after IS NOT NULL;
+
+CREATE FUNCTION @extschema@.survey_answer_times() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  -- the response triggers move the answer's count (old bucket out, new one in)
+  UPDATE @extschema@.response r
+     SET answered_after = r.responded_at - NEW.sent_at,
+         funnel_at = least(NEW.created_at, r.responded_at)
+   WHERE r.survey_id = NEW.id
+     AND (r.answered_after, r.funnel_at) IS DISTINCT FROM
+         (r.responded_at - NEW.sent_at, least(NEW.created_at, r.responded_at));
+  RETURN NULL;
+END
+$fn$;
+-- Only a survey already answered has an answer to update (record_response sets status
+-- responded with the answer): a send, a claim or an expiry of an unanswered one calls nothing.
+CREATE TRIGGER survey_answer_times AFTER UPDATE OF sent_at, created_at ON @extschema@.survey
+  FOR EACH ROW
+  WHEN ((OLD.sent_at IS DISTINCT FROM NEW.sent_at OR OLD.created_at IS DISTINCT FROM NEW.created_at)
+        AND (OLD.status = 'responded' OR NEW.status = 'responded'))
+  EXECUTE FUNCTION @extschema@.survey_answer_times();
+
+CREATE FUNCTION @extschema@.survey_answer_times_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  -- an answer whose survey is gone is no longer in the median (as a join with survey would say)
+  UPDATE @extschema@.response r SET answered_after = NULL, funnel_at = NULL
+    FROM nps_old o
+   WHERE r.survey_id = o.id AND (r.answered_after IS NOT NULL OR r.funnel_at IS NOT NULL);
+  RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER survey_answer_times_delete AFTER DELETE ON @extschema@.survey
+  REFERENCING OLD TABLE AS nps_old
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.survey_answer_times_delete();
+REVOKE ALL ON FUNCTION @extschema@.survey_answer_times(), @extschema@.survey_answer_times_delete() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.survey_answer_times() IS
+  'Trigger: an answered survey sent or re-dated updates its answer''s answered_after and funnel_at';
+COMMENT ON FUNCTION @extschema@.survey_answer_times_delete() IS
+  'Trigger: answers of deleted surveys leave survey_funnel''s median';
+
+-- percentile_cont(0.5) of answered_after over the answers with funnel_at >= since, exactly as
+-- over the answers themselves: the counts per bucket (rollup days, and the answers of the
+-- partial UTC day at the start) locate the one or two middle answers; each is read from its
+-- bucket's range of response_answered_after_idx; percentile_cont of those gives the value.
+CREATE FUNCTION @extschema@.median_time_to_answer(since timestamptz) RETURNS interval
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+  WITH part AS (
+    -- funnel_at in [since, first UTC midnight at or after since): answered in that time, or
+    -- answered later to a survey created in it
+    SELECT r.answered_after AS d
+      FROM @extschema@.response r
+     WHERE r.responded_at >= since AND r.responded_at < @extschema@.utc_ceil(since)
+       AND r.answered_after IS NOT NULL
+       AND r.funnel_at >= since AND r.funnel_at < @extschema@.utc_ceil(since)
+    UNION ALL
+    SELECT r.answered_after
+      FROM @extschema@.survey s
+      JOIN @extschema@.response r ON r.survey_id = s.id
+     WHERE s.created_at >= since AND s.created_at < @extschema@.utc_ceil(since)
+       AND r.answered_after IS NOT NULL
+       AND r.funnel_at >= since AND r.funnel_at < @extschema@.utc_ceil(since)
+       AND NOT (r.responded_at >= since AND r.responded_at < @extschema@.utc_ceil(since))
+  ), h AS (
+    SELECT b.bucket, sum(b.answers)::bigint AS n
+      FROM (SELECT g.bucket, g.answers FROM @extschema@.rollup_answer_delay g
+             WHERE g.day >= @extschema@.utc_day(@extschema@.utc_ceil(since))
+            UNION ALL
+            SELECT @extschema@.delay_bucket(p.d), count(*) FROM part p GROUP BY 1) b
+     GROUP BY b.bucket
+    HAVING sum(b.answers) > 0
+  ), cum AS (
+    SELECT h.bucket, h.n, (sum(h.n) OVER (ORDER BY h.bucket) - h.n)::bigint AS below,
+           (sum(h.n) OVER ())::bigint AS total
+      FROM h
+  ), pos AS (
+    -- 0-based positions of the middle answers: one when their number is odd, two when even
+    SELECT DISTINCT v.p FROM (SELECT cum.total FROM cum LIMIT 1) t,
+           LATERAL (VALUES ((t.total - 1) / 2), (t.total / 2)) v(p)
+  )
+  SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY m.d)
+    FROM pos
+    JOIN cum ON pos.p >= cum.below AND pos.p < cum.below + cum.n
+   CROSS JOIN LATERAL (
+     SELECT r.answered_after AS d
+       FROM @extschema@.response r
+      WHERE r.answered_after IS NOT NULL
+        AND r.answered_after >= coalesce((@extschema@.delay_thresholds())[cum.bucket], interval '-100000000 years')
+        AND r.answered_after < coalesce((@extschema@.delay_thresholds())[cum.bucket + 1], interval '100000000 years')
+        AND r.funnel_at >= since
+      ORDER BY r.answered_after
+     OFFSET pos.p - cum.below LIMIT 1) m
+$$;
+REVOKE ALL ON FUNCTION @extschema@.median_time_to_answer(timestamptz) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.median_time_to_answer(timestamptz) IS
+  'Internal (survey_funnel): median time from sending to answer of the answers to surveys created since a time';
+-- The customer index carries kind, currency and amount (rebuilt once).
+DROP INDEX @extschema@.payment_event_customer_idx;
+CREATE INDEX payment_event_customer_idx ON @extschema@.payment_event (customer_id, occurred_at)
+  INCLUDE (kind, currency, amount);
+CREATE OR REPLACE FUNCTION @extschema@.nps_failed_payments("window" interval DEFAULT '30 days')
+RETURNS TABLE (failed_payment boolean, responses bigint, nps float8, ci_low float8, ci_high float8,
+               difference float8, p_value float8)
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- (not inlined: JIT would compile its plan for longer than it runs over the rollups)
+SET jit = off
+AS $$
+  WITH g AS (
+    -- the stored 30 days: from the rollups (answers tied to a payment: source_id <> 0)
+    SELECT s.failed_30d AS failed, @extschema@.rollup(s.agg) AS a
+    FROM @extschema@.rollup_segment s
+    WHERE "window" = interval '30 days' AND extract(day FROM "window") = 30
+      AND s.source_id <> 0
+    GROUP BY 1
+    HAVING @extschema@.responses(@extschema@.rollup(s.agg)) > 0
+    UNION ALL
+    -- any other window: from the answers tied to a payment
+    SELECT EXISTS (SELECT 1 FROM @extschema@.payment_event f
+                   WHERE f.customer_id = r.customer_id AND f.kind = 'failed'
+                     AND f.occurred_at > r.responded_at - "window"
+                     AND f.occurred_at <= r.responded_at),
+           @extschema@.nps_agg(r.score)
+    FROM @extschema@.response r
+    WHERE NOT ("window" = interval '30 days' AND extract(day FROM "window") = 30)
+      AND r.payment_event_id IS NOT NULL
+    GROUP BY 1
+  ), checked AS (
+    SELECT g.* FROM g
+    WHERE @extschema@.check_argument("window" IS NOT NULL, '22004',
+            'nps_failed_payments: window must not be NULL')
+      AND @extschema@.check_argument("window" IS NULL
+                                     OR @extschema@.interval_within("window", '1 microsecond', '100 years'), '22023',
+            format('nps_failed_payments: window %s must be a positive interval of at most 100 years with no negative part', "window"))
+  )
+  SELECT v.failed_payment, coalesce(@extschema@.responses(g.a), 0), @extschema@.nps(g.a),
+         ci.low, ci.high, d.difference, d.p_value
+  FROM (VALUES (true), (false)) AS v(failed_payment)
+  LEFT JOIN checked g ON g.failed = v.failed_payment
+  LEFT JOIN LATERAL @extschema@.nps_ci(g.a) ci ON true
+  LEFT JOIN LATERAL @extschema@.nps_compare(
+    g.a, (SELECT o.a FROM checked o WHERE o.failed <> v.failed_payment)) d ON true
+  WHERE @extschema@.check_argument("window" IS NOT NULL, '22004',
+          'nps_failed_payments: window must not be NULL')
+    AND @extschema@.check_argument("window" IS NULL
+                                   OR @extschema@.interval_within("window", '1 microsecond', '100 years'), '22023',
+          format('nps_failed_payments: window %s must be a positive interval of at most 100 years with no negative part', "window"))
+  ORDER BY v.failed_payment DESC
+$$;
+CREATE OR REPLACE FUNCTION @extschema@.revenue_at_risk(since timestamptz)
+RETURNS TABLE (category @extschema@.nps_category, currency text, customers bigint, payments bigint,
+               amount numeric)
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- (not inlined: JIT would compile its plan for longer than it runs over the rollups)
+SET jit = off
+AS $$
+  -- each customer's latest answer decides their category (kept per customer as answers arrive)
+  SELECT l.category, p.currency, count(*), sum(p.payments)::bigint, sum(p.amount)
+  FROM @extschema@.customer_latest_answer l
+  CROSS JOIN LATERAL (
+    SELECT e.currency, count(*) AS payments, sum(e.amount) AS amount
+    FROM @extschema@.payment_event e
+    WHERE e.customer_id = l.customer_id AND e.kind = 'succeeded' AND e.occurred_at >= since
+    GROUP BY e.currency) p
+  WHERE l.category IN ('detractor', 'passive')
+    AND @extschema@.check_argument(since IS NOT NULL, '22004', 'revenue_at_risk: since must not be NULL')
+  GROUP BY l.category, p.currency
+  ORDER BY p.currency NULLS LAST, l.category
+$$;
+CREATE OR REPLACE FUNCTION @extschema@.survey_funnel(since timestamptz)
+RETURNS TABLE (created bigint, sent bigint, responded bigint, expired bigint, failed bigint,
+               response_rate float8, median_time_to_answer interval)
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- (not inlined: JIT would compile its plan for longer than it runs over the rollups)
+SET jit = off
+AS $$
+  WITH c AS (
+    -- counts kept per UTC creation day for the whole days, the surveys themselves before
+    SELECT f.outcome, f.sent, f.surveys
+    FROM @extschema@.survey_funnel_day f
+    WHERE f.day >= @extschema@.utc_day(@extschema@.utc_ceil(since))
+    UNION ALL
+    SELECT @extschema@.funnel_outcome(s.status), s.sent_at IS NOT NULL OR s.status = 'responded', count(*)
+    FROM @extschema@.survey s
+    WHERE s.created_at >= since AND s.created_at < @extschema@.utc_ceil(since)
+    GROUP BY 1, 2
+  ), n AS (
+    SELECT coalesce(sum(c.surveys), 0)::bigint AS created,
+           coalesce(sum(c.surveys) FILTER (WHERE c.sent), 0)::bigint AS sent,
+           coalesce(sum(c.surveys) FILTER (WHERE c.outcome = 'responded'), 0)::bigint AS responded,
+           coalesce(sum(c.surveys) FILTER (WHERE c.outcome = 'expired'), 0)::bigint AS expired,
+           coalesce(sum(c.surveys) FILTER (WHERE c.outcome = 'failed'), 0)::bigint AS failed
+    FROM c
+  )
+  SELECT n.created, n.sent, n.responded, n.expired, n.failed,
+         n.responded::float8 / nullif(n.sent, 0),
+         -- from the delay rollup and one bucket of answers (69_answer_delays.sql)
+         @extschema@.median_time_to_answer(since)
+  FROM n
+  WHERE @extschema@.check_argument(since IS NOT NULL, '22004', 'survey_funnel: since must not be NULL')
+$$;
+REVOKE ALL ON FUNCTION @extschema@.delay_thresholds(), @extschema@.delay_bucket(interval) FROM PUBLIC;
+REVOKE ALL ON TABLE @extschema@.rollup_answer_delay FROM PUBLIC;

@@ -145,6 +145,18 @@ case "$fu" in
   "0 "*) ok "the update opens no follow-up for the ${fu#0 } recent 0.1 detractor answers";;
   *) notok "follow-ups after the update: $fu (want none)";;
 esac
+# ... and the survey times behind survey_funnel's median, and their rollup
+times=$(q "$upd" "SELECT count(*) FILTER (WHERE r.answered_after IS NOT NULL) || ' '
+                     || count(*) FILTER (WHERE (r.answered_after, r.funnel_at) IS DISTINCT FROM
+                          (r.responded_at - s.sent_at, CASE WHEN s.id IS NOT NULL THEN least(s.created_at, r.responded_at) END)) || ' '
+                     || ((SELECT coalesce(sum(answers), 0) FROM nps_billing.rollup_answer_delay)
+                         = count(*) FILTER (WHERE r.answered_after IS NOT NULL AND r.funnel_at IS NOT NULL))
+                FROM nps_billing.response r LEFT JOIN nps_billing.survey s ON s.id = r.survey_id" 2>&1)
+case "$times" in
+  0" "*) notok "no 0.1 answer got its time to answer after the update: $times";;
+  *" 0 true") ok "the update stored the time to answer of the 0.1 answers (${times%% *}) and counted them by delay";;
+  *) notok "stored times to answer / delay rollup after the update: $times";;
+esac
 
 # --- the user's objects and the whole pipeline work after the update ---------------------------
 if psql -qX -v ON_ERROR_STOP=1 -d "$upd" >"$tmp/err" 2>&1 <<'SQL'

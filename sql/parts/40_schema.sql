@@ -64,7 +64,10 @@ CREATE TABLE @extschema@.payment_event (
   skip_reason text,
   UNIQUE (source_id, payment_key, kind)
 );
-CREATE INDEX payment_event_customer_idx ON @extschema@.payment_event (customer_id, occurred_at);
+-- (kind, currency and amount included: revenue_at_risk and the failed-payment check of an
+-- answer's context read the index alone)
+CREATE INDEX payment_event_customer_idx ON @extschema@.payment_event (customer_id, occurred_at)
+  INCLUDE (kind, currency, amount);
 
 CREATE TABLE @extschema@.survey (
   id          bigserial PRIMARY KEY,
@@ -145,7 +148,10 @@ CREATE TABLE @extschema@.response (
   payment_dimensions jsonb,        -- payment_attributes reduced to its source's dimensions
   days_since_payment integer,      -- whole 24-hour periods since payment_at
   failed_payment_30d boolean,      -- a failed payment in the 720 hours up to the answer
-  context_at         timestamptz   -- when the context was computed; an INSERT that sets it keeps its context
+  context_at         timestamptz,  -- when the context was computed; an INSERT that sets it keeps its context
+  -- Its survey's times (survey_funnel's median): kept by the response and survey triggers.
+  answered_after     interval,     -- responded_at - survey.sent_at (NULL: no survey, or not sent)
+  funnel_at          timestamptz   -- least(survey.created_at, responded_at) (NULL: no survey)
 );
 CREATE INDEX response_responded_at_idx ON @extschema@.response (responded_at);
 CREATE INDEX response_customer_idx ON @extschema@.response (customer_id, responded_at);

@@ -383,14 +383,27 @@ BEGIN
     RAISE EXCEPTION 'record_response: survey % is expired (it closed at %)', s.id, s.expires_at
       USING ERRCODE = '22023', DETAIL = format('Its status is %s.', s.status);
   END IF;
-  INSERT INTO @extschema@.response AS r (survey_id, customer_id, score, comment, channel, responded_at)
-  VALUES (s.id, s.customer_id, score, comment, s.channel, responded_at)
-  ON CONFLICT (survey_id) DO UPDATE
-     SET score = excluded.score, comment = excluded.comment,
-         responded_at = excluded.responded_at, updated_at = now()
-  RETURNING r.id INTO rid;
   UPDATE @extschema@.survey x SET status = 'responded'
    WHERE x.id = s.id AND x.status <> 'responded';
+  -- A first answer is a plain insert (only the INSERT triggers run); a second one replaces it.
+  -- The survey lock above serialises answers to one survey. Last in the transaction: the rollup
+  -- rows its triggers update (shared by concurrent answers of the day) stay locked only until
+  -- the commit that follows.
+  INSERT INTO @extschema@.response AS r (survey_id, customer_id, score, comment, channel, responded_at)
+  VALUES (s.id, s.customer_id, score, comment, s.channel, responded_at)
+  ON CONFLICT (survey_id) DO NOTHING
+  RETURNING r.id INTO rid;
+  IF rid IS NULL THEN
+    UPDATE @extschema@.response r
+       SET score = record_response.score, comment = record_response.comment,
+           responded_at = record_response.responded_at, updated_at = now()
+     WHERE r.survey_id = s.id
+    RETURNING r.id INTO rid;
+    IF rid IS NULL THEN  -- (an answer loaded by another transaction, invisible to this snapshot)
+      RAISE EXCEPTION 'record_response: could not serialize access due to a concurrent answer'
+        USING ERRCODE = '40001';
+    END IF;
+  END IF;
   RETURN rid;
 END
 $fn$;

@@ -50,8 +50,6 @@ CREATE FUNCTION @extschema@.response_context_fill() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-DECLARE
-  c record;
 BEGIN
   IF TG_OP = 'INSERT' THEN
     IF NEW.context_at IS NOT NULL THEN RETURN NEW; END IF;
@@ -59,46 +57,52 @@ BEGIN
         AND NEW.customer_id IS NOT DISTINCT FROM OLD.customer_id
         AND NEW.responded_at = OLD.responded_at
         AND (NEW.survey_id IS NULL OR NEW.survey_id IS NOT DISTINCT FROM OLD.survey_id) THEN
+    -- an answer unlinked from its survey (forget_customer, purge) leaves the funnel's median
+    IF NEW.survey_id IS NULL THEN
+      NEW.answered_after := NULL; NEW.funnel_at := NULL;
+    END IF;
     RETURN NEW;
   END IF;
   IF NEW.customer_id IS NULL THEN
+    -- no context; the survey's times (survey_funnel's median) still count
+    SELECT NEW.responded_at - s.sent_at, least(s.created_at, NEW.responded_at)
+      INTO NEW.answered_after, NEW.funnel_at
+      FROM @extschema@.survey s WHERE s.id = NEW.survey_id;
     NEW.survey_event_id := NULL; NEW.payment_event_id := NULL; NEW.payment_source_id := NULL;
     NEW.payment_kind := NULL; NEW.payment_amount := NULL; NEW.payment_currency := NULL;
     NEW.payment_at := NULL; NEW.payment_attributes := NULL; NEW.payment_dimensions := NULL;
     NEW.days_since_payment := NULL; NEW.failed_payment_30d := NULL;
   ELSE
-    -- the body of context_of(), inline: plpgsql keeps its plan
-    SELECT CASE WHEN NEW.survey_id IS NOT NULL THEN
-             (SELECT s.event_id FROM @extschema@.survey s WHERE s.id = NEW.survey_id) END AS survey_event_id,
-           e.id AS payment_event_id, e.source_id AS payment_source_id, e.kind AS payment_kind,
-           e.amount AS payment_amount, e.currency AS payment_currency, e.occurred_at AS payment_at,
-           e.attributes AS payment_attributes,
+    -- the body of context_of() and the survey's times, inline and in one statement (plpgsql
+    -- keeps its plan), straight into the row
+    SELECT s.event_id, e.id, e.source_id, e.kind, e.amount, e.currency, e.occurred_at, e.attributes,
            CASE WHEN e.id IS NOT NULL THEN
              coalesce((SELECT jsonb_object_agg(k.key, e.attributes -> k.key)
                          FROM @extschema@.payment_source p, unnest(p.dimensions) AS k(key)
-                        WHERE p.id = e.source_id), '{}') END AS payment_dimensions,
-           floor(extract(epoch FROM NEW.responded_at - e.occurred_at) / 86400)::integer AS days_since_payment,
+                        WHERE p.id = e.source_id), '{}') END,
+           floor(extract(epoch FROM NEW.responded_at - e.occurred_at) / 86400)::integer,
            EXISTS (SELECT 1 FROM @extschema@.payment_event f
                     WHERE f.customer_id = NEW.customer_id AND f.kind = 'failed'
                       AND f.occurred_at > NEW.responded_at - interval '720 hours'
-                      AND f.occurred_at <= NEW.responded_at) AS failed_payment_30d
-      INTO c
+                      AND f.occurred_at <= NEW.responded_at),
+           NEW.responded_at - s.sent_at,
+           CASE WHEN s.id IS NOT NULL THEN least(s.created_at, NEW.responded_at) END
+      INTO NEW.survey_event_id, NEW.payment_event_id, NEW.payment_source_id, NEW.payment_kind,
+           NEW.payment_amount, NEW.payment_currency, NEW.payment_at, NEW.payment_attributes,
+           NEW.payment_dimensions, NEW.days_since_payment, NEW.failed_payment_30d,
+           NEW.answered_after, NEW.funnel_at
       FROM (SELECT) one
+      LEFT JOIN @extschema@.survey s ON s.id = NEW.survey_id
       LEFT JOIN LATERAL (
         SELECT e.id, e.source_id, e.kind, e.amount, e.currency, e.occurred_at, e.attributes
           FROM @extschema@.payment_event e
          WHERE e.customer_id = NEW.customer_id AND e.occurred_at <= NEW.responded_at
          ORDER BY e.occurred_at DESC, e.id DESC
          LIMIT 1) e ON true;
-    IF c.survey_event_id IS NULL AND TG_OP = 'UPDATE' THEN
-      c.survey_event_id := OLD.survey_event_id;
+    -- (a survey deleted since: the answer keeps the payment event it was sent for)
+    IF NEW.survey_event_id IS NULL AND TG_OP = 'UPDATE' THEN
+      NEW.survey_event_id := OLD.survey_event_id;
     END IF;
-    NEW.survey_event_id := c.survey_event_id; NEW.payment_event_id := c.payment_event_id;
-    NEW.payment_source_id := c.payment_source_id; NEW.payment_kind := c.payment_kind;
-    NEW.payment_amount := c.payment_amount; NEW.payment_currency := c.payment_currency;
-    NEW.payment_at := c.payment_at; NEW.payment_attributes := c.payment_attributes;
-    NEW.payment_dimensions := c.payment_dimensions; NEW.days_since_payment := c.days_since_payment;
-    NEW.failed_payment_30d := c.failed_payment_30d;
   END IF;
   NEW.context_at := now();
   RETURN NEW;
@@ -137,19 +141,23 @@ BEGIN
          payment_amount = c.payment_amount, payment_currency = c.payment_currency,
          payment_at = c.payment_at, payment_attributes = c.payment_attributes,
          payment_dimensions = c.payment_dimensions, days_since_payment = c.days_since_payment,
-         failed_payment_30d = c.failed_payment_30d, context_at = now()
+         failed_payment_30d = c.failed_payment_30d, answered_after = t.answered_after,
+         funnel_at = t.funnel_at, context_at = now()
     FROM @extschema@.response o
    CROSS JOIN LATERAL @extschema@.context_of(o.customer_id, o.survey_id, o.responded_at, o.survey_event_id) c
+   CROSS JOIN LATERAL (SELECT o.responded_at - s.sent_at AS answered_after,
+                              CASE WHEN s.id IS NOT NULL THEN least(s.created_at, o.responded_at) END AS funnel_at
+                         FROM (SELECT) one LEFT JOIN @extschema@.survey s ON s.id = o.survey_id) t
    WHERE r.id = o.id
      AND o.responded_at >= since AND o.responded_at < until
      AND (customers IS NULL OR o.customer_id = ANY (customers))
      AND (o.survey_event_id, o.payment_event_id, o.payment_source_id, o.payment_kind, o.payment_amount,
           o.payment_currency, o.payment_at, o.payment_attributes, o.payment_dimensions,
-          o.days_since_payment, o.failed_payment_30d)
+          o.days_since_payment, o.failed_payment_30d, o.answered_after, o.funnel_at)
          IS DISTINCT FROM
          (c.survey_event_id, c.payment_event_id, c.payment_source_id, c.payment_kind, c.payment_amount,
           c.payment_currency, c.payment_at, c.payment_attributes, c.payment_dimensions,
-          c.days_since_payment, c.failed_payment_30d);
+          c.days_since_payment, c.failed_payment_30d, t.answered_after, t.funnel_at);
   GET DIAGNOSTICS n = ROW_COUNT;
   RETURN n;
 END

@@ -5,6 +5,8 @@
 --   rollup_days     per UTC day x days since the last payment: an npsagg
 --   customer_latest_answer  each customer's latest answer (revenue_at_risk)
 --   survey_funnel_day       surveys per UTC creation day x outcome (survey_funnel)
+--   rollup_answer_delay     answers per UTC day x bucket of time from sending to answer (the
+--                           median of survey_funnel)
 --
 -- Statement-level triggers on response and survey keep them exact in the same transaction:
 -- one INSERT ... ON CONFLICT DO UPDATE per table and statement (race-free under concurrent
@@ -45,6 +47,14 @@ CREATE TABLE @extschema@.survey_funnel_day (
   surveys  bigint NOT NULL,          -- may be negative in one shard; the sum over shards is the count
   PRIMARY KEY (day, outcome, sent, shard)
 );
+CREATE TABLE @extschema@.rollup_answer_delay (
+  day      date NOT NULL,            -- UTC day of response.funnel_at
+  bucket   integer NOT NULL,         -- delay_bucket(response.answered_after)
+  answers  bigint NOT NULL,
+  PRIMARY KEY (day, bucket)
+);
+COMMENT ON TABLE @extschema@.rollup_answer_delay IS
+  'Answers to surveys per UTC day of funnel_at and bucket of the time from sending to answer (kept by triggers)';
 COMMENT ON TABLE @extschema@.rollup_segment IS
   'Per UTC day, source, dimension values and failed payment before: npsagg of the answers (kept by triggers)';
 COMMENT ON TABLE @extschema@.rollup_days IS
@@ -68,6 +78,21 @@ AS $$ SELECT CASE WHEN date_trunc('day', t AT TIME ZONE 'UTC') AT TIME ZONE 'UTC
 COMMENT ON FUNCTION @extschema@.utc_day(timestamptz) IS 'The UTC date of a time (the rollups'' day)';
 COMMENT ON FUNCTION @extschema@.utc_floor(timestamptz) IS 'The UTC midnight at or before a time';
 COMMENT ON FUNCTION @extschema@.utc_ceil(timestamptz) IS 'The UTC midnight at or after a time';
+
+-- Buckets of the time from sending to answer: bucket b holds [t[b], t[b + 1]) of these
+-- thresholds (about 12% wide from 1 second to 40 days, then 60, 90, 180 and 365 days; bucket 0:
+-- under a second, or answered before sending). survey_funnel's median finds its bucket from the
+-- counts, then reads the answers of that bucket alone (response_answered_after_idx).
+CREATE FUNCTION @extschema@.delay_thresholds() RETURNS interval[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT '{1,2,3,4,5,6,7,8,9,11,12,14,16,18,20,23,26,29,33,38,43,48,55,62,70,79,90,102,116,131,148,168,191,216,245,277,314,356,403,457,518,587,665,754,854,968,1097,1243,1408,1596,1808,2049,2322,2631,2981,3378,3828,4337,4915,5569,6311,7151,8103,9182,10405,11790,13360,15139,17154,19438,22026,24959,28283,32048,36316,41151,46630,52839,59874,67846,76880,87116,98716,111860,126754,143631,162755,184425,208981,236807,268337,304066,344552,390428,442413,501320,568070,643708,729416,826537,936589,1061295,1202604,1362729,1544174,1749779,1982759,2246761,2545913,2884898,3269017,5184000,7776000,15552000,31536000}'::interval[] $$;
+CREATE FUNCTION @extschema@.delay_bucket(d interval) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT width_bucket(d, @extschema@.delay_thresholds()) $$;
+COMMENT ON FUNCTION @extschema@.delay_thresholds() IS
+  'Lower bounds of the buckets of rollup_answer_delay (bucket b starts at element b; bucket 0 is below the first)';
+COMMENT ON FUNCTION @extschema@.delay_bucket(interval) IS
+  'The rollup_answer_delay bucket of a time from sending to answer';
 
 -- A survey's funnel outcome.
 CREATE FUNCTION @extschema@.funnel_outcome(status text) RETURNS text
@@ -98,6 +123,12 @@ BEGIN
     SELECT @extschema@.utc_day(n.responded_at), n.days_since_payment, @extschema@.nps_agg(n.score)
       FROM nps_new n WHERE n.days_since_payment IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (day, days_since) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg)
+  ), delay AS (
+    INSERT INTO @extschema@.rollup_answer_delay AS g (day, bucket, answers)
+    SELECT @extschema@.utc_day(n.funnel_at), @extschema@.delay_bucket(n.answered_after), count(*)
+      FROM nps_new n WHERE n.answered_after IS NOT NULL AND n.funnel_at IS NOT NULL
+     GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (day, bucket) DO UPDATE SET answers = g.answers + excluded.answers
   )
   INSERT INTO @extschema@.customer_latest_answer AS l (customer_id, response_id, responded_at, category)
   SELECT DISTINCT ON (n.customer_id) n.customer_id, n.id, n.responded_at, n.category
@@ -169,6 +200,22 @@ BEGIN
      USING (SELECT DISTINCT @extschema@.utc_day(o.responded_at) AS day, o.days_since_payment AS days_since
               FROM nps_old o) k
      WHERE g.day = k.day AND g.days_since = k.days_since AND @extschema@.responses(g.agg) = 0;
+    -- answers to surveys by day and time to answer: net change per row
+    INSERT INTO @extschema@.rollup_answer_delay AS g (day, bucket, answers)
+    SELECT k.day, k.bucket, sum(k.d)
+      FROM (SELECT @extschema@.utc_day(o.funnel_at) AS day, @extschema@.delay_bucket(o.answered_after) AS bucket, -1 AS d
+              FROM nps_old o WHERE o.answered_after IS NOT NULL AND o.funnel_at IS NOT NULL
+            UNION ALL
+            SELECT @extschema@.utc_day(n.funnel_at), @extschema@.delay_bucket(n.answered_after), 1
+              FROM nps_new n WHERE n.answered_after IS NOT NULL AND n.funnel_at IS NOT NULL) k
+     GROUP BY k.day, k.bucket
+    HAVING sum(k.d) <> 0
+     ORDER BY k.day, k.bucket
+    ON CONFLICT (day, bucket) DO UPDATE SET answers = g.answers + excluded.answers;
+    DELETE FROM @extschema@.rollup_answer_delay g
+     USING (SELECT DISTINCT @extschema@.utc_day(o.funnel_at) AS day, @extschema@.delay_bucket(o.answered_after) AS bucket
+              FROM nps_old o WHERE o.answered_after IS NOT NULL AND o.funnel_at IS NOT NULL) k
+     WHERE g.day = k.day AND g.bucket = k.bucket AND g.answers = 0;
     -- the latest answer of each customer whose answers changed: recomputed from the answers
     -- (a concurrent newer answer is never overwritten by an older one)
     DELETE FROM @extschema@.customer_latest_answer l
@@ -240,6 +287,19 @@ BEGIN
      USING (SELECT DISTINCT @extschema@.utc_day(o.responded_at) AS day, o.days_since_payment AS days_since
               FROM nps_old o) k
      WHERE g.day = k.day AND g.days_since = k.days_since AND @extschema@.responses(g.agg) = 0;
+    -- answers to surveys by day and time to answer: net change per row
+    INSERT INTO @extschema@.rollup_answer_delay AS g (day, bucket, answers)
+    SELECT k.day, k.bucket, sum(k.d)
+      FROM (SELECT @extschema@.utc_day(o.funnel_at) AS day, @extschema@.delay_bucket(o.answered_after) AS bucket, -1 AS d
+              FROM nps_old o WHERE o.answered_after IS NOT NULL AND o.funnel_at IS NOT NULL) k
+     GROUP BY k.day, k.bucket
+    HAVING sum(k.d) <> 0
+     ORDER BY k.day, k.bucket
+    ON CONFLICT (day, bucket) DO UPDATE SET answers = g.answers + excluded.answers;
+    DELETE FROM @extschema@.rollup_answer_delay g
+     USING (SELECT DISTINCT @extschema@.utc_day(o.funnel_at) AS day, @extschema@.delay_bucket(o.answered_after) AS bucket
+              FROM nps_old o WHERE o.answered_after IS NOT NULL AND o.funnel_at IS NOT NULL) k
+     WHERE g.day = k.day AND g.bucket = k.bucket AND g.answers = 0;
     -- the latest answer of each customer whose answers changed: recomputed from the answers
     -- (a concurrent newer answer is never overwritten by an older one)
     DELETE FROM @extschema@.customer_latest_answer l
@@ -263,7 +323,8 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-  TRUNCATE @extschema@.rollup_segment, @extschema@.rollup_days, @extschema@.customer_latest_answer;
+  TRUNCATE @extschema@.rollup_segment, @extschema@.rollup_days, @extschema@.customer_latest_answer,
+           @extschema@.rollup_answer_delay;
   RETURN NULL;
 END
 $fn$;

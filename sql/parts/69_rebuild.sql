@@ -113,6 +113,12 @@ BEGIN
     FROM @extschema@.response r
    WHERE r.responded_at >= lo AND r.responded_at < hi AND r.days_since_payment IS NOT NULL
    GROUP BY 1, 2;
+  DELETE FROM @extschema@.rollup_answer_delay g WHERE g.day >= from_day AND g.day < to_day;
+  INSERT INTO @extschema@.rollup_answer_delay (day, bucket, answers)
+  SELECT @extschema@.utc_day(r.funnel_at), @extschema@.delay_bucket(r.answered_after), count(*)
+    FROM @extschema@.response r
+   WHERE r.funnel_at >= lo AND r.funnel_at < hi AND r.answered_after IS NOT NULL
+   GROUP BY 1, 2;
   -- latest answers of the customers who answered in the range
   INSERT INTO @extschema@.customer_latest_answer AS l (customer_id, response_id, responded_at, category)
   SELECT DISTINCT ON (r.customer_id) r.customer_id, r.id, r.responded_at, r.category
@@ -137,7 +143,7 @@ END
 $fn$;
 COMMENT ON FUNCTION @extschema@.rebuild_rollups(date, date) IS
   'Recomputes the rollups (per-day answer summaries, latest answer per customer, survey funnel '
-  'counts) for UTC days in [from_day, to_day) from the answers and surveys; blocks new answers '
+  'counts, answers by time to answer) for UTC days in [from_day, to_day) from the answers and surveys; blocks new answers '
   'meanwhile; returns the number of day x segment rows written';
 
 -- A source's dimensions decide the segments its answers are kept under: changing them

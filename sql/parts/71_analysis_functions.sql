@@ -174,6 +174,8 @@ RETURNS TABLE (failed_payment boolean, responses bigint, nps float8, ci_low floa
                difference float8, p_value float8)
 LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- (not inlined: JIT would compile its plan for longer than it runs over the rollups)
+SET jit = off
 AS $$
   WITH g AS (
     -- the stored 30 days: from the rollups (answers tied to a payment: source_id <> 0)
@@ -224,6 +226,8 @@ RETURNS TABLE (category @extschema@.nps_category, currency text, customers bigin
                amount numeric)
 LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- (not inlined: JIT would compile its plan for longer than it runs over the rollups)
+SET jit = off
 AS $$
   -- each customer's latest answer decides their category (kept per customer as answers arrive)
   SELECT l.category, p.currency, count(*), sum(p.payments)::bigint, sum(p.amount)
@@ -246,6 +250,8 @@ RETURNS TABLE (created bigint, sent bigint, responded bigint, expired bigint, fa
                response_rate float8, median_time_to_answer interval)
 LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- (not inlined: JIT would compile its plan for longer than it runs over the rollups)
+SET jit = off
 AS $$
   WITH c AS (
     -- counts kept per UTC creation day for the whole days, the surveys themselves before
@@ -267,13 +273,8 @@ AS $$
   )
   SELECT n.created, n.sent, n.responded, n.expired, n.failed,
          n.responded::float8 / nullif(n.sent, 0),
-         -- the median needs the answers' times themselves
-         (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY r.responded_at - s.sent_at)
-            FROM @extschema@.survey s
-            -- an answer never predates its survey: the extra range lets the planner read only
-            -- recent answers (response_responded_at_idx) instead of every answer ever given
-            JOIN @extschema@.response r ON r.survey_id = s.id AND r.responded_at >= since
-           WHERE s.created_at >= since)
+         -- from the delay rollup and one bucket of answers (69_answer_delays.sql)
+         @extschema@.median_time_to_answer(since)
   FROM n
   WHERE @extschema@.check_argument(since IS NOT NULL, '22004', 'survey_funnel: since must not be NULL')
 $$;

@@ -54,17 +54,24 @@ INSERT INTO plans VALUES
 -- with the answer). revenue_at_risk sums the payments of the customers at risk by index.
 CREATE TEMP TABLE got AS
 SELECT fn, p FROM (SELECT fn, pg_temp.plan_of(q) AS p FROM plans
+      -- (its median: median_time_to_answer's body, planned the same way)
       UNION ALL SELECT 'survey_funnel', pg_temp.body_plan('survey_funnel(timestamptz)', '\msince\M', 'timestamptz', '2025-12-10')
+                                        || pg_temp.body_plan('median_time_to_answer(timestamptz)', '\msince\M', 'timestamptz', '2025-12-10')
+      UNION ALL SELECT 'survey_funnel median', pg_temp.body_plan('median_time_to_answer(timestamptz)', '\msince\M', 'timestamptz', '2025-12-10 05:00')
       UNION ALL SELECT 'revenue_at_risk', pg_temp.body_plan('revenue_at_risk(timestamptz)', '\msince\M', 'timestamptz', '2025-12-01')
       UNION ALL SELECT 'nps_failed_payments', pg_temp.body_plan('nps_failed_payments(interval)', '"window"', 'interval', '30 days')) x;
 SELECT fn,
        p ~ CASE fn WHEN 'nps_by_days_since_payment' THEN 'rollup_days'
                    WHEN 'survey_funnel' THEN 'survey_funnel_day'
+                   WHEN 'survey_funnel median' THEN 'rollup_answer_delay'
                    WHEN 'revenue_at_risk' THEN 'customer_latest_answer'
                    WHEN 'response_context' THEN 'response'
                    ELSE 'rollup_segment' END AS reads_rollup,
        CASE WHEN fn IN ('nps_trend', 'nps_by', 'nps_alerts', 'response_context', 'survey_funnel')
-            THEN p ~ 'response_responded_at_idx' AND (fn <> 'survey_funnel' OR p ~ 'survey_created_at_idx') END AS range_index_used,
+            THEN p ~ 'response_responded_at_idx' AND (fn <> 'survey_funnel' OR p ~ 'survey_created_at_idx')
+            -- the answers of the median's bucket, by index; the partial day by the range indexes
+            WHEN fn = 'survey_funnel median'
+            THEN p ~ 'response_answered_after_idx' AND p ~ 'response_responded_at_idx' AND p ~ 'survey_created_at_idx' END AS range_index_used,
        p !~ 'Seq Scan on (response|survey|payment_event)\M' AS no_full_scan,
        CASE WHEN fn = 'revenue_at_risk' THEN p ~ 'payment_event_customer_idx'
             -- (its window other than the stored 30 days is answered from the answers)

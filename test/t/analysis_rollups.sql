@@ -2,7 +2,8 @@
 -- recomputation from the raw rows, on random data of many seeds, after each kind of change:
 -- new answers (imported and recorded), replaced / re-scored / deleted answers, a backfill of
 -- older payments (then refresh_response_context()), forget_customer, purge, a source's
--- dimensions changed, rebuild_rollups(). And the analysis functions, which read the rollups,
+-- dimensions changed, rebuild_rollups(); answered surveys sent, re-dated or deleted afterwards
+-- (the stored times behind survey_funnel's median). And the analysis functions, which read the rollups,
 -- answer exactly what the same questions asked of the raw answers answer.
 BEGIN;
 SELECT plan(8 * 8 + 8);
@@ -25,6 +26,10 @@ CREATE FUNCTION pg_temp.rollup_mismatch() RETURNS text LANGUAGE sql AS $$
   latest_want AS (SELECT DISTINCT ON (customer_id) customer_id, id AS response_id, responded_at, category
                     FROM nps_billing.response WHERE customer_id IS NOT NULL
                    ORDER BY customer_id, responded_at DESC, id DESC),
+  delay_have AS (SELECT day, bucket, answers FROM nps_billing.rollup_answer_delay),
+  delay_want AS (SELECT nps_billing.utc_day(funnel_at) AS day, nps_billing.delay_bucket(answered_after) AS bucket,
+                        count(*) AS answers
+                   FROM nps_billing.response WHERE answered_after IS NOT NULL AND funnel_at IS NOT NULL GROUP BY 1, 2),
   funnel_have AS (SELECT day, outcome, sent, sum(surveys) AS surveys FROM nps_billing.survey_funnel_day GROUP BY 1, 2, 3 HAVING sum(surveys) <> 0),
   funnel_want AS (SELECT nps_billing.utc_day(created_at) AS day, nps_billing.funnel_outcome(status) AS outcome,
                          sent_at IS NOT NULL OR status = 'responded' AS sent, count(*) AS surveys
@@ -41,6 +46,14 @@ CREATE FUNCTION pg_temp.rollup_mismatch() RETURNS text LANGUAGE sql AS $$
      HAVING count(*) > 0),
     (SELECT 'survey_funnel_day: ' || count(*) || ' rows differ' FROM
        ((SELECT * FROM funnel_have EXCEPT SELECT * FROM funnel_want) UNION ALL (SELECT * FROM funnel_want EXCEPT SELECT * FROM funnel_have)) x
+     HAVING count(*) > 0),
+    (SELECT 'rollup_answer_delay: ' || count(*) || ' rows differ' FROM
+       ((SELECT * FROM delay_have EXCEPT SELECT * FROM delay_want) UNION ALL (SELECT * FROM delay_want EXCEPT SELECT * FROM delay_have)) x
+     HAVING count(*) > 0),
+    (SELECT 'stored survey times differ from the surveys for ' || count(*) || ' answers'
+       FROM nps_billing.response r LEFT JOIN nps_billing.survey s ON s.id = r.survey_id
+      WHERE (r.answered_after, r.funnel_at) IS DISTINCT FROM
+            (r.responded_at - s.sent_at, CASE WHEN s.id IS NOT NULL THEN least(s.created_at, r.responded_at) END)
      HAVING count(*) > 0),
     (SELECT 'empty rollup rows: ' || count(*) FROM nps_billing.rollup_segment WHERE nps_billing.responses(agg) = 0 HAVING count(*) > 0),
     (SELECT 'stored context differs from the events for ' || count(*) || ' answers'
@@ -107,15 +120,17 @@ CREATE FUNCTION pg_temp.function_mismatch(s timestamptz, u timestamptz) RETURNS 
                   WHERE customer_id IS NOT NULL ORDER BY customer_id, responded_at DESC, id DESC) l
            JOIN nps_billing.payment_event e ON e.customer_id = l.customer_id AND e.kind = 'succeeded' AND e.occurred_at >= s
           WHERE l.category IN ('detractor', 'passive') GROUP BY 1, 2))),
-    (SELECT 'survey_funnel' WHERE EXISTS (
-        SELECT * FROM nps_billing.survey_funnel(s)
+    (SELECT 'survey_funnel(' || f || ')' FROM unnest(ARRAY[s, '-infinity', nps_billing.utc_floor(s), u - interval '36 hours']) f
+      WHERE EXISTS (
+        SELECT * FROM nps_billing.survey_funnel(f)
         EXCEPT
         SELECT count(*), count(*) FILTER (WHERE x.sent_at IS NOT NULL OR r.id IS NOT NULL), count(r.id),
                count(*) FILTER (WHERE x.status = 'expired'), count(*) FILTER (WHERE x.status = 'failed'),
                count(r.id)::float8 / nullif(count(*) FILTER (WHERE x.sent_at IS NOT NULL OR r.id IS NOT NULL), 0),
                percentile_cont(0.5) WITHIN GROUP (ORDER BY r.responded_at - x.sent_at)
-          FROM nps_billing.survey x LEFT JOIN nps_billing.response r ON r.survey_id = x.id AND r.responded_at >= s
-         WHERE x.created_at >= s))), '')
+          FROM nps_billing.survey x LEFT JOIN nps_billing.response r ON r.survey_id = x.id AND r.responded_at >= f
+         WHERE x.created_at >= f)
+      LIMIT 1)), '')
 $$;
 
 -- Random data: two sources (one keeps plan and method, one plan only), 40 customers with
@@ -173,6 +188,11 @@ BEGIN
     UPDATE nps_billing.response SET responded_at = responded_at - interval '2 days' WHERE survey_id IS NULL AND random() < 0.2;
     -- (answers of surveys stay: the funnel counts a survey in status responded as answered)
     DELETE FROM nps_billing.response WHERE survey_id IS NULL AND random() < 0.1;
+    -- answered surveys reported sent afterwards (in-app answers), re-dated, or deleted by hand
+    UPDATE nps_billing.survey SET sent_at = coalesce(sent_at, created_at) + random() * interval '2 days'
+     WHERE status = 'responded' AND random() < 0.3;
+    UPDATE nps_billing.survey SET created_at = created_at - interval '20 hours' WHERE status = 'responded' AND random() < 0.1;
+    DELETE FROM nps_billing.survey WHERE status = 'responded' AND random() < 0.05;
     INSERT INTO tap_out (line) SELECT is(pg_temp.rollup_mismatch(), NULL, format('seed %s: rollups match after replaced, changed and deleted answers', seed));
     -- a backfill of older payments (succeeded and failed) written after the answers
     INSERT INTO nps_billing.payment_event (source_id, payment_key, kind, customer_id, amount, currency, occurred_at, attributes)
@@ -206,6 +226,7 @@ SELECT is((SELECT count(*)::int FROM customer_latest_answer WHERE customer_id = 
 -- rebuild_rollups() after the rollups were emptied behind the triggers' back gives them back
 CREATE TEMP TABLE before_rebuild AS SELECT day, source_id, dims, failed_30d, agg::text AS a FROM rollup_segment;
 DELETE FROM rollup_segment; DELETE FROM rollup_days; DELETE FROM customer_latest_answer; DELETE FROM survey_funnel_day;
+DELETE FROM rollup_answer_delay;
 SELECT ok(nps_billing.rebuild_rollups() > 0, 'rebuild_rollups() writes rows');
 SELECT is(pg_temp.rollup_mismatch(), NULL, 'rebuild_rollups() restores every rollup');
 SELECT is((SELECT count(*)::int FROM ((SELECT * FROM before_rebuild EXCEPT SELECT day, source_id, dims, failed_30d, agg::text FROM rollup_segment)
