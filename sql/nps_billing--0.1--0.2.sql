@@ -1930,34 +1930,56 @@ AS $$ SELECT (date_trunc('day', t AT TIME ZONE time_zone) + interval '1 day') AT
 COMMENT ON FUNCTION @extschema@.next_local_midnight(timestamptz, text) IS
   'The start of the day after t''s day in time_zone';
 
--- The recipient columns (shared with the messages step, which adds the same) and the sending
--- bookkeeping of surveys; fast defaults, no rewrite.
+-- The recipient columns (shared with the messages step, which adds the same), then the sending
+-- policy of sources and the bookkeeping of surveys. Columns with a default are added without it,
+-- filled, then given their default and NOT NULL: a fresh install stores no "missing value" for
+-- them, so neither may the update (one pass over survey).
 ALTER TABLE @extschema@.payment_source ADD COLUMN IF NOT EXISTS recipient_expr text,
   ADD COLUMN IF NOT EXISTS locale_expr text, ADD COLUMN IF NOT EXISTS time_zone_expr text,
   ADD COLUMN IF NOT EXISTS answer_base_url text;
 ALTER TABLE @extschema@.payment_source
   ADD COLUMN time_zone text CHECK (@extschema@.time_zone_ok(time_zone)),
-  ADD COLUMN send_days integer[] NOT NULL DEFAULT '{1,2,3,4,5,6,7}'
+  ADD COLUMN send_days integer[]
              CHECK (cardinality(send_days) BETWEEN 1 AND 7 AND send_days <@ '{1,2,3,4,5,6,7}'
                     AND array_ndims(send_days) = 1),
-  ADD COLUMN send_from time NOT NULL DEFAULT '00:00',
-  ADD COLUMN send_until time NOT NULL DEFAULT '24:00'
+  ADD COLUMN send_from time,
+  ADD COLUMN send_until time
              CONSTRAINT payment_source_send_window_check CHECK (send_from < send_until),
-  ADD COLUMN reminders integer NOT NULL DEFAULT 0 CHECK (reminders BETWEEN 0 AND 10),
-  ADD COLUMN reminder_after interval NOT NULL DEFAULT '3 days'
-             CHECK (@extschema@.interval_within(reminder_after, '1 minute', '1 year')),
+  ADD COLUMN reminders integer CHECK (reminders BETWEEN 0 AND 10),
+  ADD COLUMN reminder_after interval,  -- its CHECK refuses NULL: added once filled
   ADD COLUMN daily_cap integer CHECK (daily_cap >= 0);
+UPDATE @extschema@.payment_source
+   SET send_days = '{1,2,3,4,5,6,7}', send_from = '00:00', send_until = '24:00', reminders = 0,
+       reminder_after = '3 days';
+ALTER TABLE @extschema@.payment_source
+  ALTER COLUMN send_days SET DEFAULT '{1,2,3,4,5,6,7}', ALTER COLUMN send_days SET NOT NULL,
+  ALTER COLUMN send_from SET DEFAULT '00:00', ALTER COLUMN send_from SET NOT NULL,
+  ALTER COLUMN send_until SET DEFAULT '24:00', ALTER COLUMN send_until SET NOT NULL,
+  ALTER COLUMN reminders SET DEFAULT 0, ALTER COLUMN reminders SET NOT NULL,
+  ALTER COLUMN reminder_after SET DEFAULT '3 days', ALTER COLUMN reminder_after SET NOT NULL,
+  ADD CONSTRAINT payment_source_reminder_after_check
+      CHECK (@extschema@.interval_within(reminder_after, '1 minute', '1 year'));
 ALTER TABLE @extschema@.survey ADD COLUMN IF NOT EXISTS recipient text,
   ADD COLUMN IF NOT EXISTS locale text, ADD COLUMN IF NOT EXISTS time_zone text;
 ALTER TABLE @extschema@.survey
-  ADD COLUMN reminder integer NOT NULL DEFAULT 0,
-  ADD COLUMN reminders_sent integer NOT NULL DEFAULT 0,
+  ADD COLUMN reminder integer,
+  ADD COLUMN reminders_sent integer,
   ADD COLUMN due_at timestamptz,
-  ADD COLUMN cap_deferrals integer NOT NULL DEFAULT 0;
+  ADD COLUMN cap_deferrals integer;
+UPDATE @extschema@.survey SET reminder = 0, reminders_sent = 0, cap_deferrals = 0;
+ALTER TABLE @extschema@.survey
+  ALTER COLUMN reminder SET DEFAULT 0, ALTER COLUMN reminder SET NOT NULL,
+  ALTER COLUMN reminders_sent SET DEFAULT 0, ALTER COLUMN reminders_sent SET NOT NULL,
+  ALTER COLUMN cap_deferrals SET DEFAULT 0, ALTER COLUMN cap_deferrals SET NOT NULL;
 ALTER TABLE @extschema@.survey_funnel_day
-  ADD COLUMN reminders bigint NOT NULL DEFAULT 0,
-  ADD COLUMN reminded bigint NOT NULL DEFAULT 0,
-  ADD COLUMN capped bigint NOT NULL DEFAULT 0;
+  ADD COLUMN reminders bigint,
+  ADD COLUMN reminded bigint,
+  ADD COLUMN capped bigint;
+UPDATE @extschema@.survey_funnel_day SET reminders = 0, reminded = 0, capped = 0;
+ALTER TABLE @extschema@.survey_funnel_day
+  ALTER COLUMN reminders SET DEFAULT 0, ALTER COLUMN reminders SET NOT NULL,
+  ALTER COLUMN reminded SET DEFAULT 0, ALTER COLUMN reminded SET NOT NULL,
+  ALTER COLUMN capped SET DEFAULT 0, ALTER COLUMN capped SET NOT NULL;
 ALTER TYPE @extschema@.claimed_survey ADD ATTRIBUTE reminder integer;
 
 CREATE TABLE @extschema@.send_day (
