@@ -1,6 +1,7 @@
 #!/bin/sh
 # P9 / P9a: 4 concurrent workers drain N due messages, our survey queue and a bare leased queue
-# side by side, interleaved (ours, bare, ours, bare, ...), medians of REPS runs.
+# side by side, interleaved (ours, bare, ours, bare, ...), medians of REPS runs. Ours runs with a
+# send window (recipients in three time zones) and a daily cap configured on its source.
 #  - ours: claim_surveys(w, 100), commit, then one mark_sent(ids[], w) for the batch, commit.
 #  - bare: the floor, written here: one narrow table (id, payload, lease columns) with two indexes;
 #    read = UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 100) ... RETURNING, commit;
@@ -20,6 +21,13 @@ CREATE UNLOGGED TABLE p9a_claims (id bigint, worker text);
 DELETE FROM nps_billing.payment_source WHERE name = 'p9';
 INSERT INTO nps_billing.payment_source (name, relid, customer_expr, payment_key_expr, succeeded_expr)
 VALUES ('p9', 'p9_pay', 'x', 'y', 'z');
+-- A send window and a daily cap, so every claim judges each survey in its recipient's time zone
+-- and takes its share of the day's cap: a window open every day until 23:59:59.999999 local time
+-- (open whenever the bench runs, but not the always-open default, which claims skip) and a cap
+-- far above what the runs send.
+UPDATE nps_billing.payment_source
+   SET time_zone = 'Europe/Berlin', send_from = '00:00', send_until = '23:59:59.999999', daily_cap = 100000000
+ WHERE name = 'p9';
 -- the bare leased queue: what a message needs travels in the payload
 CREATE TABLE p9a_queue (
   id          bigserial PRIMARY KEY,
@@ -89,9 +97,10 @@ SQL
 INSERT INTO nps_billing.payment_event (source_id, payment_key, kind, customer_id, amount, currency, occurred_at, attributes)
 SELECT p.id, 'p9-' || g, 'succeeded', 'c' || (g % 50000), 19.99, 'EUR', now() - interval '2 hours', '{"plan": "pro"}'
   FROM nps_billing.payment_source p, generate_series(1, $N) g WHERE p.name = 'p9';
-INSERT INTO nps_billing.survey (token, source_id, event_id, customer_id, channel, send_after, expires_at)
+INSERT INTO nps_billing.survey (token, source_id, event_id, customer_id, channel, send_after, expires_at, time_zone)
 SELECT md5(e.id::text || random()::text), e.source_id, e.id, e.customer_id, 'email',
-       now() - interval '1 hour' + (e.id % 3600) * interval '1 second', now() + interval '14 days'
+       now() - interval '1 hour' + (e.id % 3600) * interval '1 second', now() + interval '14 days',
+       (ARRAY['America/New_York', 'Asia/Tokyo', NULL])[e.id % 3 + 1]  -- a third in the source's zone
   FROM nps_billing.payment_event e JOIN nps_billing.payment_source p ON p.id = e.source_id WHERE p.name = 'p9';
 VACUUM ANALYZE nps_billing.survey;
 CHECKPOINT;
@@ -134,7 +143,7 @@ dups=$(awk '{s += $1} END {print s + 0}' "$tmp/dups")
 lost=$(awk '{s += $1} END {print s + 0}' "$tmp/lost")
 read -r upd0 hot0 <"$tmp/p9.hot0" 2>/dev/null || true
 read -r upd1 hot1 <"$tmp/p9.hot1" 2>/dev/null || true
-row P9 "4 workers drain ${N} surveys (claim 100 + one mark_sent per batch), surveys/s" "$ours" ">= 5000"
+row P9 "4 workers drain ${N} surveys (send window + daily cap; claim 100 + one mark_sent per batch), surveys/s" "$ours" ">= 5000"
 row P9 "duplicate claims over $REPS runs (ours and bare)" "$dups" "<= 0"
 row P9 "messages lost (not sent once) over $REPS runs (ours and bare)" "$lost" "<= 0"
 row P9a "our drain vs the bare leased queue (${bare} messages/s), ratio" "$(ratio "$ours" "$bare")" ">= 0.6"
@@ -145,6 +154,7 @@ awk -v u0="${upd0:-0}" -v h0="${hot0:-0}" -v u1="${upd1:-0}" -v h1="${hot1:-0}" 
 psql -qX >/dev/null <<'SQL'
 DELETE FROM nps_billing.survey WHERE source_id = (SELECT id FROM nps_billing.payment_source WHERE name = 'p9');
 DELETE FROM nps_billing.payment_event WHERE source_id = (SELECT id FROM nps_billing.payment_source WHERE name = 'p9');
+DELETE FROM nps_billing.send_day WHERE source_id = (SELECT id FROM nps_billing.payment_source WHERE name = 'p9');
 DELETE FROM nps_billing.payment_source WHERE name = 'p9';
 DROP TABLE p9_pay, p9_claims, p9a_queue, p9a_claims;
 DROP PROCEDURE p9_worker(text, integer);

@@ -3314,6 +3314,902 @@ COMMENT ON FUNCTION @extschema@.survey_for_token(text) IS
 REVOKE ALL ON FUNCTION @extschema@.survey_for_token(text) FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------------------------
+-- Send windows, reminders and daily caps per source (sendwin): payment_source and survey columns,
+-- send_day, the window functions, claim_surveys / mark_sent / mark_failed / expire_surveys /
+-- opt_out applying them, the funnel counts of reminders and caps, send_backlog, send_funnel.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.time_zone_ok(name text) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'nps_time_zone_ok' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.time_zone_ok(text) IS
+  'Whether PostgreSQL knows this time zone (an IANA name such as Europe/Berlin, or UTC); never raises';
+
+CREATE FUNCTION @extschema@.check_time_zone(time_zone text) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+BEGIN
+  IF time_zone IS NULL OR NOT @extschema@.time_zone_ok(time_zone) THEN
+    RAISE EXCEPTION 'time zone is NULL or unknown' USING ERRCODE = '22023',
+      HINT = 'Use an IANA name such as Europe/Berlin, or UTC.';
+  END IF;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.check_time_zone(text) IS
+  'true for a known time zone; 22023 (without the value) otherwise';
+
+CREATE FUNCTION @extschema@.send_window_next(t timestamptz, time_zone text, days integer[],
+                                             send_from time, send_until time)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT CASE
+    WHEN t IS NULL OR days IS NULL OR send_from IS NULL OR send_until IS NULL THEN NULL
+    WHEN NOT isfinite(t) THEN t
+    WHEN @extschema@.check_time_zone(time_zone) THEN (
+      SELECT greatest(t, (d.day + send_from) AT TIME ZONE time_zone)
+        FROM (SELECT (t AT TIME ZONE time_zone)::date + i AS day FROM pg_catalog.generate_series(0, 7) i) d
+       WHERE extract(isodow FROM d.day)::integer = ANY (days)
+         AND (d.day + send_until) AT TIME ZONE time_zone > t
+         AND (d.day + send_from) AT TIME ZONE time_zone < (d.day + send_until) AT TIME ZONE time_zone
+       ORDER BY d.day
+       LIMIT 1)
+  END
+$$;
+COMMENT ON FUNCTION @extschema@.send_window_next(timestamptz, text, integer[], time, time) IS
+  'The earliest moment at or after t inside the send window (ISO weekdays, [send_from, send_until) '
+  'local time in time_zone); t when t is inside; NULL when no day of the week is in the window';
+
+CREATE FUNCTION @extschema@.window_always_open(days integer[], send_from time, send_until time)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT days @> '{1,2,3,4,5,6,7}' AND send_from = '00:00' AND send_until = '24:00' $$;
+COMMENT ON FUNCTION @extschema@.window_always_open(integer[], time, time) IS
+  'true for the always-open window: every weekday, 00:00 to 24:00';
+
+CREATE FUNCTION @extschema@.send_zone(survey_zone text, source_zone text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT CASE WHEN survey_zone IS NOT NULL AND @extschema@.time_zone_ok(survey_zone) THEN survey_zone
+              WHEN source_zone IS NOT NULL AND @extschema@.time_zone_ok(source_zone) THEN source_zone
+              ELSE 'UTC' END
+$$;
+COMMENT ON FUNCTION @extschema@.send_zone(text, text) IS
+  'The time zone a send window is read in: the survey''s (recipient''s) if known, else the source''s, else UTC';
+
+CREATE FUNCTION @extschema@.next_local_midnight(t timestamptz, time_zone text) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT (date_trunc('day', t AT TIME ZONE time_zone) + interval '1 day') AT TIME ZONE time_zone $$;
+COMMENT ON FUNCTION @extschema@.next_local_midnight(timestamptz, text) IS
+  'The start of the day after t''s day in time_zone';
+
+-- The recipient columns (shared with the messages step, which adds the same), then the sending
+-- policy of sources and the bookkeeping of surveys. Columns with a default are added without it,
+-- filled, then given their default and NOT NULL: a fresh install stores no "missing value" for
+-- them, so neither may the update (one pass over survey).
+ALTER TABLE @extschema@.payment_source ADD COLUMN IF NOT EXISTS recipient_expr text,
+  ADD COLUMN IF NOT EXISTS locale_expr text, ADD COLUMN IF NOT EXISTS time_zone_expr text,
+  ADD COLUMN IF NOT EXISTS answer_base_url text;
+ALTER TABLE @extschema@.payment_source
+  ADD COLUMN time_zone text CHECK (@extschema@.time_zone_ok(time_zone)),
+  ADD COLUMN send_days integer[]
+             CHECK (cardinality(send_days) BETWEEN 1 AND 7 AND send_days <@ '{1,2,3,4,5,6,7}'
+                    AND array_ndims(send_days) = 1),
+  ADD COLUMN send_from time,
+  ADD COLUMN send_until time
+             CONSTRAINT payment_source_send_window_check CHECK (send_from < send_until),
+  ADD COLUMN reminders integer CHECK (reminders BETWEEN 0 AND 10),
+  ADD COLUMN reminder_after interval,  -- its CHECK refuses NULL: added once filled
+  ADD COLUMN daily_cap integer CHECK (daily_cap >= 0);
+UPDATE @extschema@.payment_source
+   SET send_days = '{1,2,3,4,5,6,7}', send_from = '00:00', send_until = '24:00', reminders = 0,
+       reminder_after = '3 days';
+ALTER TABLE @extschema@.payment_source
+  ALTER COLUMN send_days SET DEFAULT '{1,2,3,4,5,6,7}', ALTER COLUMN send_days SET NOT NULL,
+  ALTER COLUMN send_from SET DEFAULT '00:00', ALTER COLUMN send_from SET NOT NULL,
+  ALTER COLUMN send_until SET DEFAULT '24:00', ALTER COLUMN send_until SET NOT NULL,
+  ALTER COLUMN reminders SET DEFAULT 0, ALTER COLUMN reminders SET NOT NULL,
+  ALTER COLUMN reminder_after SET DEFAULT '3 days', ALTER COLUMN reminder_after SET NOT NULL,
+  ADD CONSTRAINT payment_source_reminder_after_check
+      CHECK (@extschema@.interval_within(reminder_after, '1 minute', '1 year'));
+ALTER TABLE @extschema@.survey ADD COLUMN IF NOT EXISTS recipient text,
+  ADD COLUMN IF NOT EXISTS locale text, ADD COLUMN IF NOT EXISTS time_zone text;
+ALTER TABLE @extschema@.survey
+  ADD COLUMN reminder integer,
+  ADD COLUMN reminders_sent integer,
+  ADD COLUMN due_at timestamptz,
+  ADD COLUMN cap_deferrals integer;
+UPDATE @extschema@.survey SET reminder = 0, reminders_sent = 0, cap_deferrals = 0;
+ALTER TABLE @extschema@.survey
+  ALTER COLUMN reminder SET DEFAULT 0, ALTER COLUMN reminder SET NOT NULL,
+  ALTER COLUMN reminders_sent SET DEFAULT 0, ALTER COLUMN reminders_sent SET NOT NULL,
+  ALTER COLUMN cap_deferrals SET DEFAULT 0, ALTER COLUMN cap_deferrals SET NOT NULL;
+ALTER TABLE @extschema@.survey_funnel_day
+  ADD COLUMN reminders bigint,
+  ADD COLUMN reminded bigint,
+  ADD COLUMN capped bigint;
+UPDATE @extschema@.survey_funnel_day SET reminders = 0, reminded = 0, capped = 0;
+ALTER TABLE @extschema@.survey_funnel_day
+  ALTER COLUMN reminders SET DEFAULT 0, ALTER COLUMN reminders SET NOT NULL,
+  ALTER COLUMN reminded SET DEFAULT 0, ALTER COLUMN reminded SET NOT NULL,
+  ALTER COLUMN capped SET DEFAULT 0, ALTER COLUMN capped SET NOT NULL;
+ALTER TYPE @extschema@.claimed_survey ADD ATTRIBUTE reminder integer;
+
+CREATE TABLE @extschema@.send_day (
+  source_id integer NOT NULL,
+  day       date NOT NULL,             -- in the source's time zone (payment_source.time_zone, NULL: UTC)
+  claimed   integer NOT NULL DEFAULT 0, -- sends claimed that day against the cap (first claims only)
+  deferred  integer NOT NULL DEFAULT 0, -- claims put off to the next day because the cap was reached
+  PRIMARY KEY (source_id, day)
+);
+COMMENT ON TABLE @extschema@.send_day IS
+  'Sends claimed per source and local day against payment_source.daily_cap, and how many were put off to the next day';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.send_day', '');
+
+CREATE FUNCTION @extschema@.take_send_quota(source integer, wanted integer) RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  cap integer;
+  zone text;
+  today date;
+  used integer;
+  granted integer;
+BEGIN
+  SELECT p.daily_cap, coalesce(p.time_zone, 'UTC') INTO cap, zone
+    FROM @extschema@.payment_source p WHERE p.id = source;
+  IF cap IS NULL THEN
+    RETURN wanted;
+  END IF;
+  today := (now() AT TIME ZONE zone)::date;
+  LOOP
+    -- READ COMMITTED: waits for a concurrent claimer, then reads its committed count
+    SELECT d.claimed INTO used FROM @extschema@.send_day d
+     WHERE d.source_id = source AND d.day = today FOR UPDATE;
+    EXIT WHEN FOUND;
+    INSERT INTO @extschema@.send_day (source_id, day) VALUES (source, today) ON CONFLICT DO NOTHING;
+  END LOOP;
+  granted := least(wanted, greatest(cap - used, 0));
+  UPDATE @extschema@.send_day d
+     SET claimed = d.claimed + granted, deferred = d.deferred + (wanted - granted)
+   WHERE d.source_id = source AND d.day = today;
+  RETURN granted;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.take_send_quota(integer, integer) IS
+  'Internal (claim_surveys): grants up to wanted of a source''s daily cap for today, locking the day''s counter';
+
+CREATE FUNCTION @extschema@.next_reminder_at(source_id integer, reminder integer, expires_at timestamptz)
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT now() + p.reminder_after FROM @extschema@.payment_source p
+   WHERE p.id = next_reminder_at.source_id AND p.reminders > next_reminder_at.reminder
+     AND now() + p.reminder_after < next_reminder_at.expires_at
+$$;
+COMMENT ON FUNCTION @extschema@.next_reminder_at(integer, integer, timestamptz) IS
+  'Internal (mark_sent): the due time of a survey''s next reminder after a send reported now, NULL for none';
+
+CREATE FUNCTION @extschema@.reschedule_surveys(source text DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  moved bigint;
+  sid integer;
+BEGIN
+  IF source IS NOT NULL THEN
+    SELECT p.id INTO sid FROM @extschema@.payment_source p WHERE p.name = reschedule_surveys.source;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'reschedule_surveys: no payment source is named "%"', source USING ERRCODE = '42704';
+    END IF;
+  END IF;
+  -- Claims of these sources under way hold this lock shared until they commit: wait for them,
+  -- so the surveys they put off are seen (each statement below reads what has committed), and
+  -- claims starting now wait for this transaction's new window or cap.
+  PERFORM pg_catalog.pg_advisory_xact_lock('@extschema@.payment_source'::pg_catalog.regclass::pg_catalog.oid::pg_catalog.int4, x.id)
+     FROM (SELECT p.id FROM @extschema@.payment_source p WHERE sid IS NULL OR p.id = sid ORDER BY p.id OFFSET 0) x;
+  UPDATE @extschema@.survey s
+     SET send_after = s.due_at, due_at = NULL
+   WHERE s.queued AND s.status = 'pending' AND s.due_at IS NOT NULL
+     AND (sid IS NULL OR s.source_id = sid);
+  GET DIAGNOSTICS moved = ROW_COUNT;
+  RETURN moved;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.reschedule_surveys(text) IS
+  'Moves surveys a send window or daily cap put off back to when they fell due (one source, or all), '
+  'so the next claims apply the current windows and caps; returns how many';
+
+CREATE FUNCTION @extschema@.payment_source_send_policy_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  IF (OLD.time_zone, OLD.send_days, OLD.send_from, OLD.send_until, OLD.daily_cap)
+     IS DISTINCT FROM (NEW.time_zone, NEW.send_days, NEW.send_from, NEW.send_until, NEW.daily_cap) THEN
+    PERFORM @extschema@.reschedule_surveys(NEW.name);
+  END IF;
+  -- fewer reminders: queued reminders beyond the new number are dropped (the survey stays sent)
+  IF NEW.reminders < OLD.reminders THEN
+    UPDATE @extschema@.survey s SET status = 'sent', due_at = NULL
+     WHERE s.queued AND s.status = 'pending' AND s.source_id = NEW.id AND s.reminder > NEW.reminders;
+  END IF;
+  RETURN NULL;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.payment_source_send_policy_changed() IS
+  'Internal: a source''s window, time zone or cap changed: its put-off surveys are judged again; '
+  'fewer reminders: queued reminders beyond them are dropped';
+
+CREATE TRIGGER payment_source_send_policy_changed
+  AFTER UPDATE OF time_zone, send_days, send_from, send_until, daily_cap, reminders ON @extschema@.payment_source
+  FOR EACH ROW
+  WHEN ((OLD.time_zone, OLD.send_days, OLD.send_from, OLD.send_until, OLD.daily_cap, OLD.reminders)
+        IS DISTINCT FROM (NEW.time_zone, NEW.send_days, NEW.send_from, NEW.send_until, NEW.daily_cap, NEW.reminders))
+  EXECUTE FUNCTION @extschema@.payment_source_send_policy_changed();
+
+CREATE VIEW @extschema@.send_backlog AS
+SELECT p.name AS source, w.state, count(*) AS surveys, min(w.next_send_at) AS next_send_at
+  FROM @extschema@.survey s
+  JOIN @extschema@.payment_source p ON p.id = s.source_id
+  CROSS JOIN LATERAL (SELECT @extschema@.send_zone(s.time_zone, p.time_zone) AS zone,
+                             coalesce(p.time_zone, 'UTC') AS source_zone) z
+  LEFT JOIN @extschema@.send_day d
+         ON d.source_id = p.id AND d.day = (now() AT TIME ZONE z.source_zone)::date
+  CROSS JOIN LATERAL (
+    SELECT CASE WHEN s.status = 'sending' AND s.lease_until > now() THEN 'leased'
+                WHEN s.send_after > now() THEN CASE WHEN s.reminder > 0 THEN 'reminder' ELSE 'scheduled' END
+                WHEN @extschema@.send_window_next(now(), z.zone, p.send_days, p.send_from, p.send_until) > now()
+                  THEN 'window'
+                WHEN p.daily_cap IS NOT NULL AND s.status = 'pending' AND s.attempts = 0
+                     AND coalesce(d.claimed, 0) >= p.daily_cap THEN 'daily_cap'
+                ELSE 'due' END AS state) st
+  CROSS JOIN LATERAL (
+    SELECT CASE st.state
+             WHEN 'leased' THEN s.lease_until
+             WHEN 'window' THEN @extschema@.send_window_next(now(), z.zone, p.send_days, p.send_from, p.send_until)
+             WHEN 'daily_cap' THEN @extschema@.send_window_next(@extschema@.next_local_midnight(now(), z.source_zone),
+                                                                z.zone, p.send_days, p.send_from, p.send_until)
+             WHEN 'due' THEN now()
+             ELSE @extschema@.send_window_next(s.send_after, z.zone, p.send_days, p.send_from, p.send_until)
+           END AS next_send_at,
+           st.state) w
+ WHERE s.queued AND s.status IN ('pending', 'sending') AND s.expires_at > now()
+ GROUP BY p.name, w.state;
+COMMENT ON VIEW @extschema@.send_backlog IS
+  'Queued surveys per source and state (due, leased, window, daily_cap, scheduled, reminder) and the earliest next send';
+
+CREATE OR REPLACE FUNCTION @extschema@.claim_surveys(worker text, max integer DEFAULT 100,
+                                          lease interval DEFAULT '5 minutes')
+RETURNS SETOF @extschema@.claimed_survey
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  lease_end timestamptz;
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
+  got integer := 0;         -- surveys leased so far
+  asked integer;            -- asked for in this round
+  n integer;                -- picked in this round
+  rounds integer := 0;
+  p_ids bigint[];           -- the round's picked surveys in queue order,
+  p_src integer[];          -- their sources,
+  p_state text[];           -- and closed / counted / free
+  claim_ids bigint[];
+  over_ids bigint[];        -- counted ones over their source's cap
+  put_off bigint[];         -- closed and over-cap ones
+  k integer;
+  want integer;
+  granted integer;
+BEGIN
+  -- Not STRICT: a NULL argument is a caller bug and gets 22004, not a silent empty result.
+  IF worker IS NULL OR max IS NULL OR lease IS NULL THEN
+    RAISE EXCEPTION 'claim_surveys: % must not be NULL',
+      CASE WHEN worker IS NULL THEN 'worker' WHEN max IS NULL THEN 'max' ELSE 'lease' END
+      USING ERRCODE = '22004';
+  END IF;
+  IF worker = '' OR length(worker) > 200 THEN
+    RAISE EXCEPTION 'claim_surveys: worker name must have 1..200 characters, got %', length(worker)
+      USING ERRCODE = '22023';
+  END IF;
+  IF max <= 0 OR max > 10000 THEN
+    RAISE EXCEPTION 'claim_surveys: max % is out of range 1..10000', max USING ERRCODE = '22023';
+  END IF;
+  IF caller IS NULL THEN  -- the session's login role was dropped meanwhile
+    RAISE EXCEPTION 'claim_surveys: the session''s login role no longer exists' USING ERRCODE = '42704';
+  END IF;
+  -- Checked for what it does: no negative part (35_intervals.sql), then in absolute time from now.
+  IF @extschema@.interval_within(lease, '1 microsecond', '1 day') THEN
+    lease_end := now() + lease;
+  END IF;
+  IF lease_end IS NULL OR lease_end <= now() OR lease_end > now() + interval '25 hours' THEN
+    RAISE EXCEPTION 'claim_surveys: lease % is out of range (0, 1 day] or has a negative part', lease
+      USING ERRCODE = '22023';
+  END IF;
+  -- Without a send window or a daily cap on any source, a claim is one statement.
+  IF NOT EXISTS (SELECT 1 FROM @extschema@.payment_source p
+                  WHERE p.daily_cap IS NOT NULL OR NOT @extschema@.window_always_open(p.send_days, p.send_from, p.send_until)) THEN
+    RETURN QUERY
+    WITH picked AS (
+      SELECT s.id
+        FROM @extschema@.survey s
+       WHERE s.queued  -- survey_queue_idx
+         AND s.status IN ('pending', 'sending')
+         AND s.send_after <= now()
+         AND s.expires_at > now()
+         AND (s.status = 'pending'
+              OR (s.lease_until <= now()
+                  AND s.attempts < (SELECT p.max_attempts FROM @extschema@.payment_source p
+                                     WHERE p.id = s.source_id)))
+       ORDER BY s.send_after  -- the queue index's order: no sort of the whole backlog
+       LIMIT claim_surveys.max
+         FOR UPDATE OF s SKIP LOCKED
+    ), claimed AS (
+      UPDATE @extschema@.survey s
+         SET status = 'sending',
+             lease_owner = claim_surveys.worker,
+             lease_role = caller,
+             lease_until = lease_end,
+             attempts = s.attempts + 1,
+             due_at = NULL
+        FROM picked
+       WHERE s.id = picked.id
+      RETURNING s.id, s.token, s.customer_id, s.channel, s.attempts, s.lease_until, s.expires_at,
+                s.source_id, s.event_id, s.send_after, s.reminder
+    )
+    -- The payment context: one primary-key probe per claimed survey (LIMIT 1 keeps each LATERAL
+    -- subquery a nested loop; a plain join let the planner hash the whole payment_event table).
+    SELECT c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at,
+           p.name, e.kind, e.amount, e.currency, e.occurred_at, e.attributes, c.reminder
+      FROM claimed c
+      LEFT JOIN LATERAL (SELECT p.name FROM @extschema@.payment_source p
+                          WHERE p.id = c.source_id LIMIT 1) p ON true
+      LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
+                           FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true
+     ORDER BY c.send_after, c.id;
+    RETURN;
+  END IF;
+
+  -- Send windows and daily caps (61_send_policy.sql). Each round picks due surveys exactly as
+  -- above (FOR UPDATE SKIP LOCKED, queue order) and judges each one: 'closed' (outside its send
+  -- window now, in the recipient's time zone), 'counted' (the first claim of a send for a source
+  -- with a daily cap: first sends and reminders count, a retry or a re-claim after a lapsed lease
+  -- does not) or 'free'. Closed ones move to their window's next opening and over-cap ones to
+  -- the next day's (send_after, so they leave the head of the queue and due_at keeps when they
+  -- fell due); the rest are leased. A round that put surveys off leaves room for another, so a
+  -- claim does not come back empty while due surveys inside their windows wait behind them.
+  -- A change of a source's window or cap waits for the claims under way (the advisory lock of
+  -- reschedule_surveys, 61_send_policy.sql), so it sees every survey they put off.
+  PERFORM pg_catalog.pg_advisory_xact_lock_shared(
+            '@extschema@.payment_source'::pg_catalog.regclass::pg_catalog.oid::pg_catalog.int4, x.id)
+     FROM (SELECT p.id FROM @extschema@.payment_source p
+            WHERE p.daily_cap IS NOT NULL OR NOT @extschema@.window_always_open(p.send_days, p.send_from, p.send_until)
+            ORDER BY p.id OFFSET 0) x;  -- in id order
+  LOOP
+    asked := claim_surveys.max - got;
+    SELECT coalesce(array_agg(j.id ORDER BY j.send_after, j.id), '{}'),
+           coalesce(array_agg(j.source_id ORDER BY j.send_after, j.id), '{}'),
+           coalesce(array_agg(j.state ORDER BY j.send_after, j.id), '{}')
+      INTO p_ids, p_src, p_state
+      FROM (
+        SELECT pk.id, pk.source_id, pk.send_after,
+               CASE WHEN p.id IS NOT NULL
+                         AND NOT @extschema@.window_always_open(p.send_days, p.send_from, p.send_until)
+                         AND NOT (extract(isodow FROM l.t)::integer = ANY (p.send_days)
+                                  AND l.t::time >= p.send_from AND l.t::time < p.send_until)
+                    THEN 'closed'
+                    WHEN p.daily_cap IS NOT NULL AND pk.status = 'pending' AND pk.attempts = 0 THEN 'counted'
+                    ELSE 'free' END AS state
+          FROM (SELECT s.id, s.source_id, s.send_after, s.status, s.attempts, s.time_zone
+                  FROM @extschema@.survey s
+                 WHERE s.queued  -- survey_queue_idx
+                   AND s.status IN ('pending', 'sending')
+                   AND s.send_after <= now()
+                   AND s.expires_at > now()
+                   AND (s.status = 'pending'
+                        OR (s.lease_until <= now()
+                            AND s.attempts < (SELECT p.max_attempts FROM @extschema@.payment_source p
+                                               WHERE p.id = s.source_id)))
+                 ORDER BY s.send_after
+                 LIMIT asked
+                   FOR UPDATE OF s SKIP LOCKED) pk
+          LEFT JOIN @extschema@.payment_source p ON p.id = pk.source_id
+          -- local wall-clock time of the recipient (its zone if PostgreSQL knows it, else the source's)
+          CROSS JOIN LATERAL (SELECT now() AT TIME ZONE @extschema@.send_zone(pk.time_zone, p.time_zone) AS t) l
+      ) j;
+    n := cardinality(p_ids);
+    EXIT WHEN n = 0;
+    IF 'free' = ALL (p_state) THEN
+      claim_ids := p_ids;
+    ELSE
+      over_ids := '{}';
+      -- Daily caps: a counter row per source and day of the source's time zone, locked in
+      -- source order (no deadlock between claimers of several capped sources) and held to the
+      -- end of the transaction, so concurrent claimers never grant more than the cap together.
+      FOR k, want IN SELECT u.src, count(*)::integer FROM unnest(p_src, p_state) AS u(src, st)
+                      WHERE u.st = 'counted' GROUP BY u.src ORDER BY u.src LOOP
+        granted := @extschema@.take_send_quota(k, want);
+        IF granted < want THEN
+          over_ids := over_ids || ARRAY(SELECT u.id FROM unnest(p_ids, p_src, p_state) WITH ORDINALITY AS u(id, src, st, ord)
+                                         WHERE u.st = 'counted' AND u.src = k ORDER BY u.ord OFFSET granted);
+        END IF;
+      END LOOP;
+      put_off := over_ids || ARRAY(SELECT u.id FROM unnest(p_ids, p_state) AS u(id, st) WHERE u.st = 'closed');
+      -- Closed ones to their window's next opening, over-cap ones to the next day's.
+      UPDATE @extschema@.survey s
+         SET status = 'pending', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
+             due_at = coalesce(s.due_at, s.send_after),
+             cap_deferrals = s.cap_deferrals + CASE WHEN s.id = ANY (over_ids) THEN 1 ELSE 0 END,
+             send_after = greatest(now() + interval '1 second',
+                                   @extschema@.send_window_next(
+                                     CASE WHEN s.id = ANY (over_ids)
+                                          THEN @extschema@.next_local_midnight(now(), coalesce(p.time_zone, 'UTC'))
+                                          ELSE now() END,
+                                     @extschema@.send_zone(s.time_zone, p.time_zone),
+                                     p.send_days, p.send_from, p.send_until))
+        FROM @extschema@.payment_source p
+       WHERE cardinality(put_off) > 0 AND p.id = s.source_id AND s.id = ANY (put_off);
+      claim_ids := ARRAY(SELECT u.id FROM unnest(p_ids, p_state) WITH ORDINALITY AS u(id, st, ord)
+                          WHERE u.id <> ALL (put_off) ORDER BY u.ord);
+    END IF;
+    IF cardinality(claim_ids) > 0 THEN
+      RETURN QUERY
+      WITH claimed AS (
+        UPDATE @extschema@.survey s
+           SET status = 'sending',
+               lease_owner = claim_surveys.worker,
+               lease_role = caller,
+               lease_until = lease_end,
+               attempts = s.attempts + 1,
+               due_at = NULL
+         WHERE s.id = ANY (claim_ids)
+        RETURNING s.id, s.token, s.customer_id, s.channel, s.attempts, s.lease_until, s.expires_at,
+                  s.source_id, s.event_id, s.send_after, s.reminder
+      )
+      SELECT c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at,
+             p.name, e.kind, e.amount, e.currency, e.occurred_at, e.attributes, c.reminder
+        FROM claimed c
+        LEFT JOIN LATERAL (SELECT p.name FROM @extschema@.payment_source p
+                            WHERE p.id = c.source_id LIMIT 1) p ON true
+        LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
+                             FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true
+       ORDER BY c.send_after, c.id;
+      GET DIAGNOSTICS k = ROW_COUNT;
+      got := got + k;
+    END IF;
+    rounds := rounds + 1;
+    -- done: enough, the queue had no more due surveys, or enough rounds for one call
+    EXIT WHEN got >= claim_surveys.max OR n < asked OR rounds >= 20;
+  END LOOP;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.claim_surveys(text, integer, interval) IS
+  'Leases up to max due surveys (pending, or sending with a lapsed lease) to worker and the '
+  'session''s login role for lease; FOR UPDATE SKIP LOCKED: concurrent workers never get the '
+  'same survey while a lease holds. Only surveys inside their source''s send window (recipient''s '
+  'time zone) and within its daily cap; the others are put off to the next opening';
+
+CREATE OR REPLACE FUNCTION @extschema@.mark_sent(survey_id bigint, worker text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
+  -- any source with reminders: only then is the next reminder looked up per survey
+  reminding boolean := EXISTS (SELECT 1 FROM @extschema@.payment_source p WHERE p.reminders > 0);
+BEGIN
+  IF survey_id IS NULL OR worker IS NULL THEN
+    RAISE EXCEPTION 'mark_sent: % must not be NULL',
+      CASE WHEN survey_id IS NULL THEN 'survey_id' ELSE 'worker' END USING ERRCODE = '22004';
+  END IF;
+  -- An answer can arrive before the sender reports (in-app surveys): keep 'responded'.
+  UPDATE @extschema@.survey x
+     SET (status, sent_at, reminder, reminders_sent, attempts, send_after) =
+         (SELECT CASE WHEN x.status = 'responded' THEN 'responded' WHEN r.at IS NOT NULL THEN 'pending' ELSE 'sent' END,
+                 CASE WHEN x.reminder > 0 THEN coalesce(x.sent_at, now()) ELSE now() END,  -- sent_at: the first send
+                 x.reminder + CASE WHEN r.at IS NOT NULL THEN 1 ELSE 0 END,
+                 x.reminders_sent + CASE WHEN x.reminder > 0 AND x.status <> 'responded' THEN 1 ELSE 0 END,
+                 CASE WHEN r.at IS NOT NULL THEN 0 ELSE x.attempts END,
+                 coalesce(r.at, x.send_after)
+            FROM (SELECT CASE WHEN reminding AND x.status <> 'responded'
+                              THEN @extschema@.next_reminder_at(x.source_id, x.reminder, x.expires_at) END AS at) r),
+         lease_owner = NULL, lease_until = NULL, lease_role = NULL
+   WHERE x.id = mark_sent.survey_id
+     AND x.lease_owner = mark_sent.worker
+     AND (x.lease_role IS NULL OR x.lease_role = caller)
+     AND x.status IN ('sending', 'responded');
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'mark_sent: survey % is not leased by worker "%"', survey_id, worker
+      USING ERRCODE = '55000',
+            HINT = 'Report only surveys this worker claimed with claim_surveys(), once each.';
+  END IF;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.mark_sent(bigint, text) IS
+  'Reports a claimed survey as sent; only the worker and role holding its lease (55000 otherwise, '
+  'the same for every survey the caller does not hold). With reminders left it is queued again '
+  '(pending, reminder + 1, due reminder_after from now)';
+
+CREATE OR REPLACE FUNCTION @extschema@.mark_failed(survey_id bigint, worker text, error text,
+                                        retry_after interval DEFAULT '15 minutes')
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  new_status text;
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
+BEGIN
+  IF survey_id IS NULL OR worker IS NULL OR error IS NULL OR retry_after IS NULL THEN
+    RAISE EXCEPTION 'mark_failed: % must not be NULL',
+      CASE WHEN survey_id IS NULL THEN 'survey_id' WHEN worker IS NULL THEN 'worker'
+           WHEN error IS NULL THEN 'error' ELSE 'retry_after' END USING ERRCODE = '22004';
+  END IF;
+  IF NOT @extschema@.interval_within(retry_after, '0', '1 year') THEN
+    RAISE EXCEPTION 'mark_failed: retry_after % is out of range [0, 1 year] or has a negative part', retry_after
+      USING ERRCODE = '22023';
+  END IF;
+  UPDATE @extschema@.survey x
+     SET status = CASE WHEN x.status = 'responded' THEN 'responded'
+                       WHEN x.attempts >= coalesce((SELECT p.max_attempts FROM @extschema@.payment_source p
+                                                     WHERE p.id = x.source_id), 5)
+                         THEN CASE WHEN x.reminder > 0 THEN 'sent' ELSE 'failed' END  -- a reminder is given up
+                       ELSE 'pending' END,
+         send_after = CASE WHEN x.status = 'responded'
+                             OR x.attempts >= coalesce((SELECT p.max_attempts FROM @extschema@.payment_source p
+                                                         WHERE p.id = x.source_id), 5)
+                           THEN x.send_after ELSE now() + retry_after END,
+         last_error = left(error, 2000),
+         lease_owner = NULL, lease_until = NULL, lease_role = NULL
+   WHERE x.id = mark_failed.survey_id
+     AND x.lease_owner = mark_failed.worker
+     AND (x.lease_role IS NULL OR x.lease_role = caller)
+     AND x.status IN ('sending', 'responded')
+  RETURNING x.status INTO new_status;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'mark_failed: survey % is not leased by worker "%"', survey_id, worker
+      USING ERRCODE = '55000',
+            HINT = 'Report only surveys this worker claimed with claim_surveys(), once each.';
+  END IF;
+  RETURN new_status;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.mark_failed(bigint, text, text, interval) IS
+  'Reports a failed delivery: back to pending after retry_after, or failed once attempts reach '
+  'the source''s max_attempts (default 5; a reminder is given up instead and the survey stays '
+  'sent); returns the new status';
+
+CREATE OR REPLACE FUNCTION @extschema@.mark_sent(survey_ids bigint[], worker text)
+RETURNS TABLE (survey_id bigint, ok boolean, status text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
+  reminding boolean := EXISTS (SELECT 1 FROM @extschema@.payment_source p WHERE p.reminders > 0);
+BEGIN
+  IF survey_ids IS NULL OR worker IS NULL THEN
+    RAISE EXCEPTION 'mark_sent: % must not be NULL',
+      CASE WHEN survey_ids IS NULL THEN 'survey_ids' ELSE 'worker' END USING ERRCODE = '22004';
+  END IF;
+  IF cardinality(survey_ids) > 10000 THEN
+    RAISE EXCEPTION 'mark_sent: % survey ids in one call, at most 10000', cardinality(survey_ids)
+      USING ERRCODE = '54000';
+  END IF;
+  IF array_position(survey_ids, NULL) IS NOT NULL THEN
+    RAISE EXCEPTION 'mark_sent: survey_ids must not contain NULL' USING ERRCODE = '22004';
+  END IF;
+  RETURN QUERY
+  WITH done AS (
+    UPDATE @extschema@.survey x
+       SET (status, sent_at, reminder, reminders_sent, attempts, send_after) =
+           (SELECT CASE WHEN x.status = 'responded' THEN 'responded' WHEN r.at IS NOT NULL THEN 'pending' ELSE 'sent' END,
+                   CASE WHEN x.reminder > 0 THEN coalesce(x.sent_at, now()) ELSE now() END,  -- sent_at: the first send
+                   x.reminder + CASE WHEN r.at IS NOT NULL THEN 1 ELSE 0 END,
+                   x.reminders_sent + CASE WHEN x.reminder > 0 AND x.status <> 'responded' THEN 1 ELSE 0 END,
+                   CASE WHEN r.at IS NOT NULL THEN 0 ELSE x.attempts END,
+                   coalesce(r.at, x.send_after)
+              FROM (SELECT CASE WHEN reminding AND x.status <> 'responded'
+                                THEN @extschema@.next_reminder_at(x.source_id, x.reminder, x.expires_at) END AS at) r),
+           lease_owner = NULL, lease_until = NULL, lease_role = NULL
+     WHERE x.id = ANY (mark_sent.survey_ids)
+       AND x.lease_owner = mark_sent.worker
+       AND (x.lease_role IS NULL OR x.lease_role = caller)
+       AND x.status IN ('sending', 'responded')
+    RETURNING x.id, x.status
+  )
+  SELECT u.id, d.id IS NOT NULL, d.status
+    FROM (SELECT DISTINCT ON (v.id) v.id, v.ord
+            FROM unnest(mark_sent.survey_ids) WITH ORDINALITY AS v(id, ord)
+           ORDER BY v.id, v.ord) u
+    LEFT JOIN done d ON d.id = u.id
+   ORDER BY u.ord;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.mark_sent(bigint[], text) IS
+  'Reports a batch of claimed surveys as sent in one statement; one row per distinct id: ok and '
+  'the new status, or ok = false for a survey the worker and role do not hold';
+
+CREATE OR REPLACE FUNCTION @extschema@.mark_failed(survey_ids bigint[], worker text, error text,
+                                        retry_after interval DEFAULT '15 minutes')
+RETURNS TABLE (survey_id bigint, ok boolean, status text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
+BEGIN
+  IF survey_ids IS NULL OR worker IS NULL OR error IS NULL OR retry_after IS NULL THEN
+    RAISE EXCEPTION 'mark_failed: % must not be NULL',
+      CASE WHEN survey_ids IS NULL THEN 'survey_ids' WHEN worker IS NULL THEN 'worker'
+           WHEN error IS NULL THEN 'error' ELSE 'retry_after' END USING ERRCODE = '22004';
+  END IF;
+  IF cardinality(survey_ids) > 10000 THEN
+    RAISE EXCEPTION 'mark_failed: % survey ids in one call, at most 10000', cardinality(survey_ids)
+      USING ERRCODE = '54000';
+  END IF;
+  IF array_position(survey_ids, NULL) IS NOT NULL THEN
+    RAISE EXCEPTION 'mark_failed: survey_ids must not contain NULL' USING ERRCODE = '22004';
+  END IF;
+  IF NOT @extschema@.interval_within(retry_after, '0', '1 year') THEN
+    RAISE EXCEPTION 'mark_failed: retry_after % is out of range [0, 1 year] or has a negative part', retry_after
+      USING ERRCODE = '22023';
+  END IF;
+  RETURN QUERY
+  WITH done AS (
+    UPDATE @extschema@.survey x
+       SET status = CASE WHEN x.status = 'responded' THEN 'responded'
+                         WHEN x.attempts >= coalesce((SELECT p.max_attempts FROM @extschema@.payment_source p
+                                                       WHERE p.id = x.source_id), 5)
+                         THEN CASE WHEN x.reminder > 0 THEN 'sent' ELSE 'failed' END  -- a reminder is given up
+                         ELSE 'pending' END,
+           send_after = CASE WHEN x.status = 'responded'
+                               OR x.attempts >= coalesce((SELECT p.max_attempts FROM @extschema@.payment_source p
+                                                           WHERE p.id = x.source_id), 5)
+                             THEN x.send_after ELSE now() + mark_failed.retry_after END,
+           last_error = left(mark_failed.error, 2000),
+           lease_owner = NULL, lease_until = NULL, lease_role = NULL
+     WHERE x.id = ANY (mark_failed.survey_ids)
+       AND x.lease_owner = mark_failed.worker
+       AND (x.lease_role IS NULL OR x.lease_role = caller)
+       AND x.status IN ('sending', 'responded')
+    RETURNING x.id, x.status
+  )
+  SELECT u.id, d.id IS NOT NULL, d.status
+    FROM (SELECT DISTINCT ON (v.id) v.id, v.ord
+            FROM unnest(mark_failed.survey_ids) WITH ORDINALITY AS v(id, ord)
+           ORDER BY v.id, v.ord) u
+    LEFT JOIN done d ON d.id = u.id
+   ORDER BY u.ord;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.mark_failed(bigint[], text, text, interval) IS
+  'Reports a failed delivery for a batch of claimed surveys (one error text for all) in one '
+  'statement; one row per distinct id: ok and the new status, or ok = false when not held';
+
+CREATE OR REPLACE FUNCTION @extschema@.expire_surveys()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  expired integer;
+  exhausted integer;
+BEGIN
+  -- 'sent' too: an unanswered survey expires (sent_at still tells it was delivered).
+  UPDATE @extschema@.survey s
+     SET status = 'expired', lease_owner = NULL, lease_until = NULL, lease_role = NULL
+   WHERE s.live AND s.status IN ('pending', 'sending', 'sent') AND s.expires_at <= now();  -- survey_expiry_idx
+  GET DIAGNOSTICS expired = ROW_COUNT;
+  -- Leases that ran out max_attempts times (a sender that crashes on this survey every time)
+  -- are never claimed again: close them as failed.
+  -- A reminder is given up instead: the survey was sent before and stays sent.
+  UPDATE @extschema@.survey s
+     SET status = CASE WHEN s.reminder > 0 THEN 'sent' ELSE 'failed' END,
+         lease_owner = NULL, lease_until = NULL, lease_role = NULL,
+         last_error = coalesce(s.last_error, 'lease ran out ' || s.attempts || ' times')
+    FROM @extschema@.payment_source p
+   WHERE s.queued AND s.status = 'sending' AND s.lease_until <= now()
+     AND p.id = s.source_id AND s.attempts >= p.max_attempts;
+  GET DIAGNOSTICS exhausted = ROW_COUNT;
+  RETURN expired + exhausted;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.expire_surveys() IS
+  'Marks overdue pending/sending/sent surveys expired (and lapsed leases past max_attempts failed, '
+  'or sent again for a reminder); '
+  'returns how many surveys it closed. Schedule it (pg_cron or cron).';
+
+CREATE OR REPLACE FUNCTION @extschema@.survey_funnel_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys, reminders, reminded, capped)
+  SELECT @extschema@.utc_day(n.created_at), @extschema@.funnel_outcome(n.status),
+         n.sent_at IS NOT NULL OR n.status = 'responded', pg_backend_pid() % 8, count(*),
+         sum(n.reminders_sent), count(*) FILTER (WHERE n.reminders_sent > 0), count(*) FILTER (WHERE n.cap_deferrals > 0)
+    FROM nps_new n GROUP BY 1, 2, 3
+  ON CONFLICT (day, outcome, sent, shard) DO UPDATE
+     SET surveys = f.surveys + excluded.surveys, reminders = f.reminders + excluded.reminders,
+         reminded = f.reminded + excluded.reminded, capped = f.capped + excluded.capped;
+  RETURN NULL;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION @extschema@.survey_funnel_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys, reminders, reminded, capped)
+  SELECT @extschema@.utc_day(o.created_at), @extschema@.funnel_outcome(o.status),
+         o.sent_at IS NOT NULL OR o.status = 'responded', pg_backend_pid() % 8, -count(*),
+         -sum(o.reminders_sent), -count(*) FILTER (WHERE o.reminders_sent > 0), -count(*) FILTER (WHERE o.cap_deferrals > 0)
+    FROM nps_old o GROUP BY 1, 2, 3
+  ON CONFLICT (day, outcome, sent, shard) DO UPDATE
+     SET surveys = f.surveys + excluded.surveys, reminders = f.reminders + excluded.reminders,
+         reminded = f.reminded + excluded.reminded, capped = f.capped + excluded.capped;
+  RETURN NULL;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION @extschema@.survey_funnel_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  -- One statement per UPDATE statement (a batch mark_sent moves 100 surveys in one upsert); keys
+  -- whose net change is zero (a claim) write nothing.
+  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys, reminders, reminded, capped)
+  SELECT k.day, k.outcome, k.sent, pg_backend_pid() % 8, sum(k.d), sum(k.d * k.rem),
+         coalesce(sum(k.d) FILTER (WHERE k.rem > 0), 0), coalesce(sum(k.d) FILTER (WHERE k.capped), 0)
+    FROM (SELECT @extschema@.utc_day(o.created_at) AS day, @extschema@.funnel_outcome(o.status) AS outcome,
+                 o.sent_at IS NOT NULL OR o.status = 'responded' AS sent, -1 AS d,
+                 o.reminders_sent AS rem, o.cap_deferrals > 0 AS capped
+            FROM nps_old o
+          UNION ALL
+          SELECT @extschema@.utc_day(n.created_at), @extschema@.funnel_outcome(n.status),
+                 n.sent_at IS NOT NULL OR n.status = 'responded', 1, n.reminders_sent, n.cap_deferrals > 0
+            FROM nps_new n) k
+   GROUP BY k.day, k.outcome, k.sent
+  HAVING sum(k.d) <> 0 OR sum(k.d * k.rem) <> 0 OR coalesce(sum(k.d) FILTER (WHERE k.rem > 0), 0) <> 0
+      OR coalesce(sum(k.d) FILTER (WHERE k.capped), 0) <> 0
+  ON CONFLICT (day, outcome, sent, shard) DO UPDATE
+     SET surveys = f.surveys + excluded.surveys, reminders = f.reminders + excluded.reminders,
+         reminded = f.reminded + excluded.reminded, capped = f.capped + excluded.capped;
+  RETURN NULL;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION @extschema@.rebuild_rollups(from_day date DEFAULT '-infinity', to_day date DEFAULT 'infinity')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  n bigint;
+  lo timestamptz;
+  hi timestamptz;
+BEGIN
+  IF from_day IS NULL OR to_day IS NULL THEN
+    RAISE EXCEPTION 'rebuild_rollups: % must not be NULL',
+      CASE WHEN from_day IS NULL THEN 'from_day' ELSE 'to_day' END USING ERRCODE = '22004';
+  END IF;
+  IF from_day > to_day THEN
+    RAISE EXCEPTION 'rebuild_rollups: from_day % is after to_day %', from_day, to_day USING ERRCODE = '22023';
+  END IF;
+  lo := from_day::timestamp AT TIME ZONE 'UTC';
+  hi := to_day::timestamp AT TIME ZONE 'UTC';
+  -- Answers and surveys being written finish first and new ones wait: the rebuilt rows are
+  -- exactly what the committed rows say, and nothing is counted twice or lost.
+  LOCK TABLE @extschema@.response, @extschema@.survey IN SHARE MODE;
+  DELETE FROM @extschema@.rollup_segment g WHERE g.day >= from_day AND g.day < to_day;
+  INSERT INTO @extschema@.rollup_segment (day, source_id, dims, failed_30d, agg)
+  SELECT @extschema@.utc_day(r.responded_at), coalesce(r.payment_source_id, 0),
+         coalesce(r.payment_dimensions, '{}'), coalesce(r.failed_payment_30d, false),
+         @extschema@.nps_agg(r.score)
+    FROM @extschema@.response r WHERE r.responded_at >= lo AND r.responded_at < hi
+   GROUP BY 1, 2, 3, 4;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  DELETE FROM @extschema@.rollup_days g WHERE g.day >= from_day AND g.day < to_day;
+  INSERT INTO @extschema@.rollup_days (day, days_since, agg)
+  SELECT @extschema@.utc_day(r.responded_at), r.days_since_payment, @extschema@.nps_agg(r.score)
+    FROM @extschema@.response r
+   WHERE r.responded_at >= lo AND r.responded_at < hi AND r.days_since_payment IS NOT NULL
+   GROUP BY 1, 2;
+  -- latest answers of the customers who answered in the range
+  INSERT INTO @extschema@.customer_latest_answer AS l (customer_id, response_id, responded_at, category)
+  SELECT DISTINCT ON (r.customer_id) r.customer_id, r.id, r.responded_at, r.category
+    FROM @extschema@.response r
+   WHERE r.customer_id IN (SELECT x.customer_id FROM @extschema@.response x
+                            WHERE x.responded_at >= lo AND x.responded_at < hi AND x.customer_id IS NOT NULL)
+   ORDER BY r.customer_id, r.responded_at DESC, r.id DESC
+  ON CONFLICT (customer_id) DO UPDATE
+     SET response_id = excluded.response_id, responded_at = excluded.responded_at, category = excluded.category;
+  IF from_day = '-infinity' AND to_day = 'infinity' THEN
+    DELETE FROM @extschema@.customer_latest_answer l
+     WHERE NOT EXISTS (SELECT 1 FROM @extschema@.response r WHERE r.customer_id = l.customer_id);
+  END IF;
+  DELETE FROM @extschema@.survey_funnel_day f WHERE f.day >= from_day AND f.day < to_day;
+  INSERT INTO @extschema@.survey_funnel_day (day, outcome, sent, shard, surveys, reminders, reminded, capped)
+  SELECT @extschema@.utc_day(s.created_at), @extschema@.funnel_outcome(s.status),
+         s.sent_at IS NOT NULL OR s.status = 'responded', 0, count(*),
+         sum(s.reminders_sent), count(*) FILTER (WHERE s.reminders_sent > 0), count(*) FILTER (WHERE s.cap_deferrals > 0)
+    FROM @extschema@.survey s WHERE s.created_at >= lo AND s.created_at < hi
+   GROUP BY 1, 2, 3;
+  RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.rebuild_rollups(date, date) IS
+  'Recomputes the rollups (per-day answer summaries, latest answer per customer, survey funnel '
+  'counts) for UTC days in [from_day, to_day) from the answers and surveys; blocks new answers '
+  'meanwhile; returns the number of day x segment rows written';
+
+CREATE OR REPLACE FUNCTION @extschema@.opt_out(customer text) RETURNS boolean
+  LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  added boolean;
+BEGIN
+  IF customer IS NULL THEN
+    RAISE EXCEPTION 'customer must not be NULL' USING ERRCODE = '22004';
+  END IF;
+  INSERT INTO @extschema@.opt_out (customer_id) VALUES (customer) ON CONFLICT (customer_id) DO NOTHING;
+  added := FOUND;
+  -- Surveys not yet handed to a sender are withdrawn; one already sent and waiting for a
+  -- reminder gets no reminder and stays sent (its link still takes an answer).
+  UPDATE @extschema@.survey SET status = CASE WHEN survey.reminder > 0 THEN 'sent' ELSE 'cancelled' END
+   WHERE survey.customer_id = customer AND survey.status = 'pending';
+  RETURN added;
+END $$;
+
+CREATE FUNCTION @extschema@.send_funnel(since timestamptz)
+RETURNS TABLE (created bigint, sent bigint, reminders bigint, reminded bigint,
+               responded bigint, responded_after_reminder bigint, capped bigint)
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH c AS (
+    -- counts kept per UTC creation day for the whole days, the surveys themselves before
+    SELECT f.outcome, f.sent, f.surveys, f.reminders, f.reminded, f.capped
+    FROM @extschema@.survey_funnel_day f
+    WHERE f.day >= @extschema@.utc_day(@extschema@.utc_ceil(since))
+    UNION ALL
+    SELECT @extschema@.funnel_outcome(s.status), s.sent_at IS NOT NULL OR s.status = 'responded', count(*),
+           sum(s.reminders_sent), count(*) FILTER (WHERE s.reminders_sent > 0), count(*) FILTER (WHERE s.cap_deferrals > 0)
+    FROM @extschema@.survey s
+    WHERE s.created_at >= since AND s.created_at < @extschema@.utc_ceil(since)
+    GROUP BY 1, 2
+  )
+  SELECT coalesce(sum(c.surveys), 0)::bigint,
+         coalesce(sum(c.surveys) FILTER (WHERE c.sent), 0)::bigint,
+         coalesce(sum(c.reminders), 0)::bigint,
+         coalesce(sum(c.reminded), 0)::bigint,
+         coalesce(sum(c.surveys) FILTER (WHERE c.outcome = 'responded'), 0)::bigint,
+         coalesce(sum(c.reminded) FILTER (WHERE c.outcome = 'responded'), 0)::bigint,
+         coalesce(sum(c.capped), 0)::bigint
+  FROM c
+  WHERE @extschema@.check_argument(since IS NOT NULL, '22004', 'send_funnel: since must not be NULL')
+$$;
+COMMENT ON FUNCTION @extschema@.send_funnel(timestamptz) IS
+  'Surveys created since a time: how many were sent, reminders sent, surveys reminded, answered, '
+  'answered after a reminder, and put off by a daily cap';
+
+REVOKE ALL ON FUNCTION @extschema@.time_zone_ok(text), @extschema@.check_time_zone(text),
+  @extschema@.send_window_next(timestamptz, text, integer[], time, time),
+  @extschema@.window_always_open(integer[], time, time), @extschema@.send_zone(text, text),
+  @extschema@.next_local_midnight(timestamptz, text), @extschema@.take_send_quota(integer, integer),
+  @extschema@.next_reminder_at(integer, integer, timestamptz), @extschema@.reschedule_surveys(text),
+  @extschema@.payment_source_send_policy_changed(), @extschema@.send_funnel(timestamptz) FROM PUBLIC;
+REVOKE ALL ON TABLE @extschema@.send_day, @extschema@.send_backlog FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
 -- Analysis at dashboard speed, continued: survey_funnel's median time to answer from a rollup
 -- (each answer stores its survey's times: answered_after, funnel_at; rollup_answer_delay counts
 -- them by day and delay bucket); a first answer is a plain INSERT (record_response no longer
@@ -4044,3 +4940,71 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION @extschema@.delay_thresholds(), @extschema@.delay_bucket(interval) FROM PUBLIC;
 REVOKE ALL ON TABLE @extschema@.rollup_answer_delay FROM PUBLIC;
+
+-- rebuild_rollups as a fresh install has it: the analysis speed-ups and the send funnel's
+-- reminder and cap counters together (both sections above replace it).
+CREATE OR REPLACE FUNCTION @extschema@.rebuild_rollups(from_day date DEFAULT '-infinity', to_day date DEFAULT 'infinity')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  n bigint;
+  lo timestamptz;
+  hi timestamptz;
+BEGIN
+  IF from_day IS NULL OR to_day IS NULL THEN
+    RAISE EXCEPTION 'rebuild_rollups: % must not be NULL',
+      CASE WHEN from_day IS NULL THEN 'from_day' ELSE 'to_day' END USING ERRCODE = '22004';
+  END IF;
+  IF from_day > to_day THEN
+    RAISE EXCEPTION 'rebuild_rollups: from_day % is after to_day %', from_day, to_day USING ERRCODE = '22023';
+  END IF;
+  lo := from_day::timestamp AT TIME ZONE 'UTC';
+  hi := to_day::timestamp AT TIME ZONE 'UTC';
+  -- Answers and surveys being written finish first and new ones wait: the rebuilt rows are
+  -- exactly what the committed rows say, and nothing is counted twice or lost.
+  LOCK TABLE @extschema@.response, @extschema@.survey IN SHARE MODE;
+  DELETE FROM @extschema@.rollup_segment g WHERE g.day >= from_day AND g.day < to_day;
+  INSERT INTO @extschema@.rollup_segment (day, source_id, dims, failed_30d, agg)
+  SELECT @extschema@.utc_day(r.responded_at), coalesce(r.payment_source_id, 0),
+         coalesce(r.payment_dimensions, '{}'), coalesce(r.failed_payment_30d, false),
+         @extschema@.nps_agg(r.score)
+    FROM @extschema@.response r WHERE r.responded_at >= lo AND r.responded_at < hi
+   GROUP BY 1, 2, 3, 4;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  DELETE FROM @extschema@.rollup_days g WHERE g.day >= from_day AND g.day < to_day;
+  INSERT INTO @extschema@.rollup_days (day, days_since, agg)
+  SELECT @extschema@.utc_day(r.responded_at), r.days_since_payment, @extschema@.nps_agg(r.score)
+    FROM @extschema@.response r
+   WHERE r.responded_at >= lo AND r.responded_at < hi AND r.days_since_payment IS NOT NULL
+   GROUP BY 1, 2;
+  DELETE FROM @extschema@.rollup_answer_delay g WHERE g.day >= from_day AND g.day < to_day;
+  INSERT INTO @extschema@.rollup_answer_delay (day, bucket, answers)
+  SELECT @extschema@.utc_day(r.funnel_at), @extschema@.delay_bucket(r.answered_after), count(*)
+    FROM @extschema@.response r
+   WHERE r.funnel_at >= lo AND r.funnel_at < hi AND r.answered_after IS NOT NULL
+   GROUP BY 1, 2;
+  -- latest answers of the customers who answered in the range
+  INSERT INTO @extschema@.customer_latest_answer AS l (customer_id, response_id, responded_at, category)
+  SELECT DISTINCT ON (r.customer_id) r.customer_id, r.id, r.responded_at, r.category
+    FROM @extschema@.response r
+   WHERE r.customer_id IN (SELECT x.customer_id FROM @extschema@.response x
+                            WHERE x.responded_at >= lo AND x.responded_at < hi AND x.customer_id IS NOT NULL)
+   ORDER BY r.customer_id, r.responded_at DESC, r.id DESC
+  ON CONFLICT (customer_id) DO UPDATE
+     SET response_id = excluded.response_id, responded_at = excluded.responded_at, category = excluded.category;
+  IF from_day = '-infinity' AND to_day = 'infinity' THEN
+    DELETE FROM @extschema@.customer_latest_answer l
+     WHERE NOT EXISTS (SELECT 1 FROM @extschema@.response r WHERE r.customer_id = l.customer_id);
+  END IF;
+  DELETE FROM @extschema@.survey_funnel_day f WHERE f.day >= from_day AND f.day < to_day;
+  INSERT INTO @extschema@.survey_funnel_day (day, outcome, sent, shard, surveys, reminders, reminded, capped)
+  SELECT @extschema@.utc_day(s.created_at), @extschema@.funnel_outcome(s.status),
+         s.sent_at IS NOT NULL OR s.status = 'responded', 0, count(*),
+         sum(s.reminders_sent), count(*) FILTER (WHERE s.reminders_sent > 0), count(*) FILTER (WHERE s.cap_deferrals > 0)
+    FROM @extschema@.survey s WHERE s.created_at >= lo AND s.created_at < hi
+   GROUP BY 1, 2, 3;
+  RETURN n;
+END
+$fn$;

@@ -42,7 +42,24 @@ CREATE TABLE @extschema@.payment_source (
   recipient_expr  text,
   locale_expr     text,
   time_zone_expr  text,
-  answer_base_url text CHECK (answer_base_url ~ '^https?://[A-Za-z0-9._~%!$&()*+,;=:@/-]+$')
+  answer_base_url text CHECK (answer_base_url ~ '^https?://[A-Za-z0-9._~%!$&()*+,;=:@/-]+$'),
+  -- Sending policy (61_send_policy.sql). The source's own time zone: the recipient's when the
+  -- survey has none, and the one its daily cap counts days in. NULL: UTC.
+  time_zone       text CHECK (@extschema@.time_zone_ok(time_zone)),
+  -- The send window, in the recipient's local time: ISO weekdays (1 = Monday .. 7 = Sunday)
+  -- and the hours [send_from, send_until) of each; the defaults are always open.
+  send_days       integer[] NOT NULL DEFAULT '{1,2,3,4,5,6,7}'
+                  CHECK (cardinality(send_days) BETWEEN 1 AND 7 AND send_days <@ '{1,2,3,4,5,6,7}'
+                         AND array_ndims(send_days) = 1),
+  send_from       time NOT NULL DEFAULT '00:00',
+  send_until      time NOT NULL DEFAULT '24:00'
+                  CONSTRAINT payment_source_send_window_check CHECK (send_from < send_until),
+  -- Reminders: how many after the first send, each reminder_after the previous send.
+  reminders       integer NOT NULL DEFAULT 0 CHECK (reminders BETWEEN 0 AND 10),
+  reminder_after  interval NOT NULL DEFAULT '3 days'
+                  CHECK (@extschema@.interval_within(reminder_after, '1 minute', '1 year')),
+  -- At most daily_cap sends claimed per day of the source's time zone (NULL: no cap).
+  daily_cap       integer CHECK (daily_cap >= 0)
 );
 
 CREATE TABLE @extschema@.payment_event (
@@ -96,7 +113,12 @@ CREATE TABLE @extschema@.survey (
   live        boolean GENERATED ALWAYS AS (status IN ('pending', 'sending', 'sent')) STORED,
   recipient   text,            -- email address or phone number (personal data)
   locale      text,            -- e.g. 'de', 'pt-BR' (NULL: source default / 'en')
-  time_zone   text             -- IANA name (NULL: the source's time zone)
+  time_zone   text,            -- IANA name (NULL: the source's time zone)
+  -- Sending bookkeeping (61_send_policy.sql):
+  reminder       integer NOT NULL DEFAULT 0,  -- the send under way or queued: 0 the first, n the n-th reminder
+  reminders_sent integer NOT NULL DEFAULT 0,  -- reminders reported sent (before an answer)
+  due_at         timestamptz,                 -- when it fell due, if a send window or the daily cap put it off to send_after
+  cap_deferrals  integer NOT NULL DEFAULT 0   -- days it waited because its source's daily cap was reached
 ) WITH (fillfactor = 80);  -- room on each page for in-place (HOT) updates of claims
 CREATE INDEX survey_customer_idx ON @extschema@.survey (customer_id);
 -- The queue: only live surveys are indexed.

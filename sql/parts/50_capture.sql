@@ -92,8 +92,9 @@ BEGIN
   END IF;
   INSERT INTO @extschema@.opt_out (customer_id) VALUES (customer) ON CONFLICT (customer_id) DO NOTHING;
   added := FOUND;
-  -- Surveys not yet handed to a sender are withdrawn.
-  UPDATE @extschema@.survey SET status = 'cancelled'
+  -- Surveys not yet handed to a sender are withdrawn; one already sent and waiting for a
+  -- reminder gets no reminder and stays sent (its link still takes an answer).
+  UPDATE @extschema@.survey SET status = CASE WHEN survey.reminder > 0 THEN 'sent' ELSE 'cancelled' END
    WHERE survey.customer_id = customer AND survey.status = 'pending';
   RETURN added;
 END $$;

@@ -22,7 +22,8 @@ CREATE TYPE @extschema@.claimed_survey AS (
   amount      numeric,
   currency    text,
   occurred_at timestamptz,
-  attributes  jsonb
+  attributes  jsonb,
+  reminder    integer       -- 0: the first send; n: the n-th reminder (the survey was sent before)
 );
 COMMENT ON TYPE @extschema@.claimed_survey IS
   'A survey leased by claim_surveys(), with the payment context a message needs';
@@ -45,6 +46,19 @@ AS $fn$
 DECLARE
   lease_end timestamptz;
   caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
+  got integer := 0;         -- surveys leased so far
+  asked integer;            -- asked for in this round
+  n integer;                -- picked in this round
+  rounds integer := 0;
+  p_ids bigint[];           -- the round's picked surveys in queue order,
+  p_src integer[];          -- their sources,
+  p_state text[];           -- and closed / counted / free
+  claim_ids bigint[];
+  over_ids bigint[];        -- counted ones over their source's cap
+  put_off bigint[];         -- closed and over-cap ones
+  k integer;
+  want integer;
+  granted integer;
 BEGIN
   -- Not STRICT: a NULL argument is a caller bug and gets 22004, not a silent empty result.
   IF worker IS NULL OR max IS NULL OR lease IS NULL THEN
@@ -70,49 +84,168 @@ BEGIN
     RAISE EXCEPTION 'claim_surveys: lease % is out of range (0, 1 day] or has a negative part', lease
       USING ERRCODE = '22023';
   END IF;
-  RETURN QUERY
-  WITH picked AS (
-    SELECT s.id
-      FROM @extschema@.survey s
-     WHERE s.queued  -- survey_queue_idx
-       AND s.status IN ('pending', 'sending')
-       AND s.send_after <= now()
-       AND s.expires_at > now()
-       AND (s.status = 'pending'
-            OR (s.lease_until <= now()
-                AND s.attempts < (SELECT p.max_attempts FROM @extschema@.payment_source p
-                                   WHERE p.id = s.source_id)))
-     ORDER BY s.send_after  -- the queue index's order: no sort of the whole backlog
-     LIMIT claim_surveys.max
-       FOR UPDATE OF s SKIP LOCKED
-  ), claimed AS (
-    UPDATE @extschema@.survey s
-       SET status = 'sending',
-           lease_owner = claim_surveys.worker,
-           lease_role = caller,
-           lease_until = lease_end,
-           attempts = s.attempts + 1
-      FROM picked
-     WHERE s.id = picked.id
-    RETURNING s.id, s.token, s.customer_id, s.channel, s.attempts, s.lease_until, s.expires_at,
-              s.source_id, s.event_id, s.send_after
-  )
-  -- The payment context: one primary-key probe per claimed survey (LIMIT 1 keeps each LATERAL
-  -- subquery a nested loop; a plain join let the planner hash the whole payment_event table).
-  SELECT c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at,
-         p.name, e.kind, e.amount, e.currency, e.occurred_at, e.attributes
-    FROM claimed c
-    LEFT JOIN LATERAL (SELECT p.name FROM @extschema@.payment_source p
-                        WHERE p.id = c.source_id LIMIT 1) p ON true
-    LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
-                         FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true
-   ORDER BY c.send_after, c.id;
+  -- Without a send window or a daily cap on any source, a claim is one statement.
+  IF NOT EXISTS (SELECT 1 FROM @extschema@.payment_source p
+                  WHERE p.daily_cap IS NOT NULL OR NOT @extschema@.window_always_open(p.send_days, p.send_from, p.send_until)) THEN
+    RETURN QUERY
+    WITH picked AS (
+      SELECT s.id
+        FROM @extschema@.survey s
+       WHERE s.queued  -- survey_queue_idx
+         AND s.status IN ('pending', 'sending')
+         AND s.send_after <= now()
+         AND s.expires_at > now()
+         AND (s.status = 'pending'
+              OR (s.lease_until <= now()
+                  AND s.attempts < (SELECT p.max_attempts FROM @extschema@.payment_source p
+                                     WHERE p.id = s.source_id)))
+       ORDER BY s.send_after  -- the queue index's order: no sort of the whole backlog
+       LIMIT claim_surveys.max
+         FOR UPDATE OF s SKIP LOCKED
+    ), claimed AS (
+      UPDATE @extschema@.survey s
+         SET status = 'sending',
+             lease_owner = claim_surveys.worker,
+             lease_role = caller,
+             lease_until = lease_end,
+             attempts = s.attempts + 1,
+             due_at = NULL
+        FROM picked
+       WHERE s.id = picked.id
+      RETURNING s.id, s.token, s.customer_id, s.channel, s.attempts, s.lease_until, s.expires_at,
+                s.source_id, s.event_id, s.send_after, s.reminder
+    )
+    -- The payment context: one primary-key probe per claimed survey (LIMIT 1 keeps each LATERAL
+    -- subquery a nested loop; a plain join let the planner hash the whole payment_event table).
+    SELECT c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at,
+           p.name, e.kind, e.amount, e.currency, e.occurred_at, e.attributes, c.reminder
+      FROM claimed c
+      LEFT JOIN LATERAL (SELECT p.name FROM @extschema@.payment_source p
+                          WHERE p.id = c.source_id LIMIT 1) p ON true
+      LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
+                           FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true
+     ORDER BY c.send_after, c.id;
+    RETURN;
+  END IF;
+
+  -- Send windows and daily caps (61_send_policy.sql). Each round picks due surveys exactly as
+  -- above (FOR UPDATE SKIP LOCKED, queue order) and judges each one: 'closed' (outside its send
+  -- window now, in the recipient's time zone), 'counted' (the first claim of a send for a source
+  -- with a daily cap: first sends and reminders count, a retry or a re-claim after a lapsed lease
+  -- does not) or 'free'. Closed ones move to their window's next opening and over-cap ones to
+  -- the next day's (send_after, so they leave the head of the queue and due_at keeps when they
+  -- fell due); the rest are leased. A round that put surveys off leaves room for another, so a
+  -- claim does not come back empty while due surveys inside their windows wait behind them.
+  -- A change of a source's window or cap waits for the claims under way (the advisory lock of
+  -- reschedule_surveys, 61_send_policy.sql), so it sees every survey they put off.
+  PERFORM pg_catalog.pg_advisory_xact_lock_shared(
+            '@extschema@.payment_source'::pg_catalog.regclass::pg_catalog.oid::pg_catalog.int4, x.id)
+     FROM (SELECT p.id FROM @extschema@.payment_source p
+            WHERE p.daily_cap IS NOT NULL OR NOT @extschema@.window_always_open(p.send_days, p.send_from, p.send_until)
+            ORDER BY p.id OFFSET 0) x;  -- in id order
+  LOOP
+    asked := claim_surveys.max - got;
+    SELECT coalesce(array_agg(j.id ORDER BY j.send_after, j.id), '{}'),
+           coalesce(array_agg(j.source_id ORDER BY j.send_after, j.id), '{}'),
+           coalesce(array_agg(j.state ORDER BY j.send_after, j.id), '{}')
+      INTO p_ids, p_src, p_state
+      FROM (
+        SELECT pk.id, pk.source_id, pk.send_after,
+               CASE WHEN p.id IS NOT NULL
+                         AND NOT @extschema@.window_always_open(p.send_days, p.send_from, p.send_until)
+                         AND NOT (extract(isodow FROM l.t)::integer = ANY (p.send_days)
+                                  AND l.t::time >= p.send_from AND l.t::time < p.send_until)
+                    THEN 'closed'
+                    WHEN p.daily_cap IS NOT NULL AND pk.status = 'pending' AND pk.attempts = 0 THEN 'counted'
+                    ELSE 'free' END AS state
+          FROM (SELECT s.id, s.source_id, s.send_after, s.status, s.attempts, s.time_zone
+                  FROM @extschema@.survey s
+                 WHERE s.queued  -- survey_queue_idx
+                   AND s.status IN ('pending', 'sending')
+                   AND s.send_after <= now()
+                   AND s.expires_at > now()
+                   AND (s.status = 'pending'
+                        OR (s.lease_until <= now()
+                            AND s.attempts < (SELECT p.max_attempts FROM @extschema@.payment_source p
+                                               WHERE p.id = s.source_id)))
+                 ORDER BY s.send_after
+                 LIMIT asked
+                   FOR UPDATE OF s SKIP LOCKED) pk
+          LEFT JOIN @extschema@.payment_source p ON p.id = pk.source_id
+          -- local wall-clock time of the recipient (its zone if PostgreSQL knows it, else the source's)
+          CROSS JOIN LATERAL (SELECT now() AT TIME ZONE @extschema@.send_zone(pk.time_zone, p.time_zone) AS t) l
+      ) j;
+    n := cardinality(p_ids);
+    EXIT WHEN n = 0;
+    IF 'free' = ALL (p_state) THEN
+      claim_ids := p_ids;
+    ELSE
+      over_ids := '{}';
+      -- Daily caps: a counter row per source and day of the source's time zone, locked in
+      -- source order (no deadlock between claimers of several capped sources) and held to the
+      -- end of the transaction, so concurrent claimers never grant more than the cap together.
+      FOR k, want IN SELECT u.src, count(*)::integer FROM unnest(p_src, p_state) AS u(src, st)
+                      WHERE u.st = 'counted' GROUP BY u.src ORDER BY u.src LOOP
+        granted := @extschema@.take_send_quota(k, want);
+        IF granted < want THEN
+          over_ids := over_ids || ARRAY(SELECT u.id FROM unnest(p_ids, p_src, p_state) WITH ORDINALITY AS u(id, src, st, ord)
+                                         WHERE u.st = 'counted' AND u.src = k ORDER BY u.ord OFFSET granted);
+        END IF;
+      END LOOP;
+      put_off := over_ids || ARRAY(SELECT u.id FROM unnest(p_ids, p_state) AS u(id, st) WHERE u.st = 'closed');
+      -- Closed ones to their window's next opening, over-cap ones to the next day's.
+      UPDATE @extschema@.survey s
+         SET status = 'pending', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
+             due_at = coalesce(s.due_at, s.send_after),
+             cap_deferrals = s.cap_deferrals + CASE WHEN s.id = ANY (over_ids) THEN 1 ELSE 0 END,
+             send_after = greatest(now() + interval '1 second',
+                                   @extschema@.send_window_next(
+                                     CASE WHEN s.id = ANY (over_ids)
+                                          THEN @extschema@.next_local_midnight(now(), coalesce(p.time_zone, 'UTC'))
+                                          ELSE now() END,
+                                     @extschema@.send_zone(s.time_zone, p.time_zone),
+                                     p.send_days, p.send_from, p.send_until))
+        FROM @extschema@.payment_source p
+       WHERE cardinality(put_off) > 0 AND p.id = s.source_id AND s.id = ANY (put_off);
+      claim_ids := ARRAY(SELECT u.id FROM unnest(p_ids, p_state) WITH ORDINALITY AS u(id, st, ord)
+                          WHERE u.id <> ALL (put_off) ORDER BY u.ord);
+    END IF;
+    IF cardinality(claim_ids) > 0 THEN
+      RETURN QUERY
+      WITH claimed AS (
+        UPDATE @extschema@.survey s
+           SET status = 'sending',
+               lease_owner = claim_surveys.worker,
+               lease_role = caller,
+               lease_until = lease_end,
+               attempts = s.attempts + 1,
+               due_at = NULL
+         WHERE s.id = ANY (claim_ids)
+        RETURNING s.id, s.token, s.customer_id, s.channel, s.attempts, s.lease_until, s.expires_at,
+                  s.source_id, s.event_id, s.send_after, s.reminder
+      )
+      SELECT c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at,
+             p.name, e.kind, e.amount, e.currency, e.occurred_at, e.attributes, c.reminder
+        FROM claimed c
+        LEFT JOIN LATERAL (SELECT p.name FROM @extschema@.payment_source p
+                            WHERE p.id = c.source_id LIMIT 1) p ON true
+        LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
+                             FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true
+       ORDER BY c.send_after, c.id;
+      GET DIAGNOSTICS k = ROW_COUNT;
+      got := got + k;
+    END IF;
+    rounds := rounds + 1;
+    -- done: enough, the queue had no more due surveys, or enough rounds for one call
+    EXIT WHEN got >= claim_surveys.max OR n < asked OR rounds >= 20;
+  END LOOP;
 END
 $fn$;
 COMMENT ON FUNCTION @extschema@.claim_surveys(text, integer, interval) IS
   'Leases up to max due surveys (pending, or sending with a lapsed lease) to worker and the '
   'session''s login role for lease; FOR UPDATE SKIP LOCKED: concurrent workers never get the '
-  'same survey while a lease holds';
+  'same survey while a lease holds. Only surveys inside their source''s send window (recipient''s '
+  'time zone) and within its daily cap; the others are put off to the next opening';
 
 -- ---------------------------------------------------------------------------------------------
 -- Reports. The lease check is part of the UPDATE's WHERE clause: one statement per call (or per
@@ -129,6 +262,8 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
   caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
+  -- any source with reminders: only then is the next reminder looked up per survey
+  reminding boolean := EXISTS (SELECT 1 FROM @extschema@.payment_source p WHERE p.reminders > 0);
 BEGIN
   IF survey_id IS NULL OR worker IS NULL THEN
     RAISE EXCEPTION 'mark_sent: % must not be NULL',
@@ -136,8 +271,16 @@ BEGIN
   END IF;
   -- An answer can arrive before the sender reports (in-app surveys): keep 'responded'.
   UPDATE @extschema@.survey x
-     SET status = CASE WHEN x.status = 'responded' THEN 'responded' ELSE 'sent' END,
-         sent_at = now(), lease_owner = NULL, lease_until = NULL, lease_role = NULL
+     SET (status, sent_at, reminder, reminders_sent, attempts, send_after) =
+         (SELECT CASE WHEN x.status = 'responded' THEN 'responded' WHEN r.at IS NOT NULL THEN 'pending' ELSE 'sent' END,
+                 CASE WHEN x.reminder > 0 THEN coalesce(x.sent_at, now()) ELSE now() END,  -- sent_at: the first send
+                 x.reminder + CASE WHEN r.at IS NOT NULL THEN 1 ELSE 0 END,
+                 x.reminders_sent + CASE WHEN x.reminder > 0 AND x.status <> 'responded' THEN 1 ELSE 0 END,
+                 CASE WHEN r.at IS NOT NULL THEN 0 ELSE x.attempts END,
+                 coalesce(r.at, x.send_after)
+            FROM (SELECT CASE WHEN reminding AND x.status <> 'responded'
+                              THEN @extschema@.next_reminder_at(x.source_id, x.reminder, x.expires_at) END AS at) r),
+         lease_owner = NULL, lease_until = NULL, lease_role = NULL
    WHERE x.id = mark_sent.survey_id
      AND x.lease_owner = mark_sent.worker
      AND (x.lease_role IS NULL OR x.lease_role = caller)
@@ -151,7 +294,8 @@ END
 $fn$;
 COMMENT ON FUNCTION @extschema@.mark_sent(bigint, text) IS
   'Reports a claimed survey as sent; only the worker and role holding its lease (55000 otherwise, '
-  'the same for every survey the caller does not hold)';
+  'the same for every survey the caller does not hold). With reminders left it is queued again '
+  '(pending, reminder + 1, due reminder_after from now)';
 
 CREATE FUNCTION @extschema@.mark_failed(survey_id bigint, worker text, error text,
                                         retry_after interval DEFAULT '15 minutes')
@@ -175,7 +319,8 @@ BEGIN
   UPDATE @extschema@.survey x
      SET status = CASE WHEN x.status = 'responded' THEN 'responded'
                        WHEN x.attempts >= coalesce((SELECT p.max_attempts FROM @extschema@.payment_source p
-                                                     WHERE p.id = x.source_id), 5) THEN 'failed'
+                                                     WHERE p.id = x.source_id), 5)
+                         THEN CASE WHEN x.reminder > 0 THEN 'sent' ELSE 'failed' END  -- a reminder is given up
                        ELSE 'pending' END,
          send_after = CASE WHEN x.status = 'responded'
                              OR x.attempts >= coalesce((SELECT p.max_attempts FROM @extschema@.payment_source p
@@ -198,7 +343,8 @@ END
 $fn$;
 COMMENT ON FUNCTION @extschema@.mark_failed(bigint, text, text, interval) IS
   'Reports a failed delivery: back to pending after retry_after, or failed once attempts reach '
-  'the source''s max_attempts (default 5); returns the new status';
+  'the source''s max_attempts (default 5; a reminder is given up instead and the survey stays '
+  'sent); returns the new status';
 
 -- Batches: one statement and one lease check for up to 10000 surveys; one row per distinct id,
 -- in the order given: ok = true and the new status, or ok = false and NULL status for a survey
@@ -212,6 +358,7 @@ AS $fn$
 #variable_conflict use_column
 DECLARE
   caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
+  reminding boolean := EXISTS (SELECT 1 FROM @extschema@.payment_source p WHERE p.reminders > 0);
 BEGIN
   IF survey_ids IS NULL OR worker IS NULL THEN
     RAISE EXCEPTION 'mark_sent: % must not be NULL',
@@ -227,8 +374,16 @@ BEGIN
   RETURN QUERY
   WITH done AS (
     UPDATE @extschema@.survey x
-       SET status = CASE WHEN x.status = 'responded' THEN 'responded' ELSE 'sent' END,
-           sent_at = now(), lease_owner = NULL, lease_until = NULL, lease_role = NULL
+       SET (status, sent_at, reminder, reminders_sent, attempts, send_after) =
+           (SELECT CASE WHEN x.status = 'responded' THEN 'responded' WHEN r.at IS NOT NULL THEN 'pending' ELSE 'sent' END,
+                   CASE WHEN x.reminder > 0 THEN coalesce(x.sent_at, now()) ELSE now() END,  -- sent_at: the first send
+                   x.reminder + CASE WHEN r.at IS NOT NULL THEN 1 ELSE 0 END,
+                   x.reminders_sent + CASE WHEN x.reminder > 0 AND x.status <> 'responded' THEN 1 ELSE 0 END,
+                   CASE WHEN r.at IS NOT NULL THEN 0 ELSE x.attempts END,
+                   coalesce(r.at, x.send_after)
+              FROM (SELECT CASE WHEN reminding AND x.status <> 'responded'
+                                THEN @extschema@.next_reminder_at(x.source_id, x.reminder, x.expires_at) END AS at) r),
+           lease_owner = NULL, lease_until = NULL, lease_role = NULL
      WHERE x.id = ANY (mark_sent.survey_ids)
        AND x.lease_owner = mark_sent.worker
        AND (x.lease_role IS NULL OR x.lease_role = caller)
@@ -278,7 +433,8 @@ BEGIN
     UPDATE @extschema@.survey x
        SET status = CASE WHEN x.status = 'responded' THEN 'responded'
                          WHEN x.attempts >= coalesce((SELECT p.max_attempts FROM @extschema@.payment_source p
-                                                       WHERE p.id = x.source_id), 5) THEN 'failed'
+                                                       WHERE p.id = x.source_id), 5)
+                         THEN CASE WHEN x.reminder > 0 THEN 'sent' ELSE 'failed' END  -- a reminder is given up
                          ELSE 'pending' END,
            send_after = CASE WHEN x.status = 'responded'
                                OR x.attempts >= coalesce((SELECT p.max_attempts FROM @extschema@.payment_source p
@@ -320,8 +476,10 @@ BEGIN
   GET DIAGNOSTICS expired = ROW_COUNT;
   -- Leases that ran out max_attempts times (a sender that crashes on this survey every time)
   -- are never claimed again: close them as failed.
+  -- A reminder is given up instead: the survey was sent before and stays sent.
   UPDATE @extschema@.survey s
-     SET status = 'failed', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
+     SET status = CASE WHEN s.reminder > 0 THEN 'sent' ELSE 'failed' END,
+         lease_owner = NULL, lease_until = NULL, lease_role = NULL,
          last_error = coalesce(s.last_error, 'lease ran out ' || s.attempts || ' times')
     FROM @extschema@.payment_source p
    WHERE s.queued AND s.status = 'sending' AND s.lease_until <= now()
@@ -331,7 +489,8 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION @extschema@.expire_surveys() IS
-  'Marks overdue pending/sending/sent surveys expired (and lapsed leases past max_attempts failed); '
+  'Marks overdue pending/sending/sent surveys expired (and lapsed leases past max_attempts failed, '
+  'or sent again for a reminder); '
   'returns how many surveys it closed. Schedule it (pg_cron or cron).';
 
 -- ---------------------------------------------------------------------------------------------

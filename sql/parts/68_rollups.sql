@@ -45,7 +45,11 @@ CREATE TABLE @extschema@.survey_funnel_day (
   -- to "open, sent") update different rows instead of queueing on one; readers sum the shards
   shard    smallint NOT NULL,
   surveys  bigint NOT NULL,          -- may be negative in one shard; the sum over shards is the count
-  PRIMARY KEY (day, outcome, sent, shard)
+  PRIMARY KEY (day, outcome, sent, shard),
+  -- reminders and caps (send_funnel), summed like surveys:
+  reminders bigint NOT NULL DEFAULT 0,  -- survey.reminders_sent
+  reminded  bigint NOT NULL DEFAULT 0,  -- surveys with a reminder sent
+  capped    bigint NOT NULL DEFAULT 0   -- surveys the daily cap put off at least once
 );
 CREATE TABLE @extschema@.rollup_answer_delay (
   day      date NOT NULL,            -- UTC day of response.funnel_at

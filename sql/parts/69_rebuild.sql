@@ -8,11 +8,14 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys)
+  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys, reminders, reminded, capped)
   SELECT @extschema@.utc_day(n.created_at), @extschema@.funnel_outcome(n.status),
-         n.sent_at IS NOT NULL OR n.status = 'responded', pg_backend_pid() % 8, count(*)
+         n.sent_at IS NOT NULL OR n.status = 'responded', pg_backend_pid() % 8, count(*),
+         sum(n.reminders_sent), count(*) FILTER (WHERE n.reminders_sent > 0), count(*) FILTER (WHERE n.cap_deferrals > 0)
     FROM nps_new n GROUP BY 1, 2, 3
-  ON CONFLICT (day, outcome, sent, shard) DO UPDATE SET surveys = f.surveys + excluded.surveys;
+  ON CONFLICT (day, outcome, sent, shard) DO UPDATE
+     SET surveys = f.surveys + excluded.surveys, reminders = f.reminders + excluded.reminders,
+         reminded = f.reminded + excluded.reminded, capped = f.capped + excluded.capped;
   RETURN NULL;
 END
 $fn$;
@@ -21,11 +24,14 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys)
+  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys, reminders, reminded, capped)
   SELECT @extschema@.utc_day(o.created_at), @extschema@.funnel_outcome(o.status),
-         o.sent_at IS NOT NULL OR o.status = 'responded', pg_backend_pid() % 8, -count(*)
+         o.sent_at IS NOT NULL OR o.status = 'responded', pg_backend_pid() % 8, -count(*),
+         -sum(o.reminders_sent), -count(*) FILTER (WHERE o.reminders_sent > 0), -count(*) FILTER (WHERE o.cap_deferrals > 0)
     FROM nps_old o GROUP BY 1, 2, 3
-  ON CONFLICT (day, outcome, sent, shard) DO UPDATE SET surveys = f.surveys + excluded.surveys;
+  ON CONFLICT (day, outcome, sent, shard) DO UPDATE
+     SET surveys = f.surveys + excluded.surveys, reminders = f.reminders + excluded.reminders,
+         reminded = f.reminded + excluded.reminded, capped = f.capped + excluded.capped;
   RETURN NULL;
 END
 $fn$;
@@ -36,18 +42,23 @@ AS $fn$
 BEGIN
   -- One statement per UPDATE statement (a batch mark_sent moves 100 surveys in one upsert); keys
   -- whose net change is zero (a claim) write nothing.
-  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys)
-  SELECT k.day, k.outcome, k.sent, pg_backend_pid() % 8, sum(k.d)
+  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys, reminders, reminded, capped)
+  SELECT k.day, k.outcome, k.sent, pg_backend_pid() % 8, sum(k.d), sum(k.d * k.rem),
+         coalesce(sum(k.d) FILTER (WHERE k.rem > 0), 0), coalesce(sum(k.d) FILTER (WHERE k.capped), 0)
     FROM (SELECT @extschema@.utc_day(o.created_at) AS day, @extschema@.funnel_outcome(o.status) AS outcome,
-                 o.sent_at IS NOT NULL OR o.status = 'responded' AS sent, -1 AS d
+                 o.sent_at IS NOT NULL OR o.status = 'responded' AS sent, -1 AS d,
+                 o.reminders_sent AS rem, o.cap_deferrals > 0 AS capped
             FROM nps_old o
           UNION ALL
           SELECT @extschema@.utc_day(n.created_at), @extschema@.funnel_outcome(n.status),
-                 n.sent_at IS NOT NULL OR n.status = 'responded', 1
+                 n.sent_at IS NOT NULL OR n.status = 'responded', 1, n.reminders_sent, n.cap_deferrals > 0
             FROM nps_new n) k
    GROUP BY k.day, k.outcome, k.sent
-  HAVING sum(k.d) <> 0
-  ON CONFLICT (day, outcome, sent, shard) DO UPDATE SET surveys = f.surveys + excluded.surveys;
+  HAVING sum(k.d) <> 0 OR sum(k.d * k.rem) <> 0 OR coalesce(sum(k.d) FILTER (WHERE k.rem > 0), 0) <> 0
+      OR coalesce(sum(k.d) FILTER (WHERE k.capped), 0) <> 0
+  ON CONFLICT (day, outcome, sent, shard) DO UPDATE
+     SET surveys = f.surveys + excluded.surveys, reminders = f.reminders + excluded.reminders,
+         reminded = f.reminded + excluded.reminded, capped = f.capped + excluded.capped;
   RETURN NULL;
 END
 $fn$;
@@ -133,9 +144,10 @@ BEGIN
      WHERE NOT EXISTS (SELECT 1 FROM @extschema@.response r WHERE r.customer_id = l.customer_id);
   END IF;
   DELETE FROM @extschema@.survey_funnel_day f WHERE f.day >= from_day AND f.day < to_day;
-  INSERT INTO @extschema@.survey_funnel_day (day, outcome, sent, shard, surveys)
+  INSERT INTO @extschema@.survey_funnel_day (day, outcome, sent, shard, surveys, reminders, reminded, capped)
   SELECT @extschema@.utc_day(s.created_at), @extschema@.funnel_outcome(s.status),
-         s.sent_at IS NOT NULL OR s.status = 'responded', 0, count(*)
+         s.sent_at IS NOT NULL OR s.status = 'responded', 0, count(*),
+         sum(s.reminders_sent), count(*) FILTER (WHERE s.reminders_sent > 0), count(*) FILTER (WHERE s.cap_deferrals > 0)
     FROM @extschema@.survey s WHERE s.created_at >= lo AND s.created_at < hi
    GROUP BY 1, 2, 3;
   RETURN n;

@@ -8,7 +8,7 @@
 SET search_path = nps_billing, public;
 SET TimeZone = 'UTC';
 BEGIN;
-DELETE FROM response; DELETE FROM survey; DELETE FROM payment_event; DELETE FROM payment_source;
+TRUNCATE response, survey, payment_event; DELETE FROM payment_source;
 INSERT INTO payment_source (id, name, relid, customer_expr, payment_key_expr, succeeded_expr)
 VALUES (1, 'stripe', 'pg_class', 'c', 'k', 's');
 INSERT INTO payment_event (source_id, payment_key, kind, customer_id, amount, currency, occurred_at, attributes)
