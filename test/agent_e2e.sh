@@ -257,7 +257,10 @@ if command -v pg_ctlcluster >/dev/null && [ -n "${PGVERSION:-}" ]; then
     # pg_ctlcluster can find the cluster "already running" while other clusters come and go
     owner=$(stat -c %U "$datadir")
     if [ "$(id -u)" = 0 ] && [ "$owner" != root ]; then as_owner="runuser -u $owner --"; else as_owner=""; fi
-    $as_owner "/usr/lib/postgresql/$PGVERSION/bin/pg_ctl" -D "$datadir" -m fast -w restart >>"$w/restart.out" 2>&1
+    # keep the server's log file (the later suites read it): pg_ctl restart without -l drops it
+    srvpid=$(q "SELECT pg_read_file('postmaster.pid')" | head -1)
+    srvlog=$(readlink "/proc/$srvpid/fd/2" 2>/dev/null || true)
+    $as_owner "/usr/lib/postgresql/$PGVERSION/bin/pg_ctl" -D "$datadir" -m fast -w ${srvlog:+-l "$srvlog"} restart >>"$w/restart.out" 2>&1
   fi
   t_after=$(q "SELECT pg_postmaster_start_time()" 2>/dev/null)
   [ -n "$t_after" ] && [ "$t_after" != "$t_before" ] || { sed 's/^/# /' "$w/restart.out"; nok "the database did not restart"; }
