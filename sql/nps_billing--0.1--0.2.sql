@@ -2155,11 +2155,14 @@ RETURNS SETOF @extschema@.claimed_follow_up
 -- Survey messages (render): recipient, locale and time zone from the billing row (track_payments'
 -- new arguments, kept on the survey), message templates, rendering, answer / unsubscribe links
 -- ---------------------------------------------------------------------------------------------
+-- (IF NOT EXISTS: the send-window step adds the same columns, in the same place, when it runs first)
 ALTER TABLE @extschema@.payment_source
-  ADD COLUMN recipient_expr text,
-  ADD COLUMN locale_expr text,
-  ADD COLUMN time_zone_expr text,
-  ADD COLUMN answer_base_url text CHECK (answer_base_url ~ '^https?://[A-Za-z0-9._~%!$&()*+,;=:@/-]+$');
+  ADD COLUMN IF NOT EXISTS recipient_expr text,
+  ADD COLUMN IF NOT EXISTS locale_expr text,
+  ADD COLUMN IF NOT EXISTS time_zone_expr text,
+  ADD COLUMN IF NOT EXISTS answer_base_url text;
+ALTER TABLE @extschema@.payment_source ADD CONSTRAINT payment_source_answer_base_url_check
+  CHECK (answer_base_url ~ '^https?://[A-Za-z0-9._~%!$&()*+,;=:@/-]+$');
 ALTER TABLE @extschema@.survey
   ADD COLUMN IF NOT EXISTS recipient text,
   ADD COLUMN IF NOT EXISTS locale text,
