@@ -2591,3 +2591,10 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION @extschema@.delay_thresholds(), @extschema@.delay_bucket(interval) FROM PUBLIC;
 REVOKE ALL ON TABLE @extschema@.rollup_answer_delay FROM PUBLIC;
+-- utc_ceil inlinable (immutable parts only): a bucket edge costs no function call
+CREATE OR REPLACE FUNCTION @extschema@.utc_ceil(t timestamptz) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+-- (timestamp + interval, not timestamptz + interval: every part immutable, so PostgreSQL
+-- inlines it; a call per bucket edge would cost nps_trend most of its time)
+AS $$ SELECT CASE WHEN date_trunc('day', t AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' = t THEN t
+                  ELSE (date_trunc('day', t AT TIME ZONE 'UTC') + interval '1 day') AT TIME ZONE 'UTC' END $$;
