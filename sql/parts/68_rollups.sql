@@ -77,8 +77,10 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT date_trunc('day', t AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' $$;
 CREATE FUNCTION @extschema@.utc_ceil(t timestamptz) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
+-- (timestamp + interval, not timestamptz + interval: every part immutable, so PostgreSQL
+-- inlines it; a call per bucket edge would cost nps_trend most of its time)
 AS $$ SELECT CASE WHEN date_trunc('day', t AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' = t THEN t
-                  ELSE (date_trunc('day', t AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') + interval '24 hours' END $$;
+                  ELSE (date_trunc('day', t AT TIME ZONE 'UTC') + interval '1 day') AT TIME ZONE 'UTC' END $$;
 COMMENT ON FUNCTION @extschema@.utc_day(timestamptz) IS 'The UTC date of a time (the rollups'' day)';
 COMMENT ON FUNCTION @extschema@.utc_floor(timestamptz) IS 'The UTC midnight at or before a time';
 COMMENT ON FUNCTION @extschema@.utc_ceil(timestamptz) IS 'The UTC midnight at or after a time';
