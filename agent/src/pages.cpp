@@ -109,7 +109,7 @@ std::string head(const Strings &s, const std::string &title, const PageOptions &
 
 }  // namespace
 
-const Strings &strings_for(const std::string &locale, const std::string &fallback) {
+const Strings &strings_for(std::string locale, std::string fallback) {
   std::string l = lower(locale);
   if (const Strings *s = find(l)) return *s;
   auto dash = l.find('-');

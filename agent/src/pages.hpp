@@ -11,7 +11,7 @@ struct Strings {
       *too_many, *bad_request, *comment_too_long, *noscript;
 };
 
-const Strings &strings_for(const std::string &locale, const std::string &fallback);
+const Strings &strings_for(std::string locale, std::string fallback);
 
 struct PageOptions {
   std::string nonce;  // CSP nonce of the inline script and style
