@@ -45,6 +45,13 @@ chroot_up() {
   ROOT=$(mktemp -d /var/tmp/nps-chroot-$1.XXXXXX)
   tar -C "$ROOT" -xf "$2"
   cp /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
+  # The chroot trusts what this machine trusts (a site's own CA on its HTTPS proxy included):
+  # npm, which make test uses for playwright-core, reads this bundle.
+  if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+    mkdir -p "$ROOT/etc/ssl/certs"
+    cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/nps-host-ca-bundle.crt"
+    echo "cafile=/etc/ssl/certs/nps-host-ca-bundle.crt" >> "$ROOT/etc/npmrc"
+  fi
   # No package starts a service inside the chroot.
   printf '#!/bin/sh\nexit 101\n' > "$ROOT/usr/sbin/policy-rc.d"
   chmod 755 "$ROOT/usr/sbin/policy-rc.d"
