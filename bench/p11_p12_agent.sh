@@ -38,6 +38,10 @@ smtp_port=$("$PY" "$T/free_port.py"); answer_port=$("$PY" "$T/free_port.py"); me
 "$PY" "$T/smtp_sink.py" "$smtp_port" "$w/mail" --count-only >"$w/smtp.log" 2>&1 &
 pids="$pids $!"
 n=100; while [ $n -gt 0 ] && [ ! -e "$w/mail/ready" ]; do sleep 0.1; n=$((n - 1)); done
+# Rendered messages (claim_messages) need the source's answer_base_url: the agent's answer page.
+if [ "$(q "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'nps_billing.payment_source'::regclass AND attname = 'answer_base_url' AND NOT attisdropped)")" = t ]; then
+  q "UPDATE nps_billing.payment_source SET answer_base_url = 'http://127.0.0.1:$answer_port/r' WHERE name = 'bench'" >/dev/null
+fi
 cat >"$w/agent.conf" <<CONF
 [database]
 sender = "dbname=$DB"
@@ -74,9 +78,11 @@ for r in $(seq 1 "$REPS"); do
   t0=$(now)
   NPS_AGENT_AGENT_MODE=send "$BIN" --config "$w/agent.conf" >>"$w/agent.log" 2>&1 &
   apid=$!; pids="$pids $apid"
+  deadline=$(($(date +%s) + 600))
   while [ "$(q "SELECT count(*) FILTER (WHERE status = 'sent') = $N FROM nps_billing.survey")" != t ]; do
     sleep 0.2
     kill -0 $apid 2>/dev/null || break
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "# P11: not all sent after 600 s: $(tail -1 "$w/agent.log")" >&2; break; }
   done
   t1=$(now)
   kill $apid; wait $apid 2>/dev/null
