@@ -44,7 +44,7 @@ out=$(mktemp)
   out=$(in_chroot "pg_virtualenv -v $major psql -qXAt -v ON_ERROR_STOP=1 \
     -c 'CREATE EXTENSION nps_billing' \
     -c \"SELECT extversion FROM pg_extension WHERE extname = 'nps_billing'\" \
-    -c 'SELECT round(nps_billing.nps(s)::numeric, 2) FROM generate_series(0, 10) s'" 2>&1)
+    -c 'SELECT round(nps_billing.nps(s)::numeric, 2) FROM generate_series(0, 10) s'" 2>&1) || true  # its output says why
   echo "$out" | grep -Ev '^(Creating new|Dropping cluster)' >&2
   v=$(echo "$out" | grep -E '^[0-9]+\.[0-9]+$' | head -n 1)
   echo "$out" | grep -qx -- '-45.45' || { echo "not ok - CREATE EXTENSION and nps() on PostgreSQL $major: $out"; exit 1; }
