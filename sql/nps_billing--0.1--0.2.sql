@@ -2933,7 +2933,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
   WITH par AS MATERIALIZED (
     SELECT extract(epoch FROM bucket)::float8 AS bs, extract(epoch FROM horizon)::float8 AS hs,
-           ceil(extract(epoch FROM horizon)::float8 / extract(epoch FROM bucket)::float8)::integer AS nb,
+           -- nullif: PostgreSQL 18 folds this division when planning, before the checks below run
+           ceil(extract(epoch FROM horizon)::float8 / nullif(extract(epoch FROM bucket)::float8, 0))::integer AS nb,
            @extschema@.normal_quantile(0.975) AS z
      WHERE @extschema@.churn_arguments_ok('nps_retention', after, since, until, as_of)
        AND @extschema@.check_argument(bucket IS NOT NULL AND horizon IS NOT NULL,
