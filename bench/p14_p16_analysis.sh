@@ -4,8 +4,11 @@
 #   P14  at the large size (1M answers / 5M payment events): the slowest whole-history analysis
 #        call / the floor SELECT nps(score) FROM response
 #   P15  the slowest analysis call at the large size / at the small one (100k / 0.5M)
-#   P16  answers/s through record_response with the context and rollup triggers on / with them
-#        disabled (the same calls, runs interleaved)
+#   P16  answers/s through record_response with the context and rollup maintenance / the same
+#        calls without it (a copy of record_response that stores the bare answer, the context and
+#        rollup triggers disabled), runs interleaved
+# Each call is timed in one session (a warm-up run, then NPS_BENCH_REPS runs), as a dashboard's
+# pooled connection would run it.
 # The loader writes the extension's tables directly, as capture would have: one source with the
 # dimensions plan and method, payments every ~34 days per customer (5% failed), a survey for
 # one payment in five, answered within two days; the answers get their context from
@@ -75,15 +78,16 @@ revenue_at_risk 30 days|SELECT count(*) FROM nps_billing.revenue_at_risk(now() -
 survey_funnel all|SELECT count(*) FROM nps_billing.survey_funnel('-infinity')|all
 survey_funnel 30 days|SELECT count(*) FROM nps_billing.survey_funnel(now() - interval '30 days')|30d
 nps_alerts(30 days, 10)|SELECT count(*) FROM nps_billing.nps_alerts('30 days', 10)|30d
-response_context count|SELECT count(*) FROM nps_billing.response_context|all
+response_context count|SELECT count(*) FROM nps_billing.response_context|view
 EOF
 }
 
 measure() {  # measure SIZE -> $tmp/SIZE.times: name|scope|median ms
+  # one session per call, as a dashboard's pooled connection: a warm-up run, then REPS timed runs
   calls | while IFS='|' read -r name q scope; do
-    ms "$q" >/dev/null  # warm
-    i=0; : >"$tmp/one"
-    while [ $i -lt "$REPS" ]; do ms "$q" >>"$tmp/one"; i=$((i + 1)); done
+    i=0; : >"$tmp/one.sql"
+    while [ $i -le "$REPS" ]; do echo "$q;" >>"$tmp/one.sql"; i=$((i + 1)); done
+    psql -qAtX -c '\timing on' -f "$tmp/one.sql" 2>&1 | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n +2 >"$tmp/one"
     echo "$name|$scope|$(median <"$tmp/one")"
   done >"$tmp/$1.times"
   while IFS='|' read -r name scope t; do echo "# $1 answers: $name ($scope): $t ms"; done <"$tmp/$1.times"
@@ -96,31 +100,107 @@ for size in "$SMALL" "$LARGE"; do
   measure "$size"
 done
 
+# per call: ms at each size, growth
+echo "# call (scope) | ms at $SMALL | ms at $LARGE | growth"
+awk -F'|' -v s="$SMALL" 'NR == FNR {a[$1] = $3; next} {printf "# %s (%s) | %s | %s | %.1fx\n", $1, $2, a[$1], $3, (a[$1] > 0 ? $3 / a[$1] : 0)}' \
+  "$tmp/$SMALL.times" "$tmp/$LARGE.times"
 floor_l=$(awk -F'|' '$2 == "floor" {print $3}' "$tmp/$LARGE.times")
-slow_all_l=$(awk -F'|' '$2 == "all" {if ($3 > m) {m = $3; n = $1}} END {print m "|" n}' "$tmp/$LARGE.times")
-slow_l=$(awk -F'|' '$2 != "floor" {if ($3 > m) {m = $3; n = $1}} END {print m "|" n}' "$tmp/$LARGE.times")
-slow_s=$(awk -F'|' '$2 != "floor" {if ($3 > m) {m = $3; n = $1}} END {print m "|" n}' "$tmp/$SMALL.times")
+# (P14 counts the view's count(*) among the whole-history calls; P15 does not: a count of every
+# answer grows with the answers by definition, like the floor)
+slow_all_l=$(awk -F'|' '$2 == "all" || $2 == "view" {if ($3 > m) {m = $3; n = $1}} END {print m "|" n}' "$tmp/$LARGE.times")
+slow_l=$(awk -F'|' '$2 == "all" || $2 == "30d" {if ($3 > m) {m = $3; n = $1}} END {print m "|" n}' "$tmp/$LARGE.times")
+slow_s=$(awk -F'|' '$2 == "all" || $2 == "30d" {if ($3 > m) {m = $3; n = $1}} END {print m "|" n}' "$tmp/$SMALL.times")
 echo "# P14: slowest whole-history call ${slow_all_l#*|} ${slow_all_l%%|*} ms vs floor $floor_l ms"
 echo "# P15: slowest call ${slow_l#*|} ${slow_l%%|*} ms at $LARGE vs ${slow_s#*|} ${slow_s%%|*} ms at $SMALL"
 row P14 "slowest whole-history analysis call / nps(score) over all, $LARGE answers" "$(ratio "${slow_all_l%%|*}" "$floor_l")" "<= 1.0"
 row P15 "slowest analysis call at $LARGE / at $SMALL answers" "$(ratio "${slow_l%%|*}" "${slow_s%%|*}")" "<= 2"
 
-# P16: two sessions answer P16N surveys each through record_response, one transaction per
-# answer; maintenance on and off alternate.
+# P16: two sessions answer P16N surveys each, one transaction per answer; "on" and "off" runs
+# alternate. "on": record_response as shipped, every trigger enabled. "off": the same calls before
+# the analysis maintenance existed: a copy of record_response that inserts the bare answer (no
+# payment context), with the context and rollup triggers of response and survey disabled for the
+# whole run (setup, answers, clean-up: the rollups stay consistent either way); the other
+# triggers (follow-ups) run in both.
 psql -qX -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
-CREATE OR REPLACE PROCEDURE p16_answer(part int, parts int) LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION p16_record_response_before(token text, score integer, comment text DEFAULT NULL,
+                                                      responded_at timestamptz DEFAULT now())
+RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+  s nps_billing.survey;
+  rid bigint;
+BEGIN
+  IF token IS NULL OR score IS NULL OR responded_at IS NULL THEN
+    RAISE EXCEPTION 'record_response: % must not be NULL', 'token' USING ERRCODE = '22004';
+  END IF;
+  IF score < 0 OR score > 10 THEN
+    RAISE EXCEPTION 'NPS score % is out of range 0..10', score USING ERRCODE = '22003';
+  END IF;
+  IF NOT isfinite(responded_at) THEN
+    RAISE EXCEPTION 'record_response: responded_at % is not a finite time', responded_at USING ERRCODE = '22023';
+  END IF;
+  IF responded_at > now() + interval '5 minutes' THEN
+    RAISE EXCEPTION 'record_response: responded_at % is in the future', responded_at USING ERRCODE = '22023';
+  END IF;
+  IF length(comment) > 10000 THEN
+    RAISE EXCEPTION 'record_response: comment too long' USING ERRCODE = '22001';
+  END IF;
+  SELECT * INTO s FROM nps_billing.survey x WHERE x.token = p16_record_response_before.token FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'record_response: no survey has this token' USING ERRCODE = 'P0002';
+  END IF;
+  IF s.status IN ('expired', 'cancelled') THEN
+    RAISE EXCEPTION 'record_response: survey % is %', s.id, s.status USING ERRCODE = '22023';
+  END IF;
+  IF responded_at < s.created_at - interval '5 minutes' THEN
+    RAISE EXCEPTION 'record_response: responded_at % is before survey % was created', responded_at, s.id USING ERRCODE = '22023';
+  END IF;
+  IF responded_at >= s.expires_at THEN
+    RAISE EXCEPTION 'record_response: survey % is expired', s.id USING ERRCODE = '22023';
+  END IF;
+  UPDATE nps_billing.survey x SET status = 'responded' WHERE x.id = s.id AND x.status <> 'responded';
+  INSERT INTO nps_billing.response AS r (survey_id, customer_id, score, comment, channel, responded_at)
+  VALUES (s.id, s.customer_id, score, comment, s.channel, responded_at)
+  ON CONFLICT (survey_id) DO NOTHING
+  RETURNING r.id INTO rid;
+  IF rid IS NULL THEN
+    UPDATE nps_billing.response r
+       SET score = p16_record_response_before.score, comment = p16_record_response_before.comment,
+           responded_at = p16_record_response_before.responded_at, updated_at = now()
+     WHERE r.survey_id = s.id
+    RETURNING r.id INTO rid;
+  END IF;
+  RETURN rid;
+END
+$fn$;
+CREATE OR REPLACE PROCEDURE p16_answer(part int, parts int, maintained boolean) LANGUAGE plpgsql AS $$
 DECLARE t text;
 BEGIN
   FOR t IN SELECT s.token FROM nps_billing.survey s WHERE s.token LIKE 'p16-%' AND s.status = 'sent' AND s.id % parts = part ORDER BY s.id LOOP
-    PERFORM nps_billing.record_response(t, (hashtext(t) & 10)::int);
+    IF maintained THEN
+      PERFORM nps_billing.record_response(t, (hashtext(t) & 10)::int);
+    ELSE
+      PERFORM p16_record_response_before(t, (hashtext(t) & 10)::int);
+    END IF;
     COMMIT;
   END LOOP;
 END $$;
+-- the analysis maintenance triggers (context, rollups, funnel counts, answer times)
+CREATE OR REPLACE FUNCTION p16_maintenance(enable boolean) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE t record;
+BEGIN
+  FOR t IN SELECT c.relname, g.tgname FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
+            WHERE c.relnamespace = 'nps_billing'::regnamespace AND c.relname IN ('response', 'survey')
+              AND NOT g.tgisinternal
+              AND g.tgname ~ '^(response_context|response_rollups|survey_funnel|survey_answer_times)' LOOP
+    EXECUTE format('ALTER TABLE nps_billing.%I %s TRIGGER %I', t.relname, CASE WHEN enable THEN 'ENABLE' ELSE 'DISABLE' END, t.tgname);
+  END LOOP;
+END $$;
 SQL
-p16_run() {  # p16_run on|off -> answers/s; "off": every trigger on response and survey disabled
-  # for the whole run (setup, answers, clean-up), so the rollups stay consistent either way
+p16_run() {  # p16_run on|off -> answers/s
   if [ "$1" = off ]; then
-    psql -qX -c "ALTER TABLE nps_billing.response DISABLE TRIGGER USER" -c "ALTER TABLE nps_billing.survey DISABLE TRIGGER USER" >/dev/null
+    psql -qX -c "SELECT p16_maintenance(false)" >/dev/null; m=false
+  else
+    m=true
   fi
   psql -qX -v ON_ERROR_STOP=1 -v n="$P16N" >/dev/null <<'SQL'
 INSERT INTO nps_billing.survey (token, source_id, event_id, customer_id, channel, status, send_after, expires_at, sent_at, created_at)
@@ -130,13 +210,13 @@ SELECT 'p16-' || e.id, 1400, e.id, e.customer_id, 'email', 'sent', now() - inter
 VACUUM ANALYZE nps_billing.survey;
 SQL
   a=$(date +%s.%N)
-  psql -qX -c "CALL p16_answer(0, 2)" >/dev/null & psql -qX -c "CALL p16_answer(1, 2)" >/dev/null & wait
+  psql -qX -c "CALL p16_answer(0, 2, $m)" >/dev/null & psql -qX -c "CALL p16_answer(1, 2, $m)" >/dev/null & wait
   b=$(date +%s.%N)
   psql -qX -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
 DELETE FROM nps_billing.response WHERE survey_id IN (SELECT id FROM nps_billing.survey WHERE token LIKE 'p16-%');
 DELETE FROM nps_billing.survey WHERE token LIKE 'p16-%';
 SQL
-  psql -qX -c "ALTER TABLE nps_billing.response ENABLE TRIGGER USER" -c "ALTER TABLE nps_billing.survey ENABLE TRIGGER USER" >/dev/null
+  psql -qX -c "SELECT p16_maintenance(true)" >/dev/null
   awk -v n="$P16N" -v a="$a" -v b="$b" 'BEGIN { printf "%.0f\n", 2 * n / (b - a) }'
 }
 i=0; : >"$tmp/on"; : >"$tmp/off"
@@ -147,10 +227,10 @@ while [ $i -lt "$REPS" ]; do
 done
 on=$(median <"$tmp/on"); off=$(median <"$tmp/off")
 echo "# P16: record_response $on answers/s with context and rollups, $off without (2 sessions)"
-n_bad=$(psql -qAtX -c "SELECT count(*) FROM ((SELECT day, source_id, dims, failed_30d, agg::text FROM nps_billing.rollup_segment
+n_bad=$(psql -qAtX -c "SELECT count(*) FROM ((SELECT day, source_id, dims, failed_30d, nps_billing.rollup(agg)::text FROM nps_billing.rollup_segment GROUP BY 1, 2, 3, 4
           EXCEPT SELECT nps_billing.utc_day(responded_at), coalesce(payment_source_id, 0), coalesce(payment_dimensions, '{}'),
                         coalesce(failed_payment_30d, false), nps_billing.nps_agg(score)::text FROM nps_billing.response GROUP BY 1, 2, 3, 4)) x")
 echo "# rollup rows that differ from the answers after the runs: $n_bad"
 row P16 "record_response answers/s, context + rollups kept / without" "$(ratio "$on" "$off")" ">= 0.8"
-psql -qX -c "DROP PROCEDURE IF EXISTS p16_answer(int, int)" >/dev/null
+psql -qX -c "DROP PROCEDURE IF EXISTS p16_answer(int, int, boolean)" -c "DROP FUNCTION IF EXISTS p16_record_response_before(text, integer, text, timestamptz), p16_maintenance(boolean)" >/dev/null
 rm -rf "$tmp"

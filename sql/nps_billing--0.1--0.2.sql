@@ -5028,3 +5028,532 @@ BEGIN
   RETURN n;
 END
 $fn$;
+
+-- ---------------------------------------------------------------------------------------------
+-- analysis (session 3)
+-- What an answer costs: record_response computes the answer's payment context in its INSERT
+-- (the context trigger runs only for rows that come without one, and for updates); the answer
+-- rollups are kept in shards (rollup_shard(): concurrent answers of one day and segment update
+-- different rows instead of waiting for each other's commit), the views sum them; the latest
+-- answer table loses its category index (written by every answer, read by no plan); rollup
+-- pages keep room for HOT updates (fillfactor 50).
+-- Existing rollup rows become shard 0 (no column default left behind); no answer changes.
+-- ---------------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION @extschema@.record_response(token text, score integer, comment text DEFAULT NULL,
+                                            responded_at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  s @extschema@.survey;
+  rid bigint;
+BEGIN
+  IF token IS NULL OR score IS NULL OR responded_at IS NULL THEN
+    RAISE EXCEPTION 'record_response: % must not be NULL',
+      CASE WHEN token IS NULL THEN 'token' WHEN score IS NULL THEN 'score' ELSE 'responded_at' END
+      USING ERRCODE = '22004';
+  END IF;
+  IF score < 0 OR score > 10 THEN
+    RAISE EXCEPTION 'NPS score % is out of range 0..10', score USING ERRCODE = '22003';
+  END IF;
+  IF NOT isfinite(responded_at) THEN
+    RAISE EXCEPTION 'record_response: responded_at % is not a finite time', responded_at
+      USING ERRCODE = '22023';
+  END IF;
+  -- responded_at comes from the collector's clock: 5 minutes of skew either way are accepted.
+  IF responded_at > now() + interval '5 minutes' THEN
+    RAISE EXCEPTION 'record_response: responded_at % is in the future (more than 5 minutes after now())', responded_at
+      USING ERRCODE = '22023';
+  END IF;
+  IF length(comment) > 10000 THEN
+    RAISE EXCEPTION 'record_response: comment has % characters, at most 10000 are kept', length(comment)
+      USING ERRCODE = '22001';
+  END IF;
+  -- Lock the survey: concurrent answers and expire_surveys() serialise on this row.
+  SELECT * INTO s FROM @extschema@.survey x WHERE x.token = record_response.token FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'record_response: no survey has this token' USING ERRCODE = 'P0002';
+  END IF;
+  IF s.status IN ('expired', 'cancelled') THEN
+    RAISE EXCEPTION 'record_response: survey % is %', s.id, s.status USING ERRCODE = '22023';
+  END IF;
+  -- (historical answers, given before any survey existed, load with COPY into response)
+  IF responded_at < s.created_at - interval '5 minutes' THEN
+    RAISE EXCEPTION 'record_response: responded_at % is before survey % was created', responded_at, s.id
+      USING ERRCODE = '22023', HINT = 'Load historical answers with COPY into nps_billing.response.';
+  END IF;
+  IF responded_at >= s.expires_at THEN
+    RAISE EXCEPTION 'record_response: survey % is expired (it closed at %)', s.id, s.expires_at
+      USING ERRCODE = '22023', DETAIL = format('Its status is %s.', s.status);
+  END IF;
+  UPDATE @extschema@.survey x SET status = 'responded'
+   WHERE x.id = s.id AND x.status <> 'responded';
+  -- A first answer is a plain insert (only the INSERT triggers run); a second one replaces it.
+  -- The survey lock above serialises answers to one survey. Last in the transaction: the rollup
+  -- rows its triggers update (shared by concurrent answers of the day) stay locked only until
+  -- the commit that follows. The answer's payment context (67_context.sql) is computed in the
+  -- same statement (context_of() is inlined), so the context trigger has nothing to do for it.
+  INSERT INTO @extschema@.response AS r (survey_id, customer_id, score, comment, channel, responded_at,
+         survey_event_id, payment_event_id, payment_source_id, payment_kind, payment_amount,
+         payment_currency, payment_at, payment_attributes, payment_dimensions, days_since_payment,
+         failed_payment_30d, context_at, answered_after, funnel_at)
+  SELECT s.id, s.customer_id, record_response.score, record_response.comment, s.channel,
+         record_response.responded_at, c.survey_event_id, c.payment_event_id, c.payment_source_id,
+         c.payment_kind, c.payment_amount, c.payment_currency, c.payment_at, c.payment_attributes,
+         c.payment_dimensions, c.days_since_payment, c.failed_payment_30d, now(),
+         record_response.responded_at - s.sent_at, least(s.created_at, record_response.responded_at)
+    FROM @extschema@.context_of(s.customer_id, s.id, record_response.responded_at) c
+  ON CONFLICT (survey_id) DO NOTHING
+  RETURNING r.id INTO rid;
+  IF rid IS NULL THEN
+    UPDATE @extschema@.response r
+       SET score = record_response.score, comment = record_response.comment,
+           responded_at = record_response.responded_at, updated_at = now()
+     WHERE r.survey_id = s.id
+    RETURNING r.id INTO rid;
+    IF rid IS NULL THEN  -- (an answer loaded by another transaction, invisible to this snapshot)
+      RAISE EXCEPTION 'record_response: could not serialize access due to a concurrent answer'
+        USING ERRCODE = '40001';
+    END IF;
+  END IF;
+  RETURN rid;
+END
+$fn$;
+DROP TRIGGER response_context_fill ON @extschema@.response;
+-- (an INSERT that brings its context, record_response's among them, does not call the function)
+CREATE TRIGGER response_context_fill
+  BEFORE INSERT ON @extschema@.response
+  FOR EACH ROW WHEN (NEW.context_at IS NULL) EXECUTE FUNCTION @extschema@.response_context_fill();
+CREATE TRIGGER response_context_refill
+  BEFORE UPDATE ON @extschema@.response
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.response_context_fill();
+DROP INDEX @extschema@.customer_latest_answer_category_idx;
+ALTER TABLE @extschema@.rollup_segment ADD COLUMN shard smallint;
+UPDATE @extschema@.rollup_segment SET shard = 0;
+ALTER TABLE @extschema@.rollup_segment ALTER COLUMN shard SET NOT NULL,
+  DROP CONSTRAINT rollup_segment_pkey, ADD PRIMARY KEY (day, source_id, dims, failed_30d, shard);
+ALTER TABLE @extschema@.rollup_days ADD COLUMN shard smallint;
+UPDATE @extschema@.rollup_days SET shard = 0;
+ALTER TABLE @extschema@.rollup_days ALTER COLUMN shard SET NOT NULL,
+  DROP CONSTRAINT rollup_days_pkey, ADD PRIMARY KEY (day, days_since, shard);
+ALTER TABLE @extschema@.rollup_answer_delay ADD COLUMN shard smallint;
+UPDATE @extschema@.rollup_answer_delay SET shard = 0;
+ALTER TABLE @extschema@.rollup_answer_delay ALTER COLUMN shard SET NOT NULL,
+  DROP CONSTRAINT rollup_answer_delay_pkey, ADD PRIMARY KEY (day, bucket, shard);
+-- (room on the page: an answer's update of its row is a HOT update)
+ALTER TABLE @extschema@.rollup_segment SET (fillfactor = 50);
+ALTER TABLE @extschema@.rollup_days SET (fillfactor = 50);
+ALTER TABLE @extschema@.rollup_answer_delay SET (fillfactor = 50);
+CREATE OR REPLACE FUNCTION @extschema@.rollup_shard() RETURNS smallint
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT (CASE WHEN current_setting('nps_billing.rollup_shard', true) ~ '^[0-7]$'
+                   THEN current_setting('nps_billing.rollup_shard', true)::integer
+                   ELSE pg_backend_pid() % 8 END)::smallint $$;
+COMMENT ON FUNCTION @extschema@.rollup_shard() IS
+  'The rollup shard this session''s new answers and surveys add to: pg_backend_pid() % 8, or setting nps_billing.rollup_shard (0-7)';
+REVOKE ALL ON FUNCTION @extschema@.rollup_shard() FROM PUBLIC;
+CREATE OR REPLACE FUNCTION @extschema@.response_rollups_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  -- the common case (record_response, COPY): add, in one statement, to this backend's shard
+  WITH seg AS (
+    INSERT INTO @extschema@.rollup_segment AS g (day, source_id, dims, failed_30d, shard, agg)
+    SELECT @extschema@.utc_day(n.responded_at), coalesce(n.payment_source_id, 0),
+           coalesce(n.payment_dimensions, '{}'), coalesce(n.failed_payment_30d, false),
+           @extschema@.rollup_shard(), @extschema@.nps_agg(n.score)
+      FROM nps_new n GROUP BY 1, 2, 3, 4
+     ORDER BY 1, 2, 3, 4  -- rows locked in key order: concurrent bulk imports cannot deadlock
+    ON CONFLICT (day, source_id, dims, failed_30d, shard)
+    DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg)
+  ), days AS (
+    INSERT INTO @extschema@.rollup_days AS g (day, days_since, shard, agg)
+    SELECT @extschema@.utc_day(n.responded_at), n.days_since_payment, @extschema@.rollup_shard(), @extschema@.nps_agg(n.score)
+      FROM nps_new n WHERE n.days_since_payment IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (day, days_since, shard) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg)
+  ), delay AS (
+    INSERT INTO @extschema@.rollup_answer_delay AS g (day, bucket, shard, answers)
+    SELECT @extschema@.utc_day(n.funnel_at), @extschema@.delay_bucket(n.answered_after), @extschema@.rollup_shard(), count(*)
+      FROM nps_new n WHERE n.answered_after IS NOT NULL AND n.funnel_at IS NOT NULL
+     GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (day, bucket, shard) DO UPDATE SET answers = g.answers + excluded.answers
+  )
+  INSERT INTO @extschema@.customer_latest_answer AS l (customer_id, response_id, responded_at, category)
+  SELECT DISTINCT ON (n.customer_id) n.customer_id, n.id, n.responded_at, n.category
+    FROM nps_new n WHERE n.customer_id IS NOT NULL
+   ORDER BY n.customer_id, n.responded_at DESC, n.id DESC
+  ON CONFLICT (customer_id) DO UPDATE
+     SET response_id = excluded.response_id, responded_at = excluded.responded_at, category = excluded.category
+   WHERE (excluded.responded_at, excluded.response_id) > (l.responded_at, l.response_id);
+  RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION @extschema@.response_rollups_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  -- INSERT ... ON CONFLICT DO UPDATE (record_response) fires this for every new answer, with
+  -- no row updated: nothing to move
+  IF NOT EXISTS (SELECT 1 FROM nps_old) THEN
+    RETURN NULL;
+  END IF;
+    -- the npsagg rows answers leave: their shards gathered into shard 0 first
+    WITH d AS (SELECT n.*, 1 AS sign FROM nps_new n JOIN nps_old o USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)
+                UNION ALL
+                SELECT o.*, -1 FROM nps_old o JOIN nps_new n USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)), k AS (
+      SELECT DISTINCT @extschema@.utc_day(d.responded_at) AS day, coalesce(d.payment_source_id, 0) AS source_id,
+             coalesce(d.payment_dimensions, '{}') AS dims, coalesce(d.failed_payment_30d, false) AS failed_30d
+        FROM d WHERE d.sign < 0
+    ), gone AS (
+      DELETE FROM @extschema@.rollup_segment g USING k
+       WHERE g.day = k.day AND g.source_id = k.source_id AND g.dims = k.dims AND g.failed_30d = k.failed_30d
+         AND g.shard <> 0
+      RETURNING g.day, g.source_id, g.dims, g.failed_30d, g.agg
+    )
+    INSERT INTO @extschema@.rollup_segment AS g (day, source_id, dims, failed_30d, shard, agg)
+    SELECT gone.day, gone.source_id, gone.dims, gone.failed_30d, 0, @extschema@.rollup(gone.agg)
+      FROM gone GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (day, source_id, dims, failed_30d, shard) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    WITH d AS (SELECT n.*, 1 AS sign FROM nps_new n JOIN nps_old o USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)
+                UNION ALL
+                SELECT o.*, -1 FROM nps_old o JOIN nps_new n USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)), k AS (
+      SELECT DISTINCT @extschema@.utc_day(d.responded_at) AS day, d.days_since_payment AS days_since
+        FROM d WHERE d.sign < 0 AND d.days_since_payment IS NOT NULL
+    ), gone AS (
+      DELETE FROM @extschema@.rollup_days g USING k
+       WHERE g.day = k.day AND g.days_since = k.days_since AND g.shard <> 0
+      RETURNING g.day, g.days_since, g.agg
+    )
+    INSERT INTO @extschema@.rollup_days AS g (day, days_since, shard, agg)
+    SELECT gone.day, gone.days_since, 0, @extschema@.rollup(gone.agg) FROM gone GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (day, days_since, shard) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    -- then the changes, in shard 0
+    WITH d AS (SELECT n.*, 1 AS sign FROM nps_new n JOIN nps_old o USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)
+                UNION ALL
+                SELECT o.*, -1 FROM nps_old o JOIN nps_new n USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)), k AS (
+      SELECT @extschema@.utc_day(d.responded_at) AS day, coalesce(d.payment_source_id, 0) AS source_id,
+             coalesce(d.payment_dimensions, '{}') AS dims, coalesce(d.failed_payment_30d, false) AS failed_30d,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign > 0) AS plus,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign < 0) AS minus
+        FROM d GROUP BY 1, 2, 3, 4
+    ), upd AS (
+      UPDATE @extschema@.rollup_segment g SET agg = @extschema@.npsagg_sub(@extschema@.npsagg_add(g.agg, k.plus), k.minus)
+        FROM k
+       WHERE g.day = k.day AND g.source_id = k.source_id AND g.dims = k.dims AND g.failed_30d = k.failed_30d
+         AND g.shard = 0
+      RETURNING g.day, g.source_id, g.dims, g.failed_30d
+    )
+    INSERT INTO @extschema@.rollup_segment AS g (day, source_id, dims, failed_30d, shard, agg)
+    SELECT k.day, k.source_id, k.dims, k.failed_30d, 0, @extschema@.npsagg_sub(k.plus, k.minus)
+      FROM k
+     WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.day = k.day AND u.source_id = k.source_id
+                                             AND u.dims = k.dims AND u.failed_30d = k.failed_30d)
+    ON CONFLICT (day, source_id, dims, failed_30d, shard) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    WITH d AS (SELECT n.*, 1 AS sign FROM nps_new n JOIN nps_old o USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)
+                UNION ALL
+                SELECT o.*, -1 FROM nps_old o JOIN nps_new n USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)), k AS (
+      SELECT @extschema@.utc_day(d.responded_at) AS day, d.days_since_payment AS days_since,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign > 0) AS plus,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign < 0) AS minus
+        FROM d WHERE d.days_since_payment IS NOT NULL GROUP BY 1, 2
+    ), upd AS (
+      UPDATE @extschema@.rollup_days g SET agg = @extschema@.npsagg_sub(@extschema@.npsagg_add(g.agg, k.plus), k.minus)
+        FROM k WHERE g.day = k.day AND g.days_since = k.days_since AND g.shard = 0
+      RETURNING g.day, g.days_since
+    )
+    INSERT INTO @extschema@.rollup_days AS g (day, days_since, shard, agg)
+    SELECT k.day, k.days_since, 0, @extschema@.npsagg_sub(k.plus, k.minus)
+      FROM k WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.day = k.day AND u.days_since = k.days_since)
+    ON CONFLICT (day, days_since, shard) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    -- rows left empty go
+    DELETE FROM @extschema@.rollup_segment g
+     USING (SELECT DISTINCT @extschema@.utc_day(o.responded_at) AS day, coalesce(o.payment_source_id, 0) AS source_id,
+                   coalesce(o.payment_dimensions, '{}') AS dims, coalesce(o.failed_payment_30d, false) AS failed_30d
+              FROM nps_old o) k
+     WHERE g.day = k.day AND g.source_id = k.source_id AND g.dims = k.dims AND g.failed_30d = k.failed_30d
+       AND @extschema@.responses(g.agg) = 0;
+    DELETE FROM @extschema@.rollup_days g
+     USING (SELECT DISTINCT @extschema@.utc_day(o.responded_at) AS day, o.days_since_payment AS days_since
+              FROM nps_old o) k
+     WHERE g.day = k.day AND g.days_since = k.days_since AND @extschema@.responses(g.agg) = 0;
+    -- answers to surveys by day and time to answer: net change per row, in this backend's shard
+    INSERT INTO @extschema@.rollup_answer_delay AS g (day, bucket, shard, answers)
+    SELECT k.day, k.bucket, @extschema@.rollup_shard(), sum(k.d)
+      FROM (SELECT @extschema@.utc_day(o.funnel_at) AS day, @extschema@.delay_bucket(o.answered_after) AS bucket, -1 AS d
+              FROM nps_old o WHERE o.answered_after IS NOT NULL AND o.funnel_at IS NOT NULL
+            UNION ALL
+            SELECT @extschema@.utc_day(n.funnel_at), @extschema@.delay_bucket(n.answered_after), 1
+              FROM nps_new n WHERE n.answered_after IS NOT NULL AND n.funnel_at IS NOT NULL) k
+     GROUP BY k.day, k.bucket
+    HAVING sum(k.d) <> 0
+     ORDER BY k.day, k.bucket
+    ON CONFLICT (day, bucket, shard) DO UPDATE SET answers = g.answers + excluded.answers;
+    DELETE FROM @extschema@.rollup_answer_delay g
+     USING (SELECT DISTINCT @extschema@.utc_day(o.funnel_at) AS day, @extschema@.delay_bucket(o.answered_after) AS bucket
+              FROM nps_old o WHERE o.answered_after IS NOT NULL AND o.funnel_at IS NOT NULL) k
+     WHERE g.day = k.day AND g.bucket = k.bucket AND g.answers = 0;
+    -- the latest answer of each customer whose answers changed: recomputed from the answers
+    -- (a concurrent newer answer is never overwritten by an older one)
+    DELETE FROM @extschema@.customer_latest_answer l
+     WHERE l.customer_id IN (SELECT o.customer_id FROM nps_old o)
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.response r WHERE r.customer_id = l.customer_id);
+    INSERT INTO @extschema@.customer_latest_answer AS l (customer_id, response_id, responded_at, category)
+    SELECT DISTINCT ON (r.customer_id) r.customer_id, r.id, r.responded_at, r.category
+      FROM @extschema@.response r
+     WHERE r.customer_id IN (SELECT d.customer_id FROM (SELECT n.*, 1 AS sign FROM nps_new n JOIN nps_old o USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)
+                UNION ALL
+                SELECT o.*, -1 FROM nps_old o JOIN nps_new n USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)) d)
+     ORDER BY r.customer_id, r.responded_at DESC, r.id DESC
+    ON CONFLICT (customer_id) DO UPDATE
+       SET response_id = excluded.response_id, responded_at = excluded.responded_at, category = excluded.category
+     WHERE (excluded.responded_at, excluded.response_id) > (l.responded_at, l.response_id)
+        OR l.response_id IN (SELECT o.id FROM nps_old o);
+    RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION @extschema@.response_rollups_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM nps_old) THEN
+    RETURN NULL;
+  END IF;
+    -- the npsagg rows answers leave: their shards gathered into shard 0 first
+    WITH d AS (SELECT o.*, -1 AS sign FROM nps_old o), k AS (
+      SELECT DISTINCT @extschema@.utc_day(d.responded_at) AS day, coalesce(d.payment_source_id, 0) AS source_id,
+             coalesce(d.payment_dimensions, '{}') AS dims, coalesce(d.failed_payment_30d, false) AS failed_30d
+        FROM d WHERE d.sign < 0
+    ), gone AS (
+      DELETE FROM @extschema@.rollup_segment g USING k
+       WHERE g.day = k.day AND g.source_id = k.source_id AND g.dims = k.dims AND g.failed_30d = k.failed_30d
+         AND g.shard <> 0
+      RETURNING g.day, g.source_id, g.dims, g.failed_30d, g.agg
+    )
+    INSERT INTO @extschema@.rollup_segment AS g (day, source_id, dims, failed_30d, shard, agg)
+    SELECT gone.day, gone.source_id, gone.dims, gone.failed_30d, 0, @extschema@.rollup(gone.agg)
+      FROM gone GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (day, source_id, dims, failed_30d, shard) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    WITH d AS (SELECT o.*, -1 AS sign FROM nps_old o), k AS (
+      SELECT DISTINCT @extschema@.utc_day(d.responded_at) AS day, d.days_since_payment AS days_since
+        FROM d WHERE d.sign < 0 AND d.days_since_payment IS NOT NULL
+    ), gone AS (
+      DELETE FROM @extschema@.rollup_days g USING k
+       WHERE g.day = k.day AND g.days_since = k.days_since AND g.shard <> 0
+      RETURNING g.day, g.days_since, g.agg
+    )
+    INSERT INTO @extschema@.rollup_days AS g (day, days_since, shard, agg)
+    SELECT gone.day, gone.days_since, 0, @extschema@.rollup(gone.agg) FROM gone GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (day, days_since, shard) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    -- then the changes, in shard 0
+    WITH d AS (SELECT o.*, -1 AS sign FROM nps_old o), k AS (
+      SELECT @extschema@.utc_day(d.responded_at) AS day, coalesce(d.payment_source_id, 0) AS source_id,
+             coalesce(d.payment_dimensions, '{}') AS dims, coalesce(d.failed_payment_30d, false) AS failed_30d,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign > 0) AS plus,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign < 0) AS minus
+        FROM d GROUP BY 1, 2, 3, 4
+    ), upd AS (
+      UPDATE @extschema@.rollup_segment g SET agg = @extschema@.npsagg_sub(@extschema@.npsagg_add(g.agg, k.plus), k.minus)
+        FROM k
+       WHERE g.day = k.day AND g.source_id = k.source_id AND g.dims = k.dims AND g.failed_30d = k.failed_30d
+         AND g.shard = 0
+      RETURNING g.day, g.source_id, g.dims, g.failed_30d
+    )
+    INSERT INTO @extschema@.rollup_segment AS g (day, source_id, dims, failed_30d, shard, agg)
+    SELECT k.day, k.source_id, k.dims, k.failed_30d, 0, @extschema@.npsagg_sub(k.plus, k.minus)
+      FROM k
+     WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.day = k.day AND u.source_id = k.source_id
+                                             AND u.dims = k.dims AND u.failed_30d = k.failed_30d)
+    ON CONFLICT (day, source_id, dims, failed_30d, shard) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    WITH d AS (SELECT o.*, -1 AS sign FROM nps_old o), k AS (
+      SELECT @extschema@.utc_day(d.responded_at) AS day, d.days_since_payment AS days_since,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign > 0) AS plus,
+             @extschema@.nps_agg(d.score) FILTER (WHERE d.sign < 0) AS minus
+        FROM d WHERE d.days_since_payment IS NOT NULL GROUP BY 1, 2
+    ), upd AS (
+      UPDATE @extschema@.rollup_days g SET agg = @extschema@.npsagg_sub(@extschema@.npsagg_add(g.agg, k.plus), k.minus)
+        FROM k WHERE g.day = k.day AND g.days_since = k.days_since AND g.shard = 0
+      RETURNING g.day, g.days_since
+    )
+    INSERT INTO @extschema@.rollup_days AS g (day, days_since, shard, agg)
+    SELECT k.day, k.days_since, 0, @extschema@.npsagg_sub(k.plus, k.minus)
+      FROM k WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.day = k.day AND u.days_since = k.days_since)
+    ON CONFLICT (day, days_since, shard) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    -- rows left empty go
+    DELETE FROM @extschema@.rollup_segment g
+     USING (SELECT DISTINCT @extschema@.utc_day(o.responded_at) AS day, coalesce(o.payment_source_id, 0) AS source_id,
+                   coalesce(o.payment_dimensions, '{}') AS dims, coalesce(o.failed_payment_30d, false) AS failed_30d
+              FROM nps_old o) k
+     WHERE g.day = k.day AND g.source_id = k.source_id AND g.dims = k.dims AND g.failed_30d = k.failed_30d
+       AND @extschema@.responses(g.agg) = 0;
+    DELETE FROM @extschema@.rollup_days g
+     USING (SELECT DISTINCT @extschema@.utc_day(o.responded_at) AS day, o.days_since_payment AS days_since
+              FROM nps_old o) k
+     WHERE g.day = k.day AND g.days_since = k.days_since AND @extschema@.responses(g.agg) = 0;
+    -- answers to surveys by day and time to answer: net change per row, in this backend's shard
+    INSERT INTO @extschema@.rollup_answer_delay AS g (day, bucket, shard, answers)
+    SELECT k.day, k.bucket, @extschema@.rollup_shard(), sum(k.d)
+      FROM (SELECT @extschema@.utc_day(o.funnel_at) AS day, @extschema@.delay_bucket(o.answered_after) AS bucket, -1 AS d
+              FROM nps_old o WHERE o.answered_after IS NOT NULL AND o.funnel_at IS NOT NULL) k
+     GROUP BY k.day, k.bucket
+    HAVING sum(k.d) <> 0
+     ORDER BY k.day, k.bucket
+    ON CONFLICT (day, bucket, shard) DO UPDATE SET answers = g.answers + excluded.answers;
+    DELETE FROM @extschema@.rollup_answer_delay g
+     USING (SELECT DISTINCT @extschema@.utc_day(o.funnel_at) AS day, @extschema@.delay_bucket(o.answered_after) AS bucket
+              FROM nps_old o WHERE o.answered_after IS NOT NULL AND o.funnel_at IS NOT NULL) k
+     WHERE g.day = k.day AND g.bucket = k.bucket AND g.answers = 0;
+    -- the latest answer of each customer whose answers changed: recomputed from the answers
+    -- (a concurrent newer answer is never overwritten by an older one)
+    DELETE FROM @extschema@.customer_latest_answer l
+     WHERE l.customer_id IN (SELECT o.customer_id FROM nps_old o)
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.response r WHERE r.customer_id = l.customer_id);
+    INSERT INTO @extschema@.customer_latest_answer AS l (customer_id, response_id, responded_at, category)
+    SELECT DISTINCT ON (r.customer_id) r.customer_id, r.id, r.responded_at, r.category
+      FROM @extschema@.response r
+     WHERE r.customer_id IN (SELECT d.customer_id FROM (SELECT o.*, -1 AS sign FROM nps_old o) d)
+     ORDER BY r.customer_id, r.responded_at DESC, r.id DESC
+    ON CONFLICT (customer_id) DO UPDATE
+       SET response_id = excluded.response_id, responded_at = excluded.responded_at, category = excluded.category
+     WHERE (excluded.responded_at, excluded.response_id) > (l.responded_at, l.response_id)
+        OR l.response_id IN (SELECT o.id FROM nps_old o);
+    RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION @extschema@.survey_funnel_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys, reminders, reminded, capped)
+  SELECT @extschema@.utc_day(n.created_at), @extschema@.funnel_outcome(n.status),
+         n.sent_at IS NOT NULL OR n.status = 'responded', @extschema@.rollup_shard(), count(*),
+         sum(n.reminders_sent), count(*) FILTER (WHERE n.reminders_sent > 0), count(*) FILTER (WHERE n.cap_deferrals > 0)
+    FROM nps_new n GROUP BY 1, 2, 3
+  ON CONFLICT (day, outcome, sent, shard) DO UPDATE
+     SET surveys = f.surveys + excluded.surveys, reminders = f.reminders + excluded.reminders,
+         reminded = f.reminded + excluded.reminded, capped = f.capped + excluded.capped;
+  RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION @extschema@.survey_funnel_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys, reminders, reminded, capped)
+  SELECT @extschema@.utc_day(o.created_at), @extschema@.funnel_outcome(o.status),
+         o.sent_at IS NOT NULL OR o.status = 'responded', @extschema@.rollup_shard(), -count(*),
+         -sum(o.reminders_sent), -count(*) FILTER (WHERE o.reminders_sent > 0), -count(*) FILTER (WHERE o.cap_deferrals > 0)
+    FROM nps_old o GROUP BY 1, 2, 3
+  ON CONFLICT (day, outcome, sent, shard) DO UPDATE
+     SET surveys = f.surveys + excluded.surveys, reminders = f.reminders + excluded.reminders,
+         reminded = f.reminded + excluded.reminded, capped = f.capped + excluded.capped;
+  RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION @extschema@.survey_funnel_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  -- One statement per UPDATE statement (a batch mark_sent moves 100 surveys in one upsert); keys
+  -- whose net change is zero (a claim) write nothing.
+  INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys, reminders, reminded, capped)
+  SELECT k.day, k.outcome, k.sent, @extschema@.rollup_shard(), sum(k.d), sum(k.d * k.rem),
+         coalesce(sum(k.d) FILTER (WHERE k.rem > 0), 0), coalesce(sum(k.d) FILTER (WHERE k.capped), 0)
+    FROM (SELECT @extschema@.utc_day(o.created_at) AS day, @extschema@.funnel_outcome(o.status) AS outcome,
+                 o.sent_at IS NOT NULL OR o.status = 'responded' AS sent, -1 AS d,
+                 o.reminders_sent AS rem, o.cap_deferrals > 0 AS capped
+            FROM nps_old o
+          UNION ALL
+          SELECT @extschema@.utc_day(n.created_at), @extschema@.funnel_outcome(n.status),
+                 n.sent_at IS NOT NULL OR n.status = 'responded', 1, n.reminders_sent, n.cap_deferrals > 0
+            FROM nps_new n) k
+   GROUP BY k.day, k.outcome, k.sent
+  HAVING sum(k.d) <> 0 OR sum(k.d * k.rem) <> 0 OR coalesce(sum(k.d) FILTER (WHERE k.rem > 0), 0) <> 0
+      OR coalesce(sum(k.d) FILTER (WHERE k.capped), 0) <> 0
+  ON CONFLICT (day, outcome, sent, shard) DO UPDATE
+     SET surveys = f.surveys + excluded.surveys, reminders = f.reminders + excluded.reminders,
+         reminded = f.reminded + excluded.reminded, capped = f.capped + excluded.capped;
+  RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION @extschema@.rebuild_rollups(from_day date DEFAULT '-infinity', to_day date DEFAULT 'infinity')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  n bigint;
+  lo timestamptz;
+  hi timestamptz;
+BEGIN
+  IF from_day IS NULL OR to_day IS NULL THEN
+    RAISE EXCEPTION 'rebuild_rollups: % must not be NULL',
+      CASE WHEN from_day IS NULL THEN 'from_day' ELSE 'to_day' END USING ERRCODE = '22004';
+  END IF;
+  IF from_day > to_day THEN
+    RAISE EXCEPTION 'rebuild_rollups: from_day % is after to_day %', from_day, to_day USING ERRCODE = '22023';
+  END IF;
+  lo := from_day::timestamp AT TIME ZONE 'UTC';
+  hi := to_day::timestamp AT TIME ZONE 'UTC';
+  -- Answers and surveys being written finish first and new ones wait: the rebuilt rows are
+  -- exactly what the committed rows say, and nothing is counted twice or lost.
+  LOCK TABLE @extschema@.response, @extschema@.survey IN SHARE MODE;
+  DELETE FROM @extschema@.rollup_segment g WHERE g.day >= from_day AND g.day < to_day;
+  INSERT INTO @extschema@.rollup_segment (day, source_id, dims, failed_30d, shard, agg)
+  SELECT @extschema@.utc_day(r.responded_at), coalesce(r.payment_source_id, 0),
+         coalesce(r.payment_dimensions, '{}'), coalesce(r.failed_payment_30d, false), 0,
+         @extschema@.nps_agg(r.score)
+    FROM @extschema@.response r WHERE r.responded_at >= lo AND r.responded_at < hi
+   GROUP BY 1, 2, 3, 4;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  DELETE FROM @extschema@.rollup_days g WHERE g.day >= from_day AND g.day < to_day;
+  INSERT INTO @extschema@.rollup_days (day, days_since, shard, agg)
+  SELECT @extschema@.utc_day(r.responded_at), r.days_since_payment, 0, @extschema@.nps_agg(r.score)
+    FROM @extschema@.response r
+   WHERE r.responded_at >= lo AND r.responded_at < hi AND r.days_since_payment IS NOT NULL
+   GROUP BY 1, 2;
+  DELETE FROM @extschema@.rollup_answer_delay g WHERE g.day >= from_day AND g.day < to_day;
+  INSERT INTO @extschema@.rollup_answer_delay (day, bucket, shard, answers)
+  SELECT @extschema@.utc_day(r.funnel_at), @extschema@.delay_bucket(r.answered_after), 0, count(*)
+    FROM @extschema@.response r
+   WHERE r.funnel_at >= lo AND r.funnel_at < hi AND r.answered_after IS NOT NULL
+   GROUP BY 1, 2;
+  -- latest answers of the customers who answered in the range
+  INSERT INTO @extschema@.customer_latest_answer AS l (customer_id, response_id, responded_at, category)
+  SELECT DISTINCT ON (r.customer_id) r.customer_id, r.id, r.responded_at, r.category
+    FROM @extschema@.response r
+   WHERE r.customer_id IN (SELECT x.customer_id FROM @extschema@.response x
+                            WHERE x.responded_at >= lo AND x.responded_at < hi AND x.customer_id IS NOT NULL)
+   ORDER BY r.customer_id, r.responded_at DESC, r.id DESC
+  ON CONFLICT (customer_id) DO UPDATE
+     SET response_id = excluded.response_id, responded_at = excluded.responded_at, category = excluded.category;
+  IF from_day = '-infinity' AND to_day = 'infinity' THEN
+    DELETE FROM @extschema@.customer_latest_answer l
+     WHERE NOT EXISTS (SELECT 1 FROM @extschema@.response r WHERE r.customer_id = l.customer_id);
+  END IF;
+  DELETE FROM @extschema@.survey_funnel_day f WHERE f.day >= from_day AND f.day < to_day;
+  INSERT INTO @extschema@.survey_funnel_day (day, outcome, sent, shard, surveys, reminders, reminded, capped)
+  SELECT @extschema@.utc_day(s.created_at), @extschema@.funnel_outcome(s.status),
+         s.sent_at IS NOT NULL OR s.status = 'responded', 0, count(*),
+         sum(s.reminders_sent), count(*) FILTER (WHERE s.reminders_sent > 0), count(*) FILTER (WHERE s.cap_deferrals > 0)
+    FROM @extschema@.survey s WHERE s.created_at >= lo AND s.created_at < hi
+   GROUP BY 1, 2, 3;
+  RETURN n;
+END
+$fn$;
+CREATE OR REPLACE VIEW @extschema@.nps_daily AS
+SELECT g.day, g.source_id, ps.name AS source, g.dims AS dimensions, g.failed_30d AS failed_payment_30d,
+       g.summary
+FROM (SELECT r.day, r.source_id, r.dims, r.failed_30d, @extschema@.rollup(r.agg) AS summary
+        FROM @extschema@.rollup_segment r GROUP BY r.day, r.source_id, r.dims, r.failed_30d) g
+LEFT JOIN @extschema@.payment_source ps ON ps.id = g.source_id;
+CREATE OR REPLACE VIEW @extschema@.nps_daily_days_since_payment AS
+SELECT g.day, g.days_since AS days_since_payment, @extschema@.rollup(g.agg) AS summary
+FROM @extschema@.rollup_days g
+GROUP BY g.day, g.days_since;

@@ -547,9 +547,18 @@ BEGIN
   -- A first answer is a plain insert (only the INSERT triggers run); a second one replaces it.
   -- The survey lock above serialises answers to one survey. Last in the transaction: the rollup
   -- rows its triggers update (shared by concurrent answers of the day) stay locked only until
-  -- the commit that follows.
-  INSERT INTO @extschema@.response AS r (survey_id, customer_id, score, comment, channel, responded_at)
-  VALUES (s.id, s.customer_id, score, comment, s.channel, responded_at)
+  -- the commit that follows. The answer's payment context (67_context.sql) is computed in the
+  -- same statement (context_of() is inlined), so the context trigger has nothing to do for it.
+  INSERT INTO @extschema@.response AS r (survey_id, customer_id, score, comment, channel, responded_at,
+         survey_event_id, payment_event_id, payment_source_id, payment_kind, payment_amount,
+         payment_currency, payment_at, payment_attributes, payment_dimensions, days_since_payment,
+         failed_payment_30d, context_at, answered_after, funnel_at)
+  SELECT s.id, s.customer_id, record_response.score, record_response.comment, s.channel,
+         record_response.responded_at, c.survey_event_id, c.payment_event_id, c.payment_source_id,
+         c.payment_kind, c.payment_amount, c.payment_currency, c.payment_at, c.payment_attributes,
+         c.payment_dimensions, c.days_since_payment, c.failed_payment_30d, now(),
+         record_response.responded_at - s.sent_at, least(s.created_at, record_response.responded_at)
+    FROM @extschema@.context_of(s.customer_id, s.id, record_response.responded_at) c
   ON CONFLICT (survey_id) DO NOTHING
   RETURNING r.id INTO rid;
   IF rid IS NULL THEN

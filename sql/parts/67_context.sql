@@ -4,12 +4,13 @@
 -- customer's last payment event at or before the answer (any kind; a tie on occurred_at goes to
 -- the larger event id), the whole 24-hour periods since it, whether the customer had a failed
 -- payment in the 720 hours up to the answer, the event's attributes and their projection on
--- the source's dimensions, and the payment event of the answer's survey. A BEFORE trigger
--- computes it for every INSERT (record_response, plain COPY of historical answers) unless the
--- row comes with one (context_at set: a restored dump keeps its context), and again when an
--- answer's customer, time or survey changes. Facts written later (payments backfilled or
--- re-tracked, events inserted by hand) do not reach recorded answers by themselves:
--- refresh_response_context() brings a range of answers up to date; purge() calls it.
+-- the source's dimensions, and the payment event of the answer's survey. record_response
+-- computes it in its INSERT; a BEFORE trigger computes it for every other INSERT (plain COPY
+-- of historical answers) unless the row comes with one (context_at set: a restored dump keeps
+-- its context), and again when an answer's customer, time or survey changes. Facts written
+-- later (payments backfilled or re-tracked, events inserted by hand) do not reach recorded
+-- answers by themselves: refresh_response_context() brings a range of answers up to date;
+-- purge() calls it.
 
 -- The context of one answer, for set-based refreshes. Also what the trigger computes.
 CREATE FUNCTION @extschema@.context_of(customer text, survey bigint, at timestamptz,
@@ -111,8 +112,12 @@ $fn$;
 REVOKE ALL ON FUNCTION @extschema@.response_context_fill() FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@.response_context_fill() IS
   'Trigger: stores the payment context of an answer when it is recorded (or its customer, time or survey changes)';
+-- (an INSERT that brings its context, record_response's among them, does not call the function)
 CREATE TRIGGER response_context_fill
-  BEFORE INSERT OR UPDATE ON @extschema@.response
+  BEFORE INSERT ON @extschema@.response
+  FOR EACH ROW WHEN (NEW.context_at IS NULL) EXECUTE FUNCTION @extschema@.response_context_fill();
+CREATE TRIGGER response_context_refill
+  BEFORE UPDATE ON @extschema@.response
   FOR EACH ROW EXECUTE FUNCTION @extschema@.response_context_fill();
 
 -- ---------------------------------------------------------------------------------------------

@@ -12,6 +12,13 @@
 -- one INSERT ... ON CONFLICT DO UPDATE per table and statement (race-free under concurrent
 -- answers: the conflicting row is locked and re-read), a replaced, re-dated or re-contexted
 -- answer moves its count (its old row out, its new one in), a deleted one leaves.
+-- The three answer rollups (and survey_funnel_day) are kept in shards: new answers add to the
+-- row of their session's shard (rollup_shard(): pg_backend_pid() % 8), so concurrent answers of
+-- one day and segment update different rows instead of each waiting for the other's commit
+-- (the row lock of an upsert is held until then); readers sum the shards (the views do). An answer leaving
+-- an npsagg row (replaced, re-dated, deleted) first gathers that row's shards into shard 0,
+-- then leaves shard 0 (an npsagg never holds fewer than zero answers); a count row
+-- (rollup_answer_delay) just takes the change in its shard, which may then be negative.
 -- These tables hold only what the answers and surveys determine, so they are not dumped:
 -- a restore fills them again through the same triggers as it loads response and survey
 -- (after pg_restore --disable-triggers, run rebuild_rollups()).
@@ -22,27 +29,28 @@ CREATE TABLE @extschema@.rollup_segment (
   dims       jsonb NOT NULL,         -- response.payment_dimensions; '{}' without payment
   failed_30d boolean NOT NULL,       -- response.failed_payment_30d (false when unknown)
   agg        @extschema@.npsagg NOT NULL,
-  PRIMARY KEY (day, source_id, dims, failed_30d)
-);
+  shard      smallint NOT NULL,      -- see above; 0 after a rebuild or a removal
+  PRIMARY KEY (day, source_id, dims, failed_30d, shard)
+) WITH (fillfactor = 50);  -- (room on the page: an answer's update of its row is a HOT update)
 CREATE TABLE @extschema@.rollup_days (
   day        date NOT NULL,
   days_since integer NOT NULL,       -- response.days_since_payment
   agg        @extschema@.npsagg NOT NULL,
-  PRIMARY KEY (day, days_since)
-);
+  shard      smallint NOT NULL,
+  PRIMARY KEY (day, days_since, shard)
+) WITH (fillfactor = 50);
 CREATE TABLE @extschema@.customer_latest_answer (
   customer_id  text PRIMARY KEY,
   response_id  bigint NOT NULL,
   responded_at timestamptz NOT NULL,
   category     @extschema@.nps_category NOT NULL
 );
-CREATE INDEX customer_latest_answer_category_idx ON @extschema@.customer_latest_answer (category);
 CREATE TABLE @extschema@.survey_funnel_day (
   day      date NOT NULL,            -- UTC day of survey.created_at
   outcome  text NOT NULL,            -- responded / expired / failed / open (pending, sending, sent, cancelled)
   sent     boolean NOT NULL,         -- sent_at set, or answered
-  -- the writing backend's pid mod 8: concurrent senders (mark_sent moves a survey from "open"
-  -- to "open, sent") update different rows instead of queueing on one; readers sum the shards
+  -- rollup_shard() of the writing session: concurrent senders (mark_sent moves a survey from
+  -- "open" to "open, sent") update different rows instead of queueing on one; readers sum the shards
   shard    smallint NOT NULL,
   surveys  bigint NOT NULL,          -- may be negative in one shard; the sum over shards is the count
   PRIMARY KEY (day, outcome, sent, shard),
@@ -54,9 +62,10 @@ CREATE TABLE @extschema@.survey_funnel_day (
 CREATE TABLE @extschema@.rollup_answer_delay (
   day      date NOT NULL,            -- UTC day of response.funnel_at
   bucket   integer NOT NULL,         -- delay_bucket(response.answered_after)
-  answers  bigint NOT NULL,
-  PRIMARY KEY (day, bucket)
-);
+  answers  bigint NOT NULL,          -- may be negative in one shard; the sum over shards is the count
+  shard    smallint NOT NULL,
+  PRIMARY KEY (day, bucket, shard)
+) WITH (fillfactor = 50);
 COMMENT ON TABLE @extschema@.rollup_answer_delay IS
   'Answers to surveys per UTC day of funnel_at and bucket of the time from sending to answer (kept by triggers)';
 COMMENT ON TABLE @extschema@.rollup_segment IS
@@ -67,6 +76,17 @@ COMMENT ON TABLE @extschema@.customer_latest_answer IS
   'Each customer''s latest answer (kept by triggers; forget_customer removes the row)';
 COMMENT ON TABLE @extschema@.survey_funnel_day IS
   'Surveys per UTC creation day, outcome and whether sent, in shards to sum (kept by triggers)';
+
+-- The shard this session adds to: pg_backend_pid() % 8, or the setting nps_billing.rollup_shard
+-- when it is a digit 0-7 (the isolation tests pin sessions to shards with it). Which shard a row
+-- goes to changes no sum.
+CREATE FUNCTION @extschema@.rollup_shard() RETURNS smallint
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT (CASE WHEN current_setting('nps_billing.rollup_shard', true) ~ '^[0-7]$'
+                   THEN current_setting('nps_billing.rollup_shard', true)::integer
+                   ELSE pg_backend_pid() % 8 END)::smallint $$;
+COMMENT ON FUNCTION @extschema@.rollup_shard() IS
+  'The rollup shard this session''s new answers and surveys add to: pg_backend_pid() % 8, or setting nps_billing.rollup_shard (0-7)';
 
 -- UTC day of a time, and the UTC midnights at or after / at or before it (infinities stay).
 CREATE FUNCTION @extschema@.utc_day(t timestamptz) RETURNS date
@@ -114,27 +134,27 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-  -- the common case (record_response, COPY): add, in one statement
+  -- the common case (record_response, COPY): add, in one statement, to this backend's shard
   WITH seg AS (
-    INSERT INTO @extschema@.rollup_segment AS g (day, source_id, dims, failed_30d, agg)
+    INSERT INTO @extschema@.rollup_segment AS g (day, source_id, dims, failed_30d, shard, agg)
     SELECT @extschema@.utc_day(n.responded_at), coalesce(n.payment_source_id, 0),
            coalesce(n.payment_dimensions, '{}'), coalesce(n.failed_payment_30d, false),
-           @extschema@.nps_agg(n.score)
+           @extschema@.rollup_shard(), @extschema@.nps_agg(n.score)
       FROM nps_new n GROUP BY 1, 2, 3, 4
      ORDER BY 1, 2, 3, 4  -- rows locked in key order: concurrent bulk imports cannot deadlock
-    ON CONFLICT (day, source_id, dims, failed_30d)
+    ON CONFLICT (day, source_id, dims, failed_30d, shard)
     DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg)
   ), days AS (
-    INSERT INTO @extschema@.rollup_days AS g (day, days_since, agg)
-    SELECT @extschema@.utc_day(n.responded_at), n.days_since_payment, @extschema@.nps_agg(n.score)
+    INSERT INTO @extschema@.rollup_days AS g (day, days_since, shard, agg)
+    SELECT @extschema@.utc_day(n.responded_at), n.days_since_payment, @extschema@.rollup_shard(), @extschema@.nps_agg(n.score)
       FROM nps_new n WHERE n.days_since_payment IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2
-    ON CONFLICT (day, days_since) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg)
+    ON CONFLICT (day, days_since, shard) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg)
   ), delay AS (
-    INSERT INTO @extschema@.rollup_answer_delay AS g (day, bucket, answers)
-    SELECT @extschema@.utc_day(n.funnel_at), @extschema@.delay_bucket(n.answered_after), count(*)
+    INSERT INTO @extschema@.rollup_answer_delay AS g (day, bucket, shard, answers)
+    SELECT @extschema@.utc_day(n.funnel_at), @extschema@.delay_bucket(n.answered_after), @extschema@.rollup_shard(), count(*)
       FROM nps_new n WHERE n.answered_after IS NOT NULL AND n.funnel_at IS NOT NULL
      GROUP BY 1, 2 ORDER BY 1, 2
-    ON CONFLICT (day, bucket) DO UPDATE SET answers = g.answers + excluded.answers
+    ON CONFLICT (day, bucket, shard) DO UPDATE SET answers = g.answers + excluded.answers
   )
   INSERT INTO @extschema@.customer_latest_answer AS l (customer_id, response_id, responded_at, category)
   SELECT DISTINCT ON (n.customer_id) n.customer_id, n.id, n.responded_at, n.category
@@ -159,6 +179,37 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM nps_old) THEN
     RETURN NULL;
   END IF;
+    -- the npsagg rows answers leave: their shards gathered into shard 0 first
+    WITH d AS (SELECT n.*, 1 AS sign FROM nps_new n JOIN nps_old o USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)
+                UNION ALL
+                SELECT o.*, -1 FROM nps_old o JOIN nps_new n USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)), k AS (
+      SELECT DISTINCT @extschema@.utc_day(d.responded_at) AS day, coalesce(d.payment_source_id, 0) AS source_id,
+             coalesce(d.payment_dimensions, '{}') AS dims, coalesce(d.failed_payment_30d, false) AS failed_30d
+        FROM d WHERE d.sign < 0
+    ), gone AS (
+      DELETE FROM @extschema@.rollup_segment g USING k
+       WHERE g.day = k.day AND g.source_id = k.source_id AND g.dims = k.dims AND g.failed_30d = k.failed_30d
+         AND g.shard <> 0
+      RETURNING g.day, g.source_id, g.dims, g.failed_30d, g.agg
+    )
+    INSERT INTO @extschema@.rollup_segment AS g (day, source_id, dims, failed_30d, shard, agg)
+    SELECT gone.day, gone.source_id, gone.dims, gone.failed_30d, 0, @extschema@.rollup(gone.agg)
+      FROM gone GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (day, source_id, dims, failed_30d, shard) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    WITH d AS (SELECT n.*, 1 AS sign FROM nps_new n JOIN nps_old o USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)
+                UNION ALL
+                SELECT o.*, -1 FROM nps_old o JOIN nps_new n USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)), k AS (
+      SELECT DISTINCT @extschema@.utc_day(d.responded_at) AS day, d.days_since_payment AS days_since
+        FROM d WHERE d.sign < 0 AND d.days_since_payment IS NOT NULL
+    ), gone AS (
+      DELETE FROM @extschema@.rollup_days g USING k
+       WHERE g.day = k.day AND g.days_since = k.days_since AND g.shard <> 0
+      RETURNING g.day, g.days_since, g.agg
+    )
+    INSERT INTO @extschema@.rollup_days AS g (day, days_since, shard, agg)
+    SELECT gone.day, gone.days_since, 0, @extschema@.rollup(gone.agg) FROM gone GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (day, days_since, shard) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    -- then the changes, in shard 0
     WITH d AS (SELECT n.*, 1 AS sign FROM nps_new n JOIN nps_old o USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)
                 UNION ALL
                 SELECT o.*, -1 FROM nps_old o JOIN nps_new n USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)), k AS (
@@ -171,14 +222,15 @@ BEGIN
       UPDATE @extschema@.rollup_segment g SET agg = @extschema@.npsagg_sub(@extschema@.npsagg_add(g.agg, k.plus), k.minus)
         FROM k
        WHERE g.day = k.day AND g.source_id = k.source_id AND g.dims = k.dims AND g.failed_30d = k.failed_30d
+         AND g.shard = 0
       RETURNING g.day, g.source_id, g.dims, g.failed_30d
     )
-    INSERT INTO @extschema@.rollup_segment AS g (day, source_id, dims, failed_30d, agg)
-    SELECT k.day, k.source_id, k.dims, k.failed_30d, @extschema@.npsagg_sub(k.plus, k.minus)
+    INSERT INTO @extschema@.rollup_segment AS g (day, source_id, dims, failed_30d, shard, agg)
+    SELECT k.day, k.source_id, k.dims, k.failed_30d, 0, @extschema@.npsagg_sub(k.plus, k.minus)
       FROM k
      WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.day = k.day AND u.source_id = k.source_id
                                              AND u.dims = k.dims AND u.failed_30d = k.failed_30d)
-    ON CONFLICT (day, source_id, dims, failed_30d) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    ON CONFLICT (day, source_id, dims, failed_30d, shard) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
     WITH d AS (SELECT n.*, 1 AS sign FROM nps_new n JOIN nps_old o USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)
                 UNION ALL
                 SELECT o.*, -1 FROM nps_old o JOIN nps_new n USING (id) WHERE (o.score, o.responded_at, o.customer_id, o.payment_source_id, o.payment_dimensions, o.failed_payment_30d, o.days_since_payment) IS DISTINCT FROM (n.score, n.responded_at, n.customer_id, n.payment_source_id, n.payment_dimensions, n.failed_payment_30d, n.days_since_payment)), k AS (
@@ -188,13 +240,13 @@ BEGIN
         FROM d WHERE d.days_since_payment IS NOT NULL GROUP BY 1, 2
     ), upd AS (
       UPDATE @extschema@.rollup_days g SET agg = @extschema@.npsagg_sub(@extschema@.npsagg_add(g.agg, k.plus), k.minus)
-        FROM k WHERE g.day = k.day AND g.days_since = k.days_since
+        FROM k WHERE g.day = k.day AND g.days_since = k.days_since AND g.shard = 0
       RETURNING g.day, g.days_since
     )
-    INSERT INTO @extschema@.rollup_days AS g (day, days_since, agg)
-    SELECT k.day, k.days_since, @extschema@.npsagg_sub(k.plus, k.minus)
+    INSERT INTO @extschema@.rollup_days AS g (day, days_since, shard, agg)
+    SELECT k.day, k.days_since, 0, @extschema@.npsagg_sub(k.plus, k.minus)
       FROM k WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.day = k.day AND u.days_since = k.days_since)
-    ON CONFLICT (day, days_since) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    ON CONFLICT (day, days_since, shard) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
     -- rows left empty go
     DELETE FROM @extschema@.rollup_segment g
      USING (SELECT DISTINCT @extschema@.utc_day(o.responded_at) AS day, coalesce(o.payment_source_id, 0) AS source_id,
@@ -206,9 +258,9 @@ BEGIN
      USING (SELECT DISTINCT @extschema@.utc_day(o.responded_at) AS day, o.days_since_payment AS days_since
               FROM nps_old o) k
      WHERE g.day = k.day AND g.days_since = k.days_since AND @extschema@.responses(g.agg) = 0;
-    -- answers to surveys by day and time to answer: net change per row
-    INSERT INTO @extschema@.rollup_answer_delay AS g (day, bucket, answers)
-    SELECT k.day, k.bucket, sum(k.d)
+    -- answers to surveys by day and time to answer: net change per row, in this backend's shard
+    INSERT INTO @extschema@.rollup_answer_delay AS g (day, bucket, shard, answers)
+    SELECT k.day, k.bucket, @extschema@.rollup_shard(), sum(k.d)
       FROM (SELECT @extschema@.utc_day(o.funnel_at) AS day, @extschema@.delay_bucket(o.answered_after) AS bucket, -1 AS d
               FROM nps_old o WHERE o.answered_after IS NOT NULL AND o.funnel_at IS NOT NULL
             UNION ALL
@@ -217,7 +269,7 @@ BEGIN
      GROUP BY k.day, k.bucket
     HAVING sum(k.d) <> 0
      ORDER BY k.day, k.bucket
-    ON CONFLICT (day, bucket) DO UPDATE SET answers = g.answers + excluded.answers;
+    ON CONFLICT (day, bucket, shard) DO UPDATE SET answers = g.answers + excluded.answers;
     DELETE FROM @extschema@.rollup_answer_delay g
      USING (SELECT DISTINCT @extschema@.utc_day(o.funnel_at) AS day, @extschema@.delay_bucket(o.answered_after) AS bucket
               FROM nps_old o WHERE o.answered_after IS NOT NULL AND o.funnel_at IS NOT NULL) k
@@ -250,6 +302,33 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM nps_old) THEN
     RETURN NULL;
   END IF;
+    -- the npsagg rows answers leave: their shards gathered into shard 0 first
+    WITH d AS (SELECT o.*, -1 AS sign FROM nps_old o), k AS (
+      SELECT DISTINCT @extschema@.utc_day(d.responded_at) AS day, coalesce(d.payment_source_id, 0) AS source_id,
+             coalesce(d.payment_dimensions, '{}') AS dims, coalesce(d.failed_payment_30d, false) AS failed_30d
+        FROM d WHERE d.sign < 0
+    ), gone AS (
+      DELETE FROM @extschema@.rollup_segment g USING k
+       WHERE g.day = k.day AND g.source_id = k.source_id AND g.dims = k.dims AND g.failed_30d = k.failed_30d
+         AND g.shard <> 0
+      RETURNING g.day, g.source_id, g.dims, g.failed_30d, g.agg
+    )
+    INSERT INTO @extschema@.rollup_segment AS g (day, source_id, dims, failed_30d, shard, agg)
+    SELECT gone.day, gone.source_id, gone.dims, gone.failed_30d, 0, @extschema@.rollup(gone.agg)
+      FROM gone GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (day, source_id, dims, failed_30d, shard) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    WITH d AS (SELECT o.*, -1 AS sign FROM nps_old o), k AS (
+      SELECT DISTINCT @extschema@.utc_day(d.responded_at) AS day, d.days_since_payment AS days_since
+        FROM d WHERE d.sign < 0 AND d.days_since_payment IS NOT NULL
+    ), gone AS (
+      DELETE FROM @extschema@.rollup_days g USING k
+       WHERE g.day = k.day AND g.days_since = k.days_since AND g.shard <> 0
+      RETURNING g.day, g.days_since, g.agg
+    )
+    INSERT INTO @extschema@.rollup_days AS g (day, days_since, shard, agg)
+    SELECT gone.day, gone.days_since, 0, @extschema@.rollup(gone.agg) FROM gone GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (day, days_since, shard) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    -- then the changes, in shard 0
     WITH d AS (SELECT o.*, -1 AS sign FROM nps_old o), k AS (
       SELECT @extschema@.utc_day(d.responded_at) AS day, coalesce(d.payment_source_id, 0) AS source_id,
              coalesce(d.payment_dimensions, '{}') AS dims, coalesce(d.failed_payment_30d, false) AS failed_30d,
@@ -260,14 +339,15 @@ BEGIN
       UPDATE @extschema@.rollup_segment g SET agg = @extschema@.npsagg_sub(@extschema@.npsagg_add(g.agg, k.plus), k.minus)
         FROM k
        WHERE g.day = k.day AND g.source_id = k.source_id AND g.dims = k.dims AND g.failed_30d = k.failed_30d
+         AND g.shard = 0
       RETURNING g.day, g.source_id, g.dims, g.failed_30d
     )
-    INSERT INTO @extschema@.rollup_segment AS g (day, source_id, dims, failed_30d, agg)
-    SELECT k.day, k.source_id, k.dims, k.failed_30d, @extschema@.npsagg_sub(k.plus, k.minus)
+    INSERT INTO @extschema@.rollup_segment AS g (day, source_id, dims, failed_30d, shard, agg)
+    SELECT k.day, k.source_id, k.dims, k.failed_30d, 0, @extschema@.npsagg_sub(k.plus, k.minus)
       FROM k
      WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.day = k.day AND u.source_id = k.source_id
                                              AND u.dims = k.dims AND u.failed_30d = k.failed_30d)
-    ON CONFLICT (day, source_id, dims, failed_30d) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    ON CONFLICT (day, source_id, dims, failed_30d, shard) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
     WITH d AS (SELECT o.*, -1 AS sign FROM nps_old o), k AS (
       SELECT @extschema@.utc_day(d.responded_at) AS day, d.days_since_payment AS days_since,
              @extschema@.nps_agg(d.score) FILTER (WHERE d.sign > 0) AS plus,
@@ -275,13 +355,13 @@ BEGIN
         FROM d WHERE d.days_since_payment IS NOT NULL GROUP BY 1, 2
     ), upd AS (
       UPDATE @extschema@.rollup_days g SET agg = @extschema@.npsagg_sub(@extschema@.npsagg_add(g.agg, k.plus), k.minus)
-        FROM k WHERE g.day = k.day AND g.days_since = k.days_since
+        FROM k WHERE g.day = k.day AND g.days_since = k.days_since AND g.shard = 0
       RETURNING g.day, g.days_since
     )
-    INSERT INTO @extschema@.rollup_days AS g (day, days_since, agg)
-    SELECT k.day, k.days_since, @extschema@.npsagg_sub(k.plus, k.minus)
+    INSERT INTO @extschema@.rollup_days AS g (day, days_since, shard, agg)
+    SELECT k.day, k.days_since, 0, @extschema@.npsagg_sub(k.plus, k.minus)
       FROM k WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.day = k.day AND u.days_since = k.days_since)
-    ON CONFLICT (day, days_since) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
+    ON CONFLICT (day, days_since, shard) DO UPDATE SET agg = @extschema@.npsagg_add(g.agg, excluded.agg);
     -- rows left empty go
     DELETE FROM @extschema@.rollup_segment g
      USING (SELECT DISTINCT @extschema@.utc_day(o.responded_at) AS day, coalesce(o.payment_source_id, 0) AS source_id,
@@ -293,15 +373,15 @@ BEGIN
      USING (SELECT DISTINCT @extschema@.utc_day(o.responded_at) AS day, o.days_since_payment AS days_since
               FROM nps_old o) k
      WHERE g.day = k.day AND g.days_since = k.days_since AND @extschema@.responses(g.agg) = 0;
-    -- answers to surveys by day and time to answer: net change per row
-    INSERT INTO @extschema@.rollup_answer_delay AS g (day, bucket, answers)
-    SELECT k.day, k.bucket, sum(k.d)
+    -- answers to surveys by day and time to answer: net change per row, in this backend's shard
+    INSERT INTO @extschema@.rollup_answer_delay AS g (day, bucket, shard, answers)
+    SELECT k.day, k.bucket, @extschema@.rollup_shard(), sum(k.d)
       FROM (SELECT @extschema@.utc_day(o.funnel_at) AS day, @extschema@.delay_bucket(o.answered_after) AS bucket, -1 AS d
               FROM nps_old o WHERE o.answered_after IS NOT NULL AND o.funnel_at IS NOT NULL) k
      GROUP BY k.day, k.bucket
     HAVING sum(k.d) <> 0
      ORDER BY k.day, k.bucket
-    ON CONFLICT (day, bucket) DO UPDATE SET answers = g.answers + excluded.answers;
+    ON CONFLICT (day, bucket, shard) DO UPDATE SET answers = g.answers + excluded.answers;
     DELETE FROM @extschema@.rollup_answer_delay g
      USING (SELECT DISTINCT @extschema@.utc_day(o.funnel_at) AS day, @extschema@.delay_bucket(o.answered_after) AS bucket
               FROM nps_old o WHERE o.answered_after IS NOT NULL AND o.funnel_at IS NOT NULL) k

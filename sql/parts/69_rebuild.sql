@@ -10,7 +10,7 @@ AS $fn$
 BEGIN
   INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys, reminders, reminded, capped)
   SELECT @extschema@.utc_day(n.created_at), @extschema@.funnel_outcome(n.status),
-         n.sent_at IS NOT NULL OR n.status = 'responded', pg_backend_pid() % 8, count(*),
+         n.sent_at IS NOT NULL OR n.status = 'responded', @extschema@.rollup_shard(), count(*),
          sum(n.reminders_sent), count(*) FILTER (WHERE n.reminders_sent > 0), count(*) FILTER (WHERE n.cap_deferrals > 0)
     FROM nps_new n GROUP BY 1, 2, 3
   ON CONFLICT (day, outcome, sent, shard) DO UPDATE
@@ -26,7 +26,7 @@ AS $fn$
 BEGIN
   INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys, reminders, reminded, capped)
   SELECT @extschema@.utc_day(o.created_at), @extschema@.funnel_outcome(o.status),
-         o.sent_at IS NOT NULL OR o.status = 'responded', pg_backend_pid() % 8, -count(*),
+         o.sent_at IS NOT NULL OR o.status = 'responded', @extschema@.rollup_shard(), -count(*),
          -sum(o.reminders_sent), -count(*) FILTER (WHERE o.reminders_sent > 0), -count(*) FILTER (WHERE o.cap_deferrals > 0)
     FROM nps_old o GROUP BY 1, 2, 3
   ON CONFLICT (day, outcome, sent, shard) DO UPDATE
@@ -43,7 +43,7 @@ BEGIN
   -- One statement per UPDATE statement (a batch mark_sent moves 100 surveys in one upsert); keys
   -- whose net change is zero (a claim) write nothing.
   INSERT INTO @extschema@.survey_funnel_day AS f (day, outcome, sent, shard, surveys, reminders, reminded, capped)
-  SELECT k.day, k.outcome, k.sent, pg_backend_pid() % 8, sum(k.d), sum(k.d * k.rem),
+  SELECT k.day, k.outcome, k.sent, @extschema@.rollup_shard(), sum(k.d), sum(k.d * k.rem),
          coalesce(sum(k.d) FILTER (WHERE k.rem > 0), 0), coalesce(sum(k.d) FILTER (WHERE k.capped), 0)
     FROM (SELECT @extschema@.utc_day(o.created_at) AS day, @extschema@.funnel_outcome(o.status) AS outcome,
                  o.sent_at IS NOT NULL OR o.status = 'responded' AS sent, -1 AS d,
@@ -111,22 +111,22 @@ BEGIN
   -- exactly what the committed rows say, and nothing is counted twice or lost.
   LOCK TABLE @extschema@.response, @extschema@.survey IN SHARE MODE;
   DELETE FROM @extschema@.rollup_segment g WHERE g.day >= from_day AND g.day < to_day;
-  INSERT INTO @extschema@.rollup_segment (day, source_id, dims, failed_30d, agg)
+  INSERT INTO @extschema@.rollup_segment (day, source_id, dims, failed_30d, shard, agg)
   SELECT @extschema@.utc_day(r.responded_at), coalesce(r.payment_source_id, 0),
-         coalesce(r.payment_dimensions, '{}'), coalesce(r.failed_payment_30d, false),
+         coalesce(r.payment_dimensions, '{}'), coalesce(r.failed_payment_30d, false), 0,
          @extschema@.nps_agg(r.score)
     FROM @extschema@.response r WHERE r.responded_at >= lo AND r.responded_at < hi
    GROUP BY 1, 2, 3, 4;
   GET DIAGNOSTICS n = ROW_COUNT;
   DELETE FROM @extschema@.rollup_days g WHERE g.day >= from_day AND g.day < to_day;
-  INSERT INTO @extschema@.rollup_days (day, days_since, agg)
-  SELECT @extschema@.utc_day(r.responded_at), r.days_since_payment, @extschema@.nps_agg(r.score)
+  INSERT INTO @extschema@.rollup_days (day, days_since, shard, agg)
+  SELECT @extschema@.utc_day(r.responded_at), r.days_since_payment, 0, @extschema@.nps_agg(r.score)
     FROM @extschema@.response r
    WHERE r.responded_at >= lo AND r.responded_at < hi AND r.days_since_payment IS NOT NULL
    GROUP BY 1, 2;
   DELETE FROM @extschema@.rollup_answer_delay g WHERE g.day >= from_day AND g.day < to_day;
-  INSERT INTO @extschema@.rollup_answer_delay (day, bucket, answers)
-  SELECT @extschema@.utc_day(r.funnel_at), @extschema@.delay_bucket(r.answered_after), count(*)
+  INSERT INTO @extschema@.rollup_answer_delay (day, bucket, shard, answers)
+  SELECT @extschema@.utc_day(r.funnel_at), @extschema@.delay_bucket(r.answered_after), 0, count(*)
     FROM @extschema@.response r
    WHERE r.funnel_at >= lo AND r.funnel_at < hi AND r.answered_after IS NOT NULL
    GROUP BY 1, 2;

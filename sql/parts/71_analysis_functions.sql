@@ -16,17 +16,20 @@ COMMENT ON FUNCTION @extschema@.full_hi(timestamptz, timestamptz) IS
 
 -- The rollups as views, for BI tools and for the analysis functions (which run with the
 -- caller's rights: the analyst role reads views, not the tables behind them).
+-- (the shards of a row summed: 68_rollups.sql)
 CREATE VIEW @extschema@.nps_daily AS
 SELECT g.day, g.source_id, ps.name AS source, g.dims AS dimensions, g.failed_30d AS failed_payment_30d,
-       g.agg AS summary
-FROM @extschema@.rollup_segment g
+       g.summary
+FROM (SELECT r.day, r.source_id, r.dims, r.failed_30d, @extschema@.rollup(r.agg) AS summary
+        FROM @extschema@.rollup_segment r GROUP BY r.day, r.source_id, r.dims, r.failed_30d) g
 LEFT JOIN @extschema@.payment_source ps ON ps.id = g.source_id;
 COMMENT ON VIEW @extschema@.nps_daily IS
   'npsagg of the answers per UTC day, payment source (0/NULL: no payment before the answer), '
   'the source''s dimension values and failed payment in the 30 days before; kept as answers arrive';
 CREATE VIEW @extschema@.nps_daily_days_since_payment AS
-SELECT g.day, g.days_since AS days_since_payment, g.agg AS summary
-FROM @extschema@.rollup_days g;
+SELECT g.day, g.days_since AS days_since_payment, @extschema@.rollup(g.agg) AS summary
+FROM @extschema@.rollup_days g
+GROUP BY g.day, g.days_since;
 COMMENT ON VIEW @extschema@.nps_daily_days_since_payment IS
   'npsagg of the answers per UTC day and whole days since the customer''s last payment; kept as answers arrive';
 

@@ -46,6 +46,9 @@ INSERT INTO plans VALUES
   ('nps_alerts',  $$SELECT * FROM nps_alerts('7 days', 5, as_of => '2025-06-15')$$),
   ('nps_by (all)', $$SELECT * FROM nps_by('method')$$),
   ('nps_by_days_since_payment', $$SELECT * FROM nps_by_days_since_payment(30)$$),
+  -- whole UTC days only: the rollups alone (their shards summed by the view)
+  ('nps_trend (a year of days)', $$SELECT * FROM nps_trend('1 day', '2025-01-01', '2026-01-01')$$),
+  ('nps_daily', $$SELECT * FROM nps_daily WHERE day = '2025-06-01'$$),
   ('response_context', $$SELECT * FROM response_context WHERE responded_at >= '2025-06-01' AND responded_at < '2025-06-02'$$);
 -- What must hold whatever the statistics sample: the functions read the rollups kept as
 -- answers arrive (rollup_segment, rollup_days, the funnel counts, the latest answer per

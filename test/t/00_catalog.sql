@@ -1,6 +1,6 @@
 -- Catalog-level promises: objects exist, nothing is granted to PUBLIC.
 BEGIN;
-SELECT plan(29);
+SELECT plan(31);
 SELECT has_type('nps_billing', 'npsagg', 'npsagg type exists');
 SELECT has_function('nps_billing', 'nps_ci', ARRAY['nps_billing.npsagg', 'double precision', 'text'], 'nps_ci exists');
 SELECT is_aggregate('nps_billing', 'nps', ARRAY['integer'], 'nps(integer) is an aggregate');
@@ -26,6 +26,15 @@ SELECT has_function('nps_billing', 'nps_churn', ARRAY['interval', 'timestamp wit
 SELECT has_function('nps_billing', 'nps_retention', ARRAY['interval', 'interval', 'timestamp with time zone', 'timestamp with time zone', 'interval', 'timestamp with time zone'], 'nps_retention exists');
 SELECT has_function('nps_billing', 'nps_drivers', ARRAY['text[]', 'timestamp with time zone', 'timestamp with time zone', 'integer'], 'nps_drivers exists');
 SELECT has_function('nps_billing', 'comment_terms', ARRAY['nps_billing.nps_category', 'timestamp with time zone', 'timestamp with time zone', 'regconfig', 'integer'], 'comment_terms exists');
+-- analysis: record_response brings the context, the trigger fills it for other inserts; shards
+SELECT is((SELECT array_agg(tgname::text || ':' || (tgqual IS NOT NULL)::text ORDER BY tgname) FROM pg_trigger
+            WHERE tgrelid = 'nps_billing.response'::regclass AND tgname LIKE 'response_context%'),
+          ARRAY['response_context_fill:true', 'response_context_refill:false'],
+          'the context trigger runs for inserts without a context (WHEN) and for updates');
+SELECT is((SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+            WHERE c.relnamespace = 'nps_billing'::regnamespace AND a.attname = 'shard' AND NOT a.attisdropped AND c.relkind = 'r'),
+          ARRAY['rollup_answer_delay', 'rollup_days', 'rollup_segment', 'survey_funnel_day'],
+          'the rollups written by every answer are kept in shards');
 -- survey messages
 SELECT has_table('nps_billing', 'message_template', 'message_template exists');
 SELECT has_table('nps_billing', 'message_template_builtin', 'message_template_builtin exists');

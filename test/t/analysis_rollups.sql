@@ -3,22 +3,23 @@
 -- new answers (imported and recorded), replaced / re-scored / deleted answers, a backfill of
 -- older payments (then refresh_response_context()), forget_customer, purge, a source's
 -- dimensions changed, rebuild_rollups(); answered surveys sent, re-dated or deleted afterwards
--- (the stored times behind survey_funnel's median). And the analysis functions, which read the rollups,
--- answer exactly what the same questions asked of the raw answers answer.
+-- (the stored times behind survey_funnel's median); answers added in several rollup shards (as
+-- from concurrent sessions) and leaving them. And the analysis functions, which read the
+-- rollups, answer exactly what the same questions asked of the raw answers answer.
 BEGIN;
-SELECT plan(8 * 8 + 8);
+SELECT plan(8 * 8 + 9);
 SET LOCAL search_path = nps_billing, public;
 SET LOCAL TimeZone = 'UTC';
 DELETE FROM response; DELETE FROM survey; DELETE FROM payment_event; DELETE FROM payment_source;
 
 -- NULL when every derived table matches its recomputation, else what differs
 CREATE FUNCTION pg_temp.rollup_mismatch() RETURNS text LANGUAGE sql AS $$
-  WITH seg_have AS (SELECT day, source_id, dims, failed_30d, agg::text AS a FROM nps_billing.rollup_segment),
+  WITH seg_have AS (SELECT day, source_id, dims, failed_30d, nps_billing.rollup(agg)::text AS a FROM nps_billing.rollup_segment GROUP BY 1, 2, 3, 4),
   seg_want AS (SELECT nps_billing.utc_day(responded_at) AS day, coalesce(payment_source_id, 0) AS source_id,
                       coalesce(payment_dimensions, '{}') AS dims, coalesce(failed_payment_30d, false) AS failed_30d,
                       nps_billing.nps_agg(score)::text AS a
                  FROM nps_billing.response GROUP BY 1, 2, 3, 4),
-  days_have AS (SELECT day, days_since, agg::text AS a FROM nps_billing.rollup_days),
+  days_have AS (SELECT day, days_since, nps_billing.rollup(agg)::text AS a FROM nps_billing.rollup_days GROUP BY 1, 2),
   days_want AS (SELECT nps_billing.utc_day(responded_at) AS day, days_since_payment AS days_since,
                        nps_billing.nps_agg(score)::text AS a
                   FROM nps_billing.response WHERE days_since_payment IS NOT NULL GROUP BY 1, 2),
@@ -26,7 +27,7 @@ CREATE FUNCTION pg_temp.rollup_mismatch() RETURNS text LANGUAGE sql AS $$
   latest_want AS (SELECT DISTINCT ON (customer_id) customer_id, id AS response_id, responded_at, category
                     FROM nps_billing.response WHERE customer_id IS NOT NULL
                    ORDER BY customer_id, responded_at DESC, id DESC),
-  delay_have AS (SELECT day, bucket, answers FROM nps_billing.rollup_answer_delay),
+  delay_have AS (SELECT day, bucket, sum(answers) AS answers FROM nps_billing.rollup_answer_delay GROUP BY 1, 2 HAVING sum(answers) <> 0),
   delay_want AS (SELECT nps_billing.utc_day(funnel_at) AS day, nps_billing.delay_bucket(answered_after) AS bucket,
                         count(*) AS answers
                    FROM nps_billing.response WHERE answered_after IS NOT NULL AND funnel_at IS NOT NULL GROUP BY 1, 2),
@@ -156,13 +157,23 @@ BEGIN
          e.occurred_at, now() + interval '30 days', e.occurred_at + interval '1 hour', e.occurred_at
     FROM nps_billing.payment_event e WHERE e.kind = 'succeeded' AND random() < 0.6;
   UPDATE nps_billing.survey SET sent_at = NULL WHERE status IN ('pending', 'failed') AND random() < 0.7;
-  PERFORM nps_billing.record_response(s.token, floor(random() * 11)::int, NULL,
+  -- each answer from another rollup shard (as from many sessions), so that rows of one day and
+  -- segment have several shards to sum and to gather when an answer leaves
+  PERFORM set_config('nps_billing.rollup_shard', floor(random() * 8)::int::text, true),
+          nps_billing.record_response(s.token, floor(random() * 11)::int, NULL,
                                       least(s.created_at + random() * interval '5 days', now() - interval '1 minute'))
      FROM nps_billing.survey s WHERE s.status IN ('sent', 'pending') AND random() < 0.8;
+  PERFORM set_config('nps_billing.rollup_shard', '3', true);
   INSERT INTO nps_billing.response (customer_id, score, responded_at)
   SELECT CASE WHEN random() < 0.9 THEN 'rc' || (1 + floor(random() * 45))::int END, floor(random() * 11)::int,
          t0 + random() * interval '40 days'
-    FROM generate_series(1, 120);
+    FROM generate_series(1, 60);
+  PERFORM set_config('nps_billing.rollup_shard', '5', true);
+  INSERT INTO nps_billing.response (customer_id, score, responded_at)
+  SELECT CASE WHEN random() < 0.9 THEN 'rc' || (1 + floor(random() * 45))::int END, floor(random() * 11)::int,
+         t0 + random() * interval '40 days'
+    FROM generate_series(1, 60);
+  PERFORM set_config('nps_billing.rollup_shard', (seed % 8)::text, true);
 END $$;
 
 CREATE FUNCTION pg_temp.window_of(seed int, OUT s timestamptz, OUT u timestamptz) LANGUAGE sql AS $$
@@ -181,6 +192,7 @@ BEGIN
     INSERT INTO tap_out (line) SELECT is(pg_temp.function_mismatch(s, u), NULL, format('seed %s: functions answer what the answers answer', seed));
     -- replaced answers (record_response again), re-scored, re-dated and deleted ones
     PERFORM setseed(seed / 999.0);
+    PERFORM set_config('nps_billing.rollup_shard', ((seed + 1) % 8)::text, true);
     PERFORM nps_billing.record_response(s.token, floor(random() * 11)::int, 'again',
                                         least(s.created_at + random() * interval '9 days', now() - interval '1 minute'))
        FROM nps_billing.survey s WHERE s.status = 'responded' AND random() < 0.5;
@@ -219,19 +231,22 @@ SELECT line FROM tap_out ORDER BY n;
 
 -- forget_customer leaves no row of the person in the latest-answer table
 SELECT is(pg_temp.generate(99)::text, '', 'seed 99 generated');
+SELECT ok((SELECT count(*) FROM (SELECT 1 FROM rollup_segment GROUP BY day, source_id, dims, failed_30d HAVING count(*) > 1) x) > 0
+          AND (SELECT count(*) FROM (SELECT 1 FROM rollup_answer_delay GROUP BY day, bucket HAVING count(*) > 1) x) > 0,
+          'answers of one day and segment are kept in several shards (which the checks above sum)');
 SELECT ok((SELECT count(*) FROM customer_latest_answer WHERE customer_id = 'rc7') = 1, 'rc7 has a latest answer');
 SELECT is((SELECT responses FROM nps_billing.forget_customer('rc7')) > 0, true, 'rc7 is forgotten');
 SELECT is((SELECT count(*)::int FROM customer_latest_answer WHERE customer_id = 'rc7'), 0, 'forget_customer removes the latest answer row');
 
 -- rebuild_rollups() after the rollups were emptied behind the triggers' back gives them back
-CREATE TEMP TABLE before_rebuild AS SELECT day, source_id, dims, failed_30d, agg::text AS a FROM rollup_segment;
+CREATE TEMP TABLE before_rebuild AS SELECT day, source_id, dims, failed_30d, rollup(agg)::text AS a FROM rollup_segment GROUP BY 1, 2, 3, 4;
 DELETE FROM rollup_segment; DELETE FROM rollup_days; DELETE FROM customer_latest_answer; DELETE FROM survey_funnel_day;
 DELETE FROM rollup_answer_delay;
 SELECT ok(nps_billing.rebuild_rollups() > 0, 'rebuild_rollups() writes rows');
 SELECT is(pg_temp.rollup_mismatch(), NULL, 'rebuild_rollups() restores every rollup');
 SELECT is((SELECT count(*)::int FROM ((SELECT * FROM before_rebuild EXCEPT SELECT day, source_id, dims, failed_30d, agg::text FROM rollup_segment)
                                       UNION ALL (SELECT day, source_id, dims, failed_30d, agg::text FROM rollup_segment EXCEPT SELECT * FROM before_rebuild)) x),
-          0, 'the rebuilt rows are the ones kept incrementally');
+          0, 'the rebuilt rows (one per segment, shard 0) are the sums of the shards kept incrementally');
 -- a rebuild of a day range leaves the other days alone
 SELECT is((SELECT nps_billing.rebuild_rollups(current_date - 5, current_date) >= 0 AND pg_temp.rollup_mismatch() IS NULL), true,
           'rebuild_rollups(from_day, to_day) keeps every rollup right');
