@@ -120,7 +120,8 @@ row P15 "slowest analysis call at $LARGE / at $SMALL answers" "$(ratio "${slow_l
 # the analysis maintenance existed: a copy of record_response that inserts the bare answer (no
 # payment context), with the context and rollup triggers of response and survey disabled for the
 # whole run (setup, answers, clean-up: the rollups stay consistent either way); the other
-# triggers (follow-ups) run in both.
+# triggers (follow-ups) run in both and open the same follow-ups (the copy sets context_at, which
+# is what they look at).
 psql -qX -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
 CREATE OR REPLACE FUNCTION p16_record_response_before(token text, score integer, comment text DEFAULT NULL,
                                                       responded_at timestamptz DEFAULT now())
@@ -158,8 +159,9 @@ BEGIN
     RAISE EXCEPTION 'record_response: survey % is expired', s.id USING ERRCODE = '22023';
   END IF;
   UPDATE nps_billing.survey x SET status = 'responded' WHERE x.id = s.id AND x.status <> 'responded';
-  INSERT INTO nps_billing.response AS r (survey_id, customer_id, score, comment, channel, responded_at)
-  VALUES (s.id, s.customer_id, score, comment, s.channel, responded_at)
+  -- (context_at set: the follow-up triggers, which run in both, open the same follow-ups)
+  INSERT INTO nps_billing.response AS r (survey_id, customer_id, score, comment, channel, responded_at, context_at)
+  VALUES (s.id, s.customer_id, score, comment, s.channel, responded_at, now())
   ON CONFLICT (survey_id) DO NOTHING
   RETURNING r.id INTO rid;
   IF rid IS NULL THEN
