@@ -39,12 +39,36 @@ double settle(double w, int64 count) {
     return w;
 }
 
+// Rounding in a +/- b can leave weight_sq just outside the range its weights allow,
+// (sum w)^2 / n <= weight_sq <= (sum w)^2 -- after removing a large weight, the difference of
+// the squares can even be 0 while a small weight remains. It is moved to the nearest bound, so
+// the result is again a valid summary and the rollup row can still be updated.
+void settle_weight_sq(Summary *a) {
+    int64 n = 0;
+    double w = 0;
+    for (int i = 0; i < kScores; i++) {
+        n += a->counts[i];
+        w += a->weights[i];
+    }
+    if (n == 0 || w == 0) {
+        a->weight_sq = 0;
+        return;
+    }
+    double lo = (w / static_cast<double>(n)) * w, hi = w * w;
+    if (a->weight_sq < lo) a->weight_sq = lo;
+    if (a->weight_sq > hi) a->weight_sq = hi;
+}
+
 void add_into(Summary *a, const Summary &b, const char *fn) {
     for (int i = 0; i < kScores; i++) {
         if (pg_add_s64_overflow(a->counts[i], b.counts[i], &a->counts[i])) overflow(fn);
         a->weights[i] += b.weights[i];
     }
     a->weight_sq += b.weight_sq;
+    int64 n = 0;
+    for (int i = 0; i < kScores; i++)
+        if (pg_add_s64_overflow(n, a->counts[i], &n)) overflow(fn);
+    settle_weight_sq(a);
 }
 
 void sub_from(Summary *a, const Summary &b, const char *fn) {
@@ -56,6 +80,7 @@ void sub_from(Summary *a, const Summary &b, const char *fn) {
         n += a->counts[i];
     }
     a->weight_sq = settle(a->weight_sq - b.weight_sq, n);
+    settle_weight_sq(a);
 }
 
 int score_arg(FunctionCallInfo fcinfo, int argno) {
