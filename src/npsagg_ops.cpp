@@ -117,9 +117,12 @@ NPS_FUNCTION(npsagg_sub_agg) {
     PG_RETURN_POINTER(nps::make_npsagg(a));
 }
 
-// npsagg_add(a npsagg, score integer, weight float8): one answer more. A NULL score or weight
-// adds nothing (like the aggregates, which skip them).
-NPS_FUNCTION(npsagg_add_score) {
+namespace {
+
+// One answer in or out of argument 0: a NULL score or weight changes nothing (like the
+// aggregates, which skip them).
+template <typename Op>
+Datum one_answer(FunctionCallInfo fcinfo, Op op) {
     Summary a;
     load(fcinfo, 0, &a);
     if (PG_ARGISNULL(1) || PG_ARGISNULL(2)) {
@@ -132,25 +135,19 @@ NPS_FUNCTION(npsagg_add_score) {
     one.counts[i] = 1;
     one.weights[i] = w;
     one.weight_sq = w * w;
-    add_into(&a, one, "npsagg_add");
+    op(&a, one);
     PG_RETURN_POINTER(nps::make_npsagg(a));
+}
+
+}  // namespace
+
+// npsagg_add(a npsagg, score integer, weight float8): one answer more.
+NPS_FUNCTION(npsagg_add_score) {
+    return one_answer(fcinfo, [](Summary *a, const Summary &one) { add_into(a, one, "npsagg_add"); });
 }
 
 // npsagg_remove(a npsagg, score integer, weight float8): one answer less; 22003 if a has none
 // of that score.
 NPS_FUNCTION(npsagg_remove_score) {
-    Summary a;
-    load(fcinfo, 0, &a);
-    if (PG_ARGISNULL(1) || PG_ARGISNULL(2)) {
-        if (PG_ARGISNULL(0)) PG_RETURN_NULL();
-        PG_RETURN_POINTER(nps::make_npsagg(a));
-    }
-    int i = score_arg(fcinfo, 1);
-    double w = weight_arg(fcinfo, 2);
-    Summary one{};
-    one.counts[i] = 1;
-    one.weights[i] = w;
-    one.weight_sq = w * w;
-    sub_from(&a, one, "npsagg_remove");
-    PG_RETURN_POINTER(nps::make_npsagg(a));
+    return one_answer(fcinfo, [](Summary *a, const Summary &one) { sub_from(a, one, "npsagg_remove"); });
 }
