@@ -212,3 +212,11 @@ RESET enable_hashagg;
 -- nps over NULL scores and weights: those rows do not count
 SELECT nps(s) AS unweighted, nps(s, w) AS weighted, responses(nps_agg(s, w)) AS weighted_responses
 FROM (VALUES (10, 1.0::float8), (NULL, 1), (0, NULL), (9, 2)) v(s, w);
+-- sliding windows over NULL scores (forward and inverse skip them) equal the formula per frame
+SELECT count(*) AS frames,
+       count(*) FILTER (WHERE n IS DISTINCT FROM f) AS differing
+FROM (SELECT nps(s) OVER w AS n,
+             100.0 * (count(*) FILTER (WHERE s >= 9) OVER w - count(*) FILTER (WHERE s <= 6) OVER w)
+               / nullif(count(s) OVER w, 0) AS f
+      FROM (SELECT g, CASE WHEN g % 3 = 0 THEN NULL ELSE (g * 7) % 11 END AS s FROM generate_series(1, 500) g) v
+      WINDOW w AS (ORDER BY g ROWS BETWEEN 4 PRECEDING AND CURRENT ROW)) x;
