@@ -4,7 +4,9 @@
 #include <openssl/crypto.h>
 #include <openssl/hmac.h>
 
+#include <algorithm>
 #include <chrono>
+#include <deque>
 #include <iterator>
 #include <condition_variable>
 #include <cstdlib>
@@ -66,20 +68,33 @@ class IpLimiter {
 
 }  // namespace
 
-// Collector connections, shared by the server's threads; reconnected when found broken.
+// Collector connections, shared by the server's threads and handed out first come, first served:
+// a request waiting for a connection is never overtaken by a later one, so none waits much
+// longer than the others (the tail latency). Reconnected when found broken.
 class CollectorPool {
  public:
-  CollectorPool(const Config &cfg) {
+  explicit CollectorPool(const Config &cfg) {
     for (int i = 0; i < cfg.answer_db_connections; i++)
       free_.push_back(std::make_unique<Db>(cfg.collector_conninfo,
           std::vector<Statement>(std::begin(kCollectorStatements), std::end(kCollectorStatements))));
   }
   std::unique_ptr<Db> take() {
-    std::unique_lock<std::mutex> lk(m_);
-    if (!cv_.wait_for(lk, std::chrono::seconds(5), [this] { return !free_.empty(); })) return nullptr;
-    auto db = std::move(free_.back());
-    free_.pop_back();
-    lk.unlock();
+    std::unique_ptr<Db> db;
+    {
+      std::unique_lock<std::mutex> lk(m_);
+      if (!free_.empty() && waiters_.empty()) {
+        db = std::move(free_.back());
+        free_.pop_back();
+      } else {
+        Waiter w;
+        waiters_.push_back(&w);
+        if (!w.cv.wait_for(lk, std::chrono::seconds(5), [&w] { return w.db != nullptr; })) {
+          waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &w));
+          return nullptr;
+        }
+        db = std::move(w.db);
+      }
+    }
     if (!db->connected()) {
       std::string err;
       if (!db->connect(err)) {
@@ -96,12 +111,22 @@ class CollectorPool {
   void give(std::unique_ptr<Db> db) {
     if (db->broken()) db->close();
     std::lock_guard<std::mutex> g(m_);
-    free_.push_back(std::move(db));
-    cv_.notify_one();
+    if (!waiters_.empty()) {  // straight to the oldest waiter
+      Waiter *w = waiters_.front();
+      waiters_.pop_front();
+      w->db = std::move(db);
+      w->cv.notify_one();
+    } else {
+      free_.push_back(std::move(db));
+    }
   }
  private:
+  struct Waiter {
+    std::condition_variable cv;
+    std::unique_ptr<Db> db;
+  };
   std::mutex m_;
-  std::condition_variable cv_;
+  std::deque<Waiter *> waiters_;
   std::vector<std::unique_ptr<Db>> free_;
 };
 
@@ -389,6 +414,10 @@ bool AnswerServer::start(std::string &error) {
   Impl &m = *impl_;
   int threads = m.cfg.answer_threads;
   m.srv.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  // cpp-httplib writes a response's headers and body with two send()s: with Nagle's algorithm on,
+  // the body waits for the client's (delayed, up to 40 ms) ACK of the headers on a keep-alive
+  // connection.
+  m.srv.set_tcp_nodelay(true);
   m.srv.set_keep_alive_max_count(1000);
   m.srv.set_keep_alive_timeout(10);
   m.srv.set_read_timeout(10, 0);
@@ -444,6 +473,7 @@ OpsServer::~OpsServer() { stop(); }
 bool OpsServer::start(std::string &error) {
   Impl &m = *impl_;
   m.srv.new_task_queue = [] { return new httplib::ThreadPool(2); };
+  m.srv.set_tcp_nodelay(true);
   m.srv.Get("/healthz", [&m](const httplib::Request &, httplib::Response &res) {
     std::string why;
     bool ok = m.health(why);

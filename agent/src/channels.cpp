@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <ctime>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "log.hpp"
@@ -255,97 +256,6 @@ bool RateLimit::acquire(const std::atomic<bool> &stop) {
     if (stop) return false;
     std::this_thread::sleep_for(std::chrono::duration<double>(wait < 0.2 ? wait : 0.2));
   }
-}
-
-Dispatcher::Dispatcher(const Config &cfg, std::atomic<bool> &stop) : cfg_(cfg), stop_(stop) {
-  channels_[0].cfg = &cfg.email;
-  channels_[1].cfg = &cfg.sms;
-  channels_[2].cfg = &cfg.in_app;
-}
-
-void Dispatcher::start() {
-  for (auto &ch : channels_) {
-    if (ch.cfg->url.empty()) continue;
-    ch.limit = std::make_unique<RateLimit>(ch.cfg->rate);
-    for (int i = 0; i < ch.cfg->concurrency; i++) ch.threads.emplace_back([this, &ch] { worker(ch); });
-  }
-}
-
-Dispatcher::~Dispatcher() {
-  {
-    std::lock_guard<std::mutex> g(m_);
-    shutdown_ = true;
-  }
-  work_cv_.notify_all();
-  for (auto &ch : channels_)
-    for (auto &t : ch.threads) t.join();
-}
-
-void Dispatcher::wake() {
-  std::lock_guard<std::mutex> g(m_);
-  // Not yet started: given back unsent (their leases are released by the sender).
-  for (auto &ch : channels_) {
-    for (auto &j : ch.queue) {
-      j.out->state = Outcome::released;
-      outstanding_--;
-      metrics().queue_depth--;
-    }
-    ch.queue.clear();
-  }
-  work_cv_.notify_all();
-  done_cv_.notify_all();
-}
-
-void Dispatcher::send(const std::vector<Message> &batch, std::vector<Outcome> &out) {
-  out.assign(batch.size(), Outcome());
-  std::unique_lock<std::mutex> lk(m_);
-  for (size_t i = 0; i < batch.size(); i++) {
-    int c = channel_index(batch[i].channel);
-    if (c < 0 || channels_[c].threads.empty()) {
-      out[i].state = Outcome::failed;
-      out[i].error = "channel " + (c < 0 ? std::string("unknown") : batch[i].channel) + " is not configured in the agent";
-      continue;
-    }
-    if (stop_) { out[i].state = Outcome::released; continue; }
-    channels_[c].queue.push_back(Job{&batch[i], &out[i]});
-    outstanding_++;
-    metrics().queue_depth++;
-  }
-  work_cv_.notify_all();
-  done_cv_.wait(lk, [this] { return outstanding_ == 0; });
-}
-
-void Dispatcher::worker(Channel &ch) {
-  std::unique_ptr<Transport> t = make_transport(cfg_, *ch.cfg);
-  int ci = channel_index(ch.cfg->name);
-  for (;;) {
-    Job job;
-    {
-      std::unique_lock<std::mutex> lk(m_);
-      work_cv_.wait(lk, [&] { return shutdown_ || !ch.queue.empty(); });
-      if (ch.queue.empty()) return;  // shutdown
-      job = ch.queue.front();
-      ch.queue.pop_front();
-      metrics().queue_depth--;
-    }
-    if (!ch.limit->acquire(stop_)) {
-      job.out->state = Outcome::released;
-    } else {
-      auto t0 = std::chrono::steady_clock::now();
-      *job.out = t->send(*job.msg);
-      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      metrics().send_seconds[ci].observe(secs);
-      if (job.out->state == Outcome::sent) metrics().sent[ci]++;
-      else metrics().failed[ci]++;
-      if (job.out->state == Outcome::failed) log_debug(ch.cfg->name + " delivery failed: " + job.out->error);
-    }
-    finish_one();
-  }
-}
-
-void Dispatcher::finish_one() {
-  std::lock_guard<std::mutex> g(m_);
-  if (--outstanding_ == 0) done_cv_.notify_all();
 }
 
 }  // namespace agent

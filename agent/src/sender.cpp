@@ -76,26 +76,28 @@ void Sender::sleep_interruptible(int seconds) {
   poll(&p, 1, seconds * 1000);
 }
 
-void Sender::wait_for_work(int seconds) {
-  PGconn *c = db_.raw();
-  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-  while (!stop_) {
+Sender::Woken Sender::wait(int milliseconds) {
+  PGconn *c = db_.connected() ? db_.raw() : nullptr;
+  auto notified = [c] {
+    bool any = false;
     PQconsumeInput(c);
-    bool notified = false;
     while (PGnotify *n = PQnotifies(c)) {
-      notified = true;
+      any = true;
       PQfreemem(n);
     }
-    if (notified) return;
-    if (PQstatus(c) != CONNECTION_OK) return;
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now()).count();
-    if (left <= 0) return;
-    pollfd p[2] = {{PQsocket(c), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-    if (poll(p, 2, static_cast<int>(left)) > 0 && (p[0].revents & (POLLERR | POLLHUP | POLLNVAL))) {
-      PQconsumeInput(c);
-      return;
-    }
+    return any;
+  };
+  if (c && notified()) return Woken::notified;
+  if (stop_) return Woken::stop;
+  pollfd p[3] = {{stop_fd_, POLLIN, 0}, {dispatcher_.done_fd(), POLLIN, 0}, {c ? PQsocket(c) : -1, POLLIN, 0}};
+  if (poll(p, 3, milliseconds < 0 ? 0 : milliseconds) <= 0) return Woken::timeout;
+  if (p[0].revents) return Woken::stop;
+  if (p[1].revents) return Woken::dispatcher;
+  if (p[2].revents) {
+    if (notified()) return Woken::notified;
+    if (PQstatus(c) != CONNECTION_OK || (p[2].revents & (POLLERR | POLLHUP | POLLNVAL))) return Woken::connection;
   }
+  return Woken::timeout;
 }
 
 bool Sender::claim(std::vector<Message> &batch) {
@@ -194,9 +196,24 @@ bool Sender::flush_reports() {
   return true;
 }
 
+void Sender::collect() {
+  for (auto &b : dispatcher_.take_done()) queue_reports(b->msgs, b->out);
+}
+
 void Sender::run() {
-  dispatcher_.start();
+  std::string err;
+  if (!dispatcher_.start(err)) {
+    log_error("sender: " + err);
+    return;
+  }
+  // The next batch is claimed when the workers have half a batch left to start.
+  const size_t low_water = static_cast<size_t>(cfg_.batch) / 2;
+  dispatcher_.set_low_water(low_water);
   int backoff = 1;
+  // The last claim found less than a batch: claim again after a notification, the poll
+  // interval or a finished batch.
+  bool idle = false;
+  auto next_poll = std::chrono::steady_clock::now();
   while (!stop_) {
     if (!db_.connected()) {
       metrics().sender_db_up = 0;
@@ -207,28 +224,49 @@ void Sender::run() {
       }
       if (backoff > 1 || metrics().claimed > 0) metrics().db_reconnects++;
       backoff = 1;
+      idle = false;
     }
-    if (!flush_reports()) { db_.close(); continue; }
-    std::vector<Message> batch;
-    if (!claim(batch)) {
-      if (db_.broken()) log_warning("sender: database connection lost, reconnecting");
-      db_.close();
-      continue;
-    }
-    if (batch.empty()) {
-      wait_for_work(cfg_.poll_interval);
-      continue;
-    }
-    log_debug("sender: claimed " + std::to_string(batch.size()) + " surveys");
-    std::vector<Outcome> out;
-    dispatcher_.send(batch, out);
-    queue_reports(batch, out);
+    collect();
     if (!flush_reports()) {
       log_warning("sender: database connection lost while reporting, reconnecting");
       db_.close();
+      continue;
     }
+    auto now = std::chrono::steady_clock::now();
+    if (idle && now >= next_poll) idle = false;
+    size_t out = dispatcher_.batches();
+    if (!idle && (out == 0 || (out == 1 && dispatcher_.waiting() <= low_water))) {
+      auto b = std::make_unique<Batch>();
+      if (!claim(b->msgs)) {
+        if (db_.broken()) log_warning("sender: database connection lost, reconnecting");
+        db_.close();
+        continue;
+      }
+      if (b->msgs.size() < static_cast<size_t>(cfg_.batch)) {
+        idle = true;
+        next_poll = now + std::chrono::seconds(cfg_.poll_interval);
+      }
+      if (!b->msgs.empty()) {
+        log_debug("sender: claimed " + std::to_string(b->msgs.size()) + " surveys");
+        dispatcher_.submit(std::move(b));
+      }
+      continue;
+    }
+    int ms = 1000;
+    if (idle)
+      ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(next_poll - now).count());
+    Woken w = wait(ms);
+    if (w == Woken::notified || w == Woken::dispatcher) idle = false;
   }
-  // Stopping: report what was sent and release what was not, reconnecting a few times if needed.
+  // Stopping: what is queued is released (wake), the messages in progress finish.
+  dispatcher_.wake();
+  for (;;) {
+    collect();
+    if (dispatcher_.batches() == 0) break;
+    pollfd p{dispatcher_.done_fd(), POLLIN, 0};
+    poll(&p, 1, 200);
+  }
+  // Report what was sent and release what was not, reconnecting a few times if needed.
   for (int i = 0; i < 5 && !reports_.empty(); i++) {
     if (!db_.connected() && !connect()) { std::this_thread::sleep_for(std::chrono::seconds(1)); continue; }
     if (!flush_reports()) db_.close();
