@@ -89,9 +89,11 @@ DELETE FROM nps_billing.survey WHERE source_id = (SELECT id FROM nps_billing.pay
 DELETE FROM nps_billing.payment_event WHERE source_id = (SELECT id FROM nps_billing.payment_source WHERE name = 'p9');
 TRUNCATE p9_claims;
 SQL
+  # storage: the survey table and its due queue (survey_queue), with their indexes
+  size="pg_total_relation_size('nps_billing.survey') + pg_total_relation_size('nps_billing.survey_queue')"
   if [ $r -eq 0 ]; then
-    psql -qX -c 'VACUUM FULL nps_billing.survey' >/dev/null
-    before=$(psql -qAtX -c "SELECT pg_total_relation_size('nps_billing.survey')")
+    psql -qX -c 'VACUUM FULL nps_billing.survey, nps_billing.survey_queue' >/dev/null
+    before=$(psql -qAtX -c "SELECT $size")
   fi
   psql -qX -v ON_ERROR_STOP=1 >/dev/null <<SQL
 INSERT INTO nps_billing.payment_event (source_id, payment_key, kind, customer_id, amount, currency, occurred_at, attributes)
@@ -102,11 +104,11 @@ SELECT md5(e.id::text || random()::text), e.source_id, e.id, e.customer_id, 'ema
        now() - interval '1 hour' + (e.id % 3600) * interval '1 second', now() + interval '14 days',
        (ARRAY['America/New_York', 'Asia/Tokyo', NULL])[e.id % 3 + 1]  -- a third in the source's zone
   FROM nps_billing.payment_event e JOIN nps_billing.payment_source p ON p.id = e.source_id WHERE p.name = 'p9';
-VACUUM ANALYZE nps_billing.survey;
+VACUUM ANALYZE nps_billing.survey, nps_billing.survey_queue;
 CHECKPOINT;
 SQL
   if [ $r -eq 0 ]; then
-    psql -qAtX -c "SELECT round((pg_total_relation_size('nps_billing.survey') - $before)::numeric / $N)" >"$tmp/p9.bytes"
+    psql -qAtX -c "SELECT round(($size - $before)::numeric / $N)" >"$tmp/p9.bytes"
     psql -qAtX -F " " -c "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = 'nps_billing.survey'::regclass" >"$tmp/p9.hot0"
   fi
   drain p9
@@ -147,7 +149,7 @@ row P9 "4 workers drain ${N} surveys (send window + daily cap; claim 100 + one m
 row P9 "duplicate claims over $REPS runs (ours and bare)" "$dups" "<= 0"
 row P9 "messages lost (not sent once) over $REPS runs (ours and bare)" "$lost" "<= 0"
 row P9a "our drain vs the bare leased queue (${bare} messages/s), ratio" "$(ratio "$ours" "$bare")" ">= 0.6"
-echo "# P9 storage per queued message (table + indexes): survey $(cat "$tmp/p9.bytes") B, bare queue $(cat "$tmp/p9a.bytes") B"
+echo "# P9 storage per queued message (tables + indexes): survey + survey_queue $(cat "$tmp/p9.bytes") B, bare queue $(cat "$tmp/p9a.bytes") B"
 echo "# P9 WAL per message, claim + report (median): survey $(median <"$tmp/p9.wal") B, bare queue $(median <"$tmp/p9a.wal") B"
 awk -v u0="${upd0:-0}" -v h0="${hot0:-0}" -v u1="${upd1:-0}" -v h1="${hot1:-0}" 'BEGIN {
   if (u1 > u0) printf "# P9 survey updates in the first drain: %d, HOT %d (%.0f%%)\n", u1 - u0, h1 - h0, 100 * (h1 - h0) / (u1 - u0) }'

@@ -5557,3 +5557,518 @@ CREATE OR REPLACE VIEW @extschema@.nps_daily_days_since_payment AS
 SELECT g.day, g.days_since AS days_since_payment, @extschema@.rollup(g.agg) AS summary
 FROM @extschema@.rollup_days g
 GROUP BY g.day, g.days_since;
+
+
+
+-- ---------------------------------------------------------------------------------------------
+-- queue (session 3): the due queue in its own narrow table survey_queue (kept by triggers on
+-- survey), so claims and reports update survey in place; survey_queue_idx goes (its predicate
+-- made every report a non-HOT update). Surveys queued, leased or sent before the update carry
+-- on: survey_queue is filled from them here. claim_messages returns reminder and reports a
+-- survey whose links have no answer_base_url failed instead of failing the call.
+CREATE TABLE @extschema@.survey_queue (
+  survey_id  bigint PRIMARY KEY,      -- survey.id
+  visible_at timestamptz NOT NULL     -- claimable from (see above)
+);
+CREATE INDEX survey_queue_visible_idx ON @extschema@.survey_queue (visible_at);
+COMMENT ON TABLE @extschema@.survey_queue IS
+  'The due queue: one row per pending or sending survey and the time it may be claimed from (kept by triggers on survey)';
+-- Not dumped: derived from survey, and rebuilt from it by the insert trigger when pg_restore
+-- loads survey's rows.
+
+-- When a survey may be claimed, from its status, send_after and lease_until (NULL: not queued).
+CREATE FUNCTION @extschema@.queue_visible_at(status text, send_after timestamptz, lease_until timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT CASE status WHEN 'pending' THEN send_after
+                     WHEN 'sending' THEN greatest(send_after, coalesce(lease_until, 'infinity'))
+         END
+$$;
+COMMENT ON FUNCTION @extschema@.queue_visible_at(text, timestamptz, timestamptz) IS
+  'Internal: when a survey may be claimed (survey_queue.visible_at); NULL when it is not queued';
+
+-- the surveys queued or leased before the update
+INSERT INTO @extschema@.survey_queue (survey_id, visible_at)
+SELECT s.id, @extschema@.queue_visible_at(s.status, s.send_after, s.lease_until)
+  FROM @extschema@.survey s WHERE s.status IN ('pending', 'sending');
+DROP INDEX @extschema@.survey_queue_idx;
+-- Statement level: one pass over the statement's transition table (a claim or a report of 100
+-- surveys is one MERGE of 100 rows).
+CREATE FUNCTION @extschema@.survey_queue_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  INSERT INTO @extschema@.survey_queue AS q (survey_id, visible_at)
+  SELECT n.id, @extschema@.queue_visible_at(n.status, n.send_after, n.lease_until)
+    FROM nps_new n WHERE n.status IN ('pending', 'sending')
+  ON CONFLICT (survey_id) DO UPDATE SET visible_at = excluded.visible_at;
+  RETURN NULL;
+END
+$fn$;
+CREATE FUNCTION @extschema@.survey_queue_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  -- survey_queue is read through its primary key for exactly these ids, whatever plan the
+  -- cached statement got from the row count of its first call (never a scan of the queue)
+  MERGE INTO @extschema@.survey_queue q
+  USING (SELECT n.id, @extschema@.queue_visible_at(n.status, n.send_after, n.lease_until) AS visible_at
+           FROM nps_new n) c
+     ON q.survey_id = c.id AND q.survey_id = ANY (ARRAY(SELECT n.id FROM nps_new n))
+   WHEN MATCHED AND c.visible_at IS NULL THEN DELETE
+   WHEN MATCHED AND q.visible_at IS DISTINCT FROM c.visible_at THEN UPDATE SET visible_at = c.visible_at
+   WHEN NOT MATCHED AND c.visible_at IS NOT NULL THEN INSERT (survey_id, visible_at) VALUES (c.id, c.visible_at);
+  RETURN NULL;
+END
+$fn$;
+-- A survey whose id changes (only a DBA's UPDATE does that) moves to its new id.
+CREATE FUNCTION @extschema@.survey_queue_renumber() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  DELETE FROM @extschema@.survey_queue q WHERE q.survey_id = OLD.id;
+  IF NEW.status IN ('pending', 'sending') THEN
+    INSERT INTO @extschema@.survey_queue AS q (survey_id, visible_at)
+    VALUES (NEW.id, @extschema@.queue_visible_at(NEW.status, NEW.send_after, NEW.lease_until))
+    ON CONFLICT (survey_id) DO UPDATE SET visible_at = excluded.visible_at;
+  END IF;
+  RETURN NULL;
+END
+$fn$;
+CREATE FUNCTION @extschema@.survey_queue_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  DELETE FROM @extschema@.survey_queue q WHERE q.survey_id = ANY (ARRAY(SELECT o.id FROM nps_old o));
+  RETURN NULL;
+END
+$fn$;
+CREATE FUNCTION @extschema@.survey_queue_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  TRUNCATE @extschema@.survey_queue;
+  RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER survey_queue_insert AFTER INSERT ON @extschema@.survey
+  REFERENCING NEW TABLE AS nps_new
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.survey_queue_insert();
+CREATE TRIGGER survey_queue_update AFTER UPDATE ON @extschema@.survey
+  REFERENCING NEW TABLE AS nps_new
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.survey_queue_update();
+-- (UPDATE OF id: fires only for an UPDATE that sets id; claims and reports do not)
+CREATE TRIGGER survey_queue_renumber AFTER UPDATE OF id ON @extschema@.survey
+  FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id)
+  EXECUTE FUNCTION @extschema@.survey_queue_renumber();
+CREATE TRIGGER survey_queue_delete AFTER DELETE ON @extschema@.survey
+  REFERENCING OLD TABLE AS nps_old
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.survey_queue_delete();
+CREATE TRIGGER survey_queue_truncate AFTER TRUNCATE ON @extschema@.survey
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.survey_queue_truncate();
+COMMENT ON FUNCTION @extschema@.survey_queue_insert() IS 'Trigger: new queued surveys enter survey_queue';
+COMMENT ON FUNCTION @extschema@.survey_queue_update() IS
+  'Trigger: a survey''s status, send_after or lease_until changed: its survey_queue row follows (in, moved, out)';
+COMMENT ON FUNCTION @extschema@.survey_queue_renumber() IS 'Trigger: a survey whose id changed moves in survey_queue';
+COMMENT ON FUNCTION @extschema@.survey_queue_delete() IS 'Trigger: deleted surveys leave survey_queue';
+COMMENT ON FUNCTION @extschema@.survey_queue_truncate() IS 'Trigger: TRUNCATE survey empties survey_queue';
+CREATE OR REPLACE FUNCTION @extschema@.claim_surveys(worker text, max integer DEFAULT 100,
+                                          lease interval DEFAULT '5 minutes')
+RETURNS SETOF @extschema@.claimed_survey
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  lease_end timestamptz;
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
+  got integer := 0;         -- surveys leased so far
+  asked integer;            -- asked for in this round
+  n integer;                -- picked in this round
+  rounds integer := 0;
+  p_ids bigint[];           -- the round's picked surveys in queue order,
+  p_src integer[];          -- their sources,
+  p_state text[];           -- and closed / counted / free
+  claim_ids bigint[];
+  over_ids bigint[];        -- counted ones over their source's cap
+  put_off bigint[];         -- closed and over-cap ones
+  k integer;
+  want integer;
+  granted integer;
+BEGIN
+  -- Not STRICT: a NULL argument is a caller bug and gets 22004, not a silent empty result.
+  IF worker IS NULL OR max IS NULL OR lease IS NULL THEN
+    RAISE EXCEPTION 'claim_surveys: % must not be NULL',
+      CASE WHEN worker IS NULL THEN 'worker' WHEN max IS NULL THEN 'max' ELSE 'lease' END
+      USING ERRCODE = '22004';
+  END IF;
+  IF worker = '' OR length(worker) > 200 THEN
+    RAISE EXCEPTION 'claim_surveys: worker name must have 1..200 characters, got %', length(worker)
+      USING ERRCODE = '22023';
+  END IF;
+  IF max <= 0 OR max > 10000 THEN
+    RAISE EXCEPTION 'claim_surveys: max % is out of range 1..10000', max USING ERRCODE = '22023';
+  END IF;
+  IF caller IS NULL THEN  -- the session's login role was dropped meanwhile
+    RAISE EXCEPTION 'claim_surveys: the session''s login role no longer exists' USING ERRCODE = '42704';
+  END IF;
+  -- Checked for what it does: no negative part (35_intervals.sql), then in absolute time from now.
+  IF @extschema@.interval_within(lease, '1 microsecond', '1 day') THEN
+    lease_end := now() + lease;
+  END IF;
+  IF lease_end IS NULL OR lease_end <= now() OR lease_end > now() + interval '25 hours' THEN
+    RAISE EXCEPTION 'claim_surveys: lease % is out of range (0, 1 day] or has a negative part', lease
+      USING ERRCODE = '22023';
+  END IF;
+  -- Without a send window or a daily cap on any source, a claim is one statement.
+  IF NOT EXISTS (SELECT 1 FROM @extschema@.payment_source p
+                  WHERE p.daily_cap IS NOT NULL OR NOT @extschema@.window_always_open(p.send_days, p.send_from, p.send_until)) THEN
+    RETURN QUERY
+    WITH picked AS (
+      SELECT s.id
+        FROM @extschema@.survey_queue q
+        JOIN @extschema@.survey s ON s.id = q.survey_id
+       WHERE q.visible_at <= now()  -- survey_queue_visible_idx
+         AND s.status IN ('pending', 'sending')
+         AND s.send_after <= now()
+         AND s.expires_at > now()
+         AND (s.status = 'pending'
+              OR (s.lease_until <= now()
+                  AND s.attempts < (SELECT p.max_attempts FROM @extschema@.payment_source p
+                                     WHERE p.id = s.source_id)))
+       ORDER BY q.visible_at  -- the queue index's order: no sort of the whole backlog
+       LIMIT claim_surveys.max
+         FOR UPDATE OF s SKIP LOCKED
+    ), claimed AS (
+      UPDATE @extschema@.survey s
+         SET status = 'sending',
+             lease_owner = claim_surveys.worker,
+             lease_role = caller,
+             lease_until = lease_end,
+             attempts = s.attempts + 1,
+             due_at = NULL
+        FROM picked
+       WHERE s.id = picked.id
+      RETURNING s.id, s.token, s.customer_id, s.channel, s.attempts, s.lease_until, s.expires_at,
+                s.source_id, s.event_id, s.send_after, s.reminder
+    )
+    -- The payment context: one primary-key probe per claimed survey (LIMIT 1 keeps each LATERAL
+    -- subquery a nested loop; a plain join let the planner hash the whole payment_event table).
+    SELECT c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at,
+           p.name, e.kind, e.amount, e.currency, e.occurred_at, e.attributes, c.reminder
+      FROM claimed c
+      LEFT JOIN LATERAL (SELECT p.name FROM @extschema@.payment_source p
+                          WHERE p.id = c.source_id LIMIT 1) p ON true
+      LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
+                           FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true
+     ORDER BY c.send_after, c.id;
+    RETURN;
+  END IF;
+
+  -- Send windows and daily caps (61_send_policy.sql). Each round picks due surveys exactly as
+  -- above (FOR UPDATE SKIP LOCKED, queue order) and judges each one: 'closed' (outside its send
+  -- window now, in the recipient's time zone), 'counted' (the first claim of a send for a source
+  -- with a daily cap: first sends and reminders count, a retry or a re-claim after a lapsed lease
+  -- does not) or 'free'. Closed ones move to their window's next opening and over-cap ones to
+  -- the next day's (send_after, so they leave the head of the queue and due_at keeps when they
+  -- fell due); the rest are leased. A round that put surveys off leaves room for another, so a
+  -- claim does not come back empty while due surveys inside their windows wait behind them.
+  -- A change of a source's window or cap waits for the claims under way (the advisory lock of
+  -- reschedule_surveys, 61_send_policy.sql), so it sees every survey they put off.
+  PERFORM pg_catalog.pg_advisory_xact_lock_shared(
+            '@extschema@.payment_source'::pg_catalog.regclass::pg_catalog.oid::pg_catalog.int4, x.id)
+     FROM (SELECT p.id FROM @extschema@.payment_source p
+            WHERE p.daily_cap IS NOT NULL OR NOT @extschema@.window_always_open(p.send_days, p.send_from, p.send_until)
+            ORDER BY p.id OFFSET 0) x;  -- in id order
+  LOOP
+    asked := claim_surveys.max - got;
+    SELECT coalesce(array_agg(j.id ORDER BY j.send_after, j.id), '{}'),
+           coalesce(array_agg(j.source_id ORDER BY j.send_after, j.id), '{}'),
+           coalesce(array_agg(j.state ORDER BY j.send_after, j.id), '{}')
+      INTO p_ids, p_src, p_state
+      FROM (
+        SELECT pk.id, pk.source_id, pk.send_after,
+               CASE WHEN p.id IS NOT NULL
+                         AND NOT @extschema@.window_always_open(p.send_days, p.send_from, p.send_until)
+                         AND NOT (extract(isodow FROM l.t)::integer = ANY (p.send_days)
+                                  AND l.t::time >= p.send_from AND l.t::time < p.send_until)
+                    THEN 'closed'
+                    WHEN p.daily_cap IS NOT NULL AND pk.status = 'pending' AND pk.attempts = 0 THEN 'counted'
+                    ELSE 'free' END AS state
+          FROM (SELECT s.id, s.source_id, s.send_after, s.status, s.attempts, s.time_zone
+                  FROM @extschema@.survey_queue q
+                  JOIN @extschema@.survey s ON s.id = q.survey_id
+                 WHERE q.visible_at <= now()  -- survey_queue_visible_idx
+                   AND s.status IN ('pending', 'sending')
+                   AND s.send_after <= now()
+                   AND s.expires_at > now()
+                   AND (s.status = 'pending'
+                        OR (s.lease_until <= now()
+                            AND s.attempts < (SELECT p.max_attempts FROM @extschema@.payment_source p
+                                               WHERE p.id = s.source_id)))
+                 ORDER BY q.visible_at
+                 LIMIT asked
+                   FOR UPDATE OF s SKIP LOCKED) pk
+          LEFT JOIN @extschema@.payment_source p ON p.id = pk.source_id
+          -- local wall-clock time of the recipient (its zone if PostgreSQL knows it, else the source's)
+          CROSS JOIN LATERAL (SELECT now() AT TIME ZONE @extschema@.send_zone(pk.time_zone, p.time_zone) AS t) l
+      ) j;
+    n := cardinality(p_ids);
+    EXIT WHEN n = 0;
+    put_off := '{}';
+    IF NOT 'free' = ALL (p_state) THEN
+      over_ids := '{}';
+      -- Daily caps: a counter row per source and day of the source's time zone, locked in
+      -- source order (no deadlock between claimers of several capped sources) and held to the
+      -- end of the transaction, so concurrent claimers never grant more than the cap together.
+      FOR k, want IN SELECT u.src, count(*)::integer FROM unnest(p_src, p_state) AS u(src, st)
+                      WHERE u.st = 'counted' GROUP BY u.src ORDER BY u.src LOOP
+        granted := @extschema@.take_send_quota(k, want);
+        IF granted < want THEN
+          over_ids := over_ids || ARRAY(SELECT u.id FROM unnest(p_ids, p_src, p_state) WITH ORDINALITY AS u(id, src, st, ord)
+                                         WHERE u.st = 'counted' AND u.src = k ORDER BY u.ord OFFSET granted);
+        END IF;
+      END LOOP;
+      put_off := over_ids || ARRAY(SELECT u.id FROM unnest(p_ids, p_state) AS u(id, st) WHERE u.st = 'closed');
+    END IF;
+    IF cardinality(put_off) > 0 THEN
+      -- Closed ones to their window's next opening, over-cap ones to the next day's.
+      UPDATE @extschema@.survey s
+         SET status = 'pending', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
+             due_at = coalesce(s.due_at, s.send_after),
+             cap_deferrals = s.cap_deferrals + CASE WHEN s.id = ANY (over_ids) THEN 1 ELSE 0 END,
+             send_after = greatest(now() + interval '1 second',
+                                   @extschema@.send_window_next(
+                                     CASE WHEN s.id = ANY (over_ids)
+                                          THEN @extschema@.next_local_midnight(now(), coalesce(p.time_zone, 'UTC'))
+                                          ELSE now() END,
+                                     @extschema@.send_zone(s.time_zone, p.time_zone),
+                                     p.send_days, p.send_from, p.send_until))
+        FROM @extschema@.payment_source p
+       WHERE p.id = s.source_id AND s.id = ANY (put_off);
+      claim_ids := ARRAY(SELECT u.id FROM unnest(p_ids, p_state) WITH ORDINALITY AS u(id, st, ord)
+                          WHERE u.id <> ALL (put_off) ORDER BY u.ord);
+    ELSE
+      claim_ids := p_ids;
+    END IF;
+    IF cardinality(claim_ids) > 0 THEN
+      RETURN QUERY
+      WITH claimed AS (
+        UPDATE @extschema@.survey s
+           SET status = 'sending',
+               lease_owner = claim_surveys.worker,
+               lease_role = caller,
+               lease_until = lease_end,
+               attempts = s.attempts + 1,
+               due_at = NULL
+         WHERE s.id = ANY (claim_ids)
+        RETURNING s.id, s.token, s.customer_id, s.channel, s.attempts, s.lease_until, s.expires_at,
+                  s.source_id, s.event_id, s.send_after, s.reminder
+      )
+      SELECT c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at,
+             p.name, e.kind, e.amount, e.currency, e.occurred_at, e.attributes, c.reminder
+        FROM claimed c
+        LEFT JOIN LATERAL (SELECT p.name FROM @extschema@.payment_source p
+                            WHERE p.id = c.source_id LIMIT 1) p ON true
+        LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
+                             FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true
+       ORDER BY c.send_after, c.id;
+      GET DIAGNOSTICS k = ROW_COUNT;
+      got := got + k;
+    END IF;
+    rounds := rounds + 1;
+    -- done: enough, the queue had no more due surveys, or enough rounds for one call
+    EXIT WHEN got >= claim_surveys.max OR n < asked OR rounds >= 20;
+  END LOOP;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION @extschema@.expire_surveys()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  expired integer;
+  exhausted integer;
+BEGIN
+  -- 'sent' too: an unanswered survey expires (sent_at still tells it was delivered).
+  UPDATE @extschema@.survey s
+     SET status = 'expired', lease_owner = NULL, lease_until = NULL, lease_role = NULL
+   WHERE s.live AND s.status IN ('pending', 'sending', 'sent') AND s.expires_at <= now();  -- survey_expiry_idx
+  GET DIAGNOSTICS expired = ROW_COUNT;
+  -- Leases that ran out max_attempts times (a sender that crashes on this survey every time)
+  -- are never claimed again: close them as failed.
+  -- A reminder is given up instead: the survey was sent before and stays sent.
+  UPDATE @extschema@.survey s
+     SET status = CASE WHEN s.reminder > 0 THEN 'sent' ELSE 'failed' END,
+         lease_owner = NULL, lease_until = NULL, lease_role = NULL,
+         last_error = coalesce(s.last_error, 'lease ran out ' || s.attempts || ' times')
+    FROM @extschema@.payment_source p
+   WHERE s.id IN (SELECT q.survey_id FROM @extschema@.survey_queue q WHERE q.visible_at <= now())
+     AND s.status = 'sending' AND s.lease_until <= now()
+     AND p.id = s.source_id AND s.attempts >= p.max_attempts;
+  GET DIAGNOSTICS exhausted = ROW_COUNT;
+  RETURN expired + exhausted;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION @extschema@.reschedule_surveys(source text DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  moved bigint;
+  sid integer;
+BEGIN
+  IF source IS NOT NULL THEN
+    SELECT p.id INTO sid FROM @extschema@.payment_source p WHERE p.name = reschedule_surveys.source;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'reschedule_surveys: no payment source is named "%"', source USING ERRCODE = '42704';
+    END IF;
+  END IF;
+  -- Claims of these sources under way hold this lock shared until they commit: wait for them,
+  -- so the surveys they put off are seen (each statement below reads what has committed), and
+  -- claims starting now wait for this transaction's new window or cap.
+  PERFORM pg_catalog.pg_advisory_xact_lock('@extschema@.payment_source'::pg_catalog.regclass::pg_catalog.oid::pg_catalog.int4, x.id)
+     FROM (SELECT p.id FROM @extschema@.payment_source p WHERE sid IS NULL OR p.id = sid ORDER BY p.id OFFSET 0) x;
+  UPDATE @extschema@.survey s
+     SET send_after = s.due_at, due_at = NULL
+   WHERE s.id IN (SELECT q.survey_id FROM @extschema@.survey_queue q)
+     AND s.status = 'pending' AND s.due_at IS NOT NULL
+     AND (sid IS NULL OR s.source_id = sid);
+  GET DIAGNOSTICS moved = ROW_COUNT;
+  RETURN moved;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION @extschema@.payment_source_send_policy_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  IF (OLD.time_zone, OLD.send_days, OLD.send_from, OLD.send_until, OLD.daily_cap)
+     IS DISTINCT FROM (NEW.time_zone, NEW.send_days, NEW.send_from, NEW.send_until, NEW.daily_cap) THEN
+    PERFORM @extschema@.reschedule_surveys(NEW.name);
+  END IF;
+  -- fewer reminders: queued reminders beyond the new number are dropped (the survey stays sent)
+  IF NEW.reminders < OLD.reminders THEN
+    UPDATE @extschema@.survey s SET status = 'sent', due_at = NULL
+     WHERE s.id IN (SELECT q.survey_id FROM @extschema@.survey_queue q)
+       AND s.status = 'pending' AND s.source_id = NEW.id AND s.reminder > NEW.reminders;
+  END IF;
+  RETURN NULL;
+END
+$fn$;
+
+CREATE OR REPLACE VIEW @extschema@.send_backlog AS
+SELECT p.name AS source, w.state, count(*) AS surveys, min(w.next_send_at) AS next_send_at
+  FROM @extschema@.survey_queue q
+  JOIN @extschema@.survey s ON s.id = q.survey_id
+  JOIN @extschema@.payment_source p ON p.id = s.source_id
+  CROSS JOIN LATERAL (SELECT @extschema@.send_zone(s.time_zone, p.time_zone) AS zone,
+                             coalesce(p.time_zone, 'UTC') AS source_zone) z
+  LEFT JOIN @extschema@.send_day d
+         ON d.source_id = p.id AND d.day = (now() AT TIME ZONE z.source_zone)::date
+  CROSS JOIN LATERAL (
+    SELECT CASE WHEN s.status = 'sending' AND s.lease_until > now() THEN 'leased'
+                WHEN s.send_after > now() THEN CASE WHEN s.reminder > 0 THEN 'reminder' ELSE 'scheduled' END
+                WHEN @extschema@.send_window_next(now(), z.zone, p.send_days, p.send_from, p.send_until) > now()
+                  THEN 'window'
+                WHEN p.daily_cap IS NOT NULL AND s.status = 'pending' AND s.attempts = 0
+                     AND coalesce(d.claimed, 0) >= p.daily_cap THEN 'daily_cap'
+                ELSE 'due' END AS state) st
+  CROSS JOIN LATERAL (
+    SELECT CASE st.state
+             WHEN 'leased' THEN s.lease_until
+             WHEN 'window' THEN @extschema@.send_window_next(now(), z.zone, p.send_days, p.send_from, p.send_until)
+             WHEN 'daily_cap' THEN @extschema@.send_window_next(@extschema@.next_local_midnight(now(), z.source_zone),
+                                                                z.zone, p.send_days, p.send_from, p.send_until)
+             WHEN 'due' THEN now()
+             ELSE @extschema@.send_window_next(s.send_after, z.zone, p.send_days, p.send_from, p.send_until)
+           END AS next_send_at,
+           st.state) w
+ WHERE s.status IN ('pending', 'sending') AND s.expires_at > now()
+ GROUP BY p.name, w.state;
+
+ALTER TYPE @extschema@.claimed_message ADD ATTRIBUTE reminder integer;
+-- Whether a template field's links need its source's answer_base_url (src/render.cpp).
+CREATE FUNCTION @extschema@._template_links(template text, field text) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'nps_template_links' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@._template_links(text, text) IS
+  'Internal: whether a message template field has links (answer_url, unsubscribe_url, score_links, score_url.N)';
+
+CREATE OR REPLACE FUNCTION @extschema@.claim_messages(worker text, max integer DEFAULT 100,
+                                           lease interval DEFAULT '5 minutes')
+RETURNS SETOF @extschema@.claimed_message
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  claimed @extschema@.claimed_survey[];
+  ids bigint[];
+  unrenderable bigint[];
+  src record;
+BEGIN
+  -- (claim_surveys checks the values; the NULLs are named here for this function)
+  IF worker IS NULL OR max IS NULL OR lease IS NULL THEN
+    RAISE EXCEPTION 'claim_messages: % must not be NULL',
+      CASE WHEN worker IS NULL THEN 'worker' WHEN max IS NULL THEN 'max' ELSE 'lease' END
+      USING ERRCODE = '22004';
+  END IF;
+  SELECT coalesce(array_agg(x.s ORDER BY x.ord), '{}'), coalesce(array_agg((x.s).id), '{}')
+    INTO claimed, ids
+    FROM (SELECT c, pg_catalog.row_number() OVER ()
+            FROM @extschema@.claim_surveys(claim_messages.worker, claim_messages.max, claim_messages.lease) c) x(s, ord);
+  -- surveys of sources without answer_base_url whose template has links (one check per template)
+  IF cardinality(ids) > 0 AND EXISTS (SELECT 1 FROM @extschema@.payment_source p WHERE p.answer_base_url IS NULL) THEN
+    SELECT coalesce(array_agg(s.id), '{}') INTO unrenderable
+      FROM @extschema@.survey s
+      JOIN (SELECT k.source_id, k.channel, k.locale
+              FROM (SELECT DISTINCT x.source_id, x.channel, x.locale FROM @extschema@.survey x WHERE x.id = ANY (ids)) k
+              JOIN @extschema@.payment_source p ON p.id = k.source_id AND p.answer_base_url IS NULL
+             CROSS JOIN LATERAL @extschema@._template_for(k.source_id, k.channel, k.locale) t
+             WHERE @extschema@._template_links(t.t_subject, 'subject') OR @extschema@._template_links(t.t_text, 'body_text')
+                OR @extschema@._template_links(t.t_html, 'body_html')) g
+        ON g.source_id = s.source_id AND g.channel = s.channel AND g.locale IS NOT DISTINCT FROM s.locale
+     WHERE s.id = ANY (ids);
+    IF cardinality(unrenderable) > 0 THEN
+      FOR src IN SELECT p.name, array_agg(s.id ORDER BY s.id) AS ids FROM @extschema@.survey s
+                   JOIN @extschema@.payment_source p ON p.id = s.source_id
+                  WHERE s.id = ANY (unrenderable) GROUP BY p.name ORDER BY p.name LOOP
+        PERFORM @extschema@.mark_failed(src.ids, claim_messages.worker,
+          pg_catalog.format('no_answer_base_url: payment source "%s" has no answer_base_url, which its message template''s links need',
+                            src.name),
+          interval '1 hour');
+      END LOOP;
+    END IF;
+  END IF;
+  RETURN QUERY
+  WITH c AS MATERIALIZED (
+    SELECT u.*, u.ordinality AS ord FROM unnest(claimed) WITH ORDINALITY AS u
+     WHERE unrenderable IS NULL OR u.id <> ALL (unrenderable)
+  ), m AS (
+    SELECT * FROM @extschema@._messages(ARRAY(SELECT c.id FROM c))
+  )
+  SELECT c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at, c.source,
+         c.kind, c.amount, c.currency, c.occurred_at, c.attributes,
+         m.recipient, m.locale, m.subject, m.body_text, m.body_html, c.reminder
+    FROM c LEFT JOIN m ON m.survey_id = c.id
+   ORDER BY c.ord;
+END
+$fn$;
+
+COMMENT ON FUNCTION @extschema@.claim_messages(text, integer, interval) IS
+  'claim_surveys with the rendered message: leases due surveys as claim_surveys() does and returns '
+  'each with its recipient, locale, subject, text and HTML body; a survey whose template needs '
+  'links its source has no answer_base_url for is reported failed (no_answer_base_url) instead';
+
+REVOKE ALL ON TABLE @extschema@.survey_queue FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.queue_visible_at(text, timestamptz, timestamptz), @extschema@.survey_queue_insert(),
+  @extschema@.survey_queue_update(), @extschema@.survey_queue_renumber(), @extschema@.survey_queue_delete(),
+  @extschema@.survey_queue_truncate(), @extschema@._template_links(text, text) FROM PUBLIC;

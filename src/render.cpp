@@ -233,6 +233,20 @@ NPS_FUNCTION(nps_template_ok) {
     PG_RETURN_BOOL(true);
 }
 
+// _template_links(template text, field text) RETURNS boolean: whether the field's links need the
+// source's answer_base_url (answer_url, unsubscribe_url, score_links, score_url.N). NULL: false.
+// A template that does not parse raises as _template_ok does (saved templates always parse).
+NPS_FUNCTION(nps_template_links) {
+    if (PG_ARGISNULL(0))
+        PG_RETURN_BOOL(false);
+    if (PG_ARGISNULL(1))
+        ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("template field must not be NULL")));
+    text *t = PG_GETARG_TEXT_PP(0);
+    char *field = text_to_cstring(PG_GETARG_TEXT_PP(1));
+    Template parsed = parse_or_raise(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), field);
+    PG_RETURN_BOOL(parsed.uses_links);
+}
+
 // _render(subject, body_text, body_html, token, base_url, locale, time_zone, amount, currency,
 //         paid_at, attributes, source, OUT subject, OUT body_text, OUT body_html): one message.
 // A NULL template field renders as NULL. Links without a base URL: 22023 naming the source.

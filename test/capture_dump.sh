@@ -40,6 +40,9 @@ CREATE TABLE billing.charges (id int PRIMARY KEY, cust varchar(20), st varchar(1
 SELECT nps_billing.track_payments('billing.charges', 'norm(cust)', 'id::text', $$st = 'ok'$$, name => 'bound');
 INSERT INTO billing.charges VALUES (1, 'cus_b1', 'ok');
 SQL
+# five surveys due now (the others wait for the source's delay): the restored queue must serve them
+psql -qX -v ON_ERROR_STOP=1 -d "$src" -c "UPDATE nps_billing.survey SET send_after = now() - interval '1 minute'
+  WHERE id IN (SELECT id FROM nps_billing.survey WHERE status = 'pending' ORDER BY id LIMIT 5)" >/dev/null
 pg_dump -Fc -d "$src" -f "$dump"
 pg_restore -d "$dst" "$dump"
 for t in payment_source payment_event survey customer_contact opt_out capture_error response follow_up_policy follow_up follow_up_note message_template message_template_builtin; do
@@ -59,6 +62,14 @@ for s in payment_event_id_seq survey_id_seq follow_up_id_seq follow_up_note_id_s
   [ "$a" = "$b" ] || { echo "not ok - sequence $s differs ($a vs $b)"; exit 1; }
 done
 echo "ok - sequences kept"
+# the due queue is not dumped: the restore of survey rebuilds it, and the restored surveys are claimed
+q="SELECT string_agg(survey_id || ' ' || visible_at, ',' ORDER BY survey_id) FROM nps_billing.survey_queue"
+a=$(psql -qAtX -d "$src" -c "$q"); b=$(psql -qAtX -d "$dst" -c "$q")
+[ -n "$a" ] && [ "$a" = "$b" ] || { echo "not ok - survey_queue after restore differs from the source's"; exit 1; }
+a=$(psql -qAtX -d "$src" -c "SELECT count(*) FROM nps_billing.survey WHERE status = 'pending' AND send_after <= now() AND expires_at > now()")
+b=$(psql -qAtX -d "$dst" -c "SELECT count(*) FROM nps_billing.claim_surveys('restored', 10000)")
+[ "$a" = 5 ] && [ "$b" = 5 ] || { echo "not ok - $b surveys claimed after restore, $a due"; exit 1; }
+echo "ok - the due queue is rebuilt by the restore: its $b due surveys are claimed"
 psql -qX -v ON_ERROR_STOP=1 -d "$dst" -c "INSERT INTO payments (customer_id, amount_cents, currency, status) VALUES ('cus_new', 100, 'usd', 'succeeded')" >/dev/null
 c=$(psql -qAtX -d "$dst" -c "SELECT count(*) FROM nps_billing.payment_event WHERE customer_id = 'cus_new' AND survey_id IS NOT NULL")
 [ "$c" = 1 ] || { echo "not ok - capture does not work after restore"; exit 1; }

@@ -161,7 +161,7 @@ esac
 # --- the user's objects and the whole pipeline work after the update ---------------------------
 if psql -qX -v ON_ERROR_STOP=1 -d "$upd" >"$tmp/err" 2>&1 <<'SQL'
 DO $$
-DECLARE n bigint; sid bigint; tok text;
+DECLARE n bigint; sid bigint; tok text; ids bigint[]; old_lease bigint;
 BEGIN
   PERFORM * FROM public.nps_overall; PERFORM * FROM public.nps_monthly; PERFORM * FROM public.my_context;
   IF public.score_label(9) <> 'promoter' THEN RAISE EXCEPTION 'score_label(9) = %', public.score_label(9); END IF;
@@ -176,12 +176,33 @@ BEGIN
   IF n <> 6 THEN RAISE EXCEPTION 'capture after the update: % events, want 6', n; END IF;
   SELECT survey_id INTO sid FROM nps_billing.payment_event WHERE customer_id = 'cus_new';
   IF sid IS NULL THEN RAISE EXCEPTION 'capture after the update: no survey for a new customer'; END IF;
+  -- the due queue (survey_queue) holds exactly the surveys queued and leased before the update
+  -- (and the new ones), each visible when it may be claimed
+  SELECT count(*) INTO n FROM nps_billing.survey s FULL JOIN nps_billing.survey_queue q ON q.survey_id = s.id
+   WHERE q.visible_at IS DISTINCT FROM nps_billing.queue_visible_at(s.status, s.send_after, s.lease_until);
+  IF n <> 0 OR (SELECT count(*) FROM nps_billing.survey_queue) <> 15 + 5 + 6 THEN
+    RAISE EXCEPTION 'survey_queue after the update: % rows wrong, % rows (want 0 wrong, 26)', n, (SELECT count(*) FROM nps_billing.survey_queue);
+  END IF;
+  -- a new worker claims every due survey: those queued before the update and the new one
+  SELECT array_agg(c.id) INTO ids FROM nps_billing.claim_surveys('w2', 1000) c;
+  IF NOT sid = ANY (ids) THEN RAISE EXCEPTION 'claim after the update did not return the new survey'; END IF;
+  IF cardinality(ids) <> 15 + 6 OR EXISTS (SELECT 1 FROM nps_billing.survey WHERE status = 'pending') THEN
+    RAISE EXCEPTION 'claim after the update: % surveys, want the 15 pending before it and the 6 new ones', cardinality(ids);
+  END IF;
+  -- a lease taken before the update runs out: claimed again by another worker, its old owner refused
+  SELECT min(id) INTO old_lease FROM nps_billing.survey WHERE status = 'sending' AND lease_owner = 'w1';
+  UPDATE nps_billing.survey SET lease_until = now() - interval '1 second' WHERE id = old_lease;
+  PERFORM 1 FROM nps_billing.claim_surveys('w3', 10) c WHERE c.id = old_lease AND c.attempts = 2;
+  IF NOT FOUND THEN RAISE EXCEPTION 'a lapsed lease of before the update is not claimed again'; END IF;
+  IF (SELECT ok FROM nps_billing.mark_sent(ARRAY[old_lease], 'w1')) THEN RAISE EXCEPTION 'the old owner reported a re-claimed survey'; END IF;
+  IF NOT (SELECT ok FROM nps_billing.mark_sent(ARRAY[old_lease], 'w3')) THEN RAISE EXCEPTION 'the new owner could not report'; END IF;
   -- the worker that claimed before the update finishes its batch
-  SELECT count(*) INTO n FROM nps_billing.survey WHERE status = 'sending';
+  SELECT count(*) INTO n FROM nps_billing.survey WHERE status = 'sending' AND lease_owner = 'w1';
   PERFORM nps_billing.mark_sent(id, 'w1') FROM nps_billing.survey WHERE status = 'sending' AND lease_owner = 'w1';
-  -- a new worker claims the new survey, sends it, the customer answers
-  PERFORM 1 FROM nps_billing.claim_surveys('w2', 1000) c WHERE c.id = sid;
-  IF NOT FOUND THEN RAISE EXCEPTION 'claim after the update did not return the new survey'; END IF;
+  IF n <> 4 OR EXISTS (SELECT 1 FROM nps_billing.survey WHERE lease_owner = 'w1') THEN
+    RAISE EXCEPTION 'the leases of before the update: % reported, want 4', n;
+  END IF;
+  -- the new survey is sent, the customer answers
   PERFORM nps_billing.mark_sent(sid, 'w2');
   SELECT token INTO tok FROM nps_billing.survey WHERE id = sid;
   PERFORM nps_billing.record_response(tok, 10, 'after the update');
@@ -194,7 +215,7 @@ BEGIN
   PERFORM nps_billing.expire_surveys();
 END $$;
 SQL
-then ok "after the update: user views, npsagg column, BEGIN ATOMIC function; a payment is captured, claimed, sent, answered"
+then ok "after the update: user views, npsagg column, BEGIN ATOMIC function; the due queue holds the surveys queued and leased before it; they are claimed, a lapsed old lease re-claimed, old leases reported; a payment is captured, claimed, sent, answered"
 else notok "the updated database does not carry on"; show "$tmp/err"; fi
 
 # --- catalog: updated equals fresh ---------------------------------------------------------

@@ -106,9 +106,10 @@ CREATE TABLE @extschema@.survey (
   -- the login role (session_user's oid; read it as lease_role::regrole) that took the lease:
   -- with lease_owner it decides who may report the survey (60_delivery.sql)
   lease_role  oid,
-  -- Which partial indexes hold the survey. Derived from status, and unchanged by a claim
-  -- (pending -> sending stays queued and live): a claim touches no indexed value, so PostgreSQL
-  -- updates the row in place (HOT) without touching any index when the page has room.
+  -- Derived from status: queued (pending or sending: it has a row in survey_queue, the due
+  -- queue of 59_survey_queue.sql) and live (survey_expiry_idx holds it). No index of survey
+  -- depends on a status change between pending, sending and sent, so a claim and a report
+  -- touch no index of survey: PostgreSQL updates the row in place (HOT) when the page has room.
   queued      boolean GENERATED ALWAYS AS (status IN ('pending', 'sending')) STORED,
   live        boolean GENERATED ALWAYS AS (status IN ('pending', 'sending', 'sent')) STORED,
   recipient   text,            -- email address or phone number (personal data)
@@ -119,10 +120,9 @@ CREATE TABLE @extschema@.survey (
   reminders_sent integer NOT NULL DEFAULT 0,  -- reminders reported sent (before an answer)
   due_at         timestamptz,                 -- when it fell due, if a send window or the daily cap put it off to send_after
   cap_deferrals  integer NOT NULL DEFAULT 0   -- days it waited because its source's daily cap was reached
-) WITH (fillfactor = 80);  -- room on each page for in-place (HOT) updates of claims
+) WITH (fillfactor = 80);  -- room on each page for in-place (HOT) updates of claims and reports
 CREATE INDEX survey_customer_idx ON @extschema@.survey (customer_id);
--- The queue: only live surveys are indexed.
-CREATE INDEX survey_queue_idx ON @extschema@.survey (send_after) WHERE queued;
+-- (The queue is the table survey_queue, 59_survey_queue.sql.)
 -- expire_surveys() finds open surveys past their deadline.
 CREATE INDEX survey_expiry_idx ON @extschema@.survey (expires_at) WHERE live;
 

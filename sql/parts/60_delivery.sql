@@ -90,8 +90,9 @@ BEGIN
     RETURN QUERY
     WITH picked AS (
       SELECT s.id
-        FROM @extschema@.survey s
-       WHERE s.queued  -- survey_queue_idx
+        FROM @extschema@.survey_queue q
+        JOIN @extschema@.survey s ON s.id = q.survey_id
+       WHERE q.visible_at <= now()  -- survey_queue_visible_idx
          AND s.status IN ('pending', 'sending')
          AND s.send_after <= now()
          AND s.expires_at > now()
@@ -99,7 +100,7 @@ BEGIN
               OR (s.lease_until <= now()
                   AND s.attempts < (SELECT p.max_attempts FROM @extschema@.payment_source p
                                      WHERE p.id = s.source_id)))
-       ORDER BY s.send_after  -- the queue index's order: no sort of the whole backlog
+       ORDER BY q.visible_at  -- the queue index's order: no sort of the whole backlog
        LIMIT claim_surveys.max
          FOR UPDATE OF s SKIP LOCKED
     ), claimed AS (
@@ -159,8 +160,9 @@ BEGIN
                     WHEN p.daily_cap IS NOT NULL AND pk.status = 'pending' AND pk.attempts = 0 THEN 'counted'
                     ELSE 'free' END AS state
           FROM (SELECT s.id, s.source_id, s.send_after, s.status, s.attempts, s.time_zone
-                  FROM @extschema@.survey s
-                 WHERE s.queued  -- survey_queue_idx
+                  FROM @extschema@.survey_queue q
+                  JOIN @extschema@.survey s ON s.id = q.survey_id
+                 WHERE q.visible_at <= now()  -- survey_queue_visible_idx
                    AND s.status IN ('pending', 'sending')
                    AND s.send_after <= now()
                    AND s.expires_at > now()
@@ -168,7 +170,7 @@ BEGIN
                         OR (s.lease_until <= now()
                             AND s.attempts < (SELECT p.max_attempts FROM @extschema@.payment_source p
                                                WHERE p.id = s.source_id)))
-                 ORDER BY s.send_after
+                 ORDER BY q.visible_at
                  LIMIT asked
                    FOR UPDATE OF s SKIP LOCKED) pk
           LEFT JOIN @extschema@.payment_source p ON p.id = pk.source_id
@@ -177,9 +179,8 @@ BEGIN
       ) j;
     n := cardinality(p_ids);
     EXIT WHEN n = 0;
-    IF 'free' = ALL (p_state) THEN
-      claim_ids := p_ids;
-    ELSE
+    put_off := '{}';
+    IF NOT 'free' = ALL (p_state) THEN
       over_ids := '{}';
       -- Daily caps: a counter row per source and day of the source's time zone, locked in
       -- source order (no deadlock between claimers of several capped sources) and held to the
@@ -193,6 +194,8 @@ BEGIN
         END IF;
       END LOOP;
       put_off := over_ids || ARRAY(SELECT u.id FROM unnest(p_ids, p_state) AS u(id, st) WHERE u.st = 'closed');
+    END IF;
+    IF cardinality(put_off) > 0 THEN
       -- Closed ones to their window's next opening, over-cap ones to the next day's.
       UPDATE @extschema@.survey s
          SET status = 'pending', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
@@ -206,9 +209,11 @@ BEGIN
                                      @extschema@.send_zone(s.time_zone, p.time_zone),
                                      p.send_days, p.send_from, p.send_until))
         FROM @extschema@.payment_source p
-       WHERE cardinality(put_off) > 0 AND p.id = s.source_id AND s.id = ANY (put_off);
+       WHERE p.id = s.source_id AND s.id = ANY (put_off);
       claim_ids := ARRAY(SELECT u.id FROM unnest(p_ids, p_state) WITH ORDINALITY AS u(id, st, ord)
                           WHERE u.id <> ALL (put_off) ORDER BY u.ord);
+    ELSE
+      claim_ids := p_ids;
     END IF;
     IF cardinality(claim_ids) > 0 THEN
       RETURN QUERY
@@ -482,7 +487,8 @@ BEGIN
          lease_owner = NULL, lease_until = NULL, lease_role = NULL,
          last_error = coalesce(s.last_error, 'lease ran out ' || s.attempts || ' times')
     FROM @extschema@.payment_source p
-   WHERE s.queued AND s.status = 'sending' AND s.lease_until <= now()
+   WHERE s.id IN (SELECT q.survey_id FROM @extschema@.survey_queue q WHERE q.visible_at <= now())
+     AND s.status = 'sending' AND s.lease_until <= now()
      AND p.id = s.source_id AND s.attempts >= p.max_attempts;
   GET DIAGNOSTICS exhausted = ROW_COUNT;
   RETURN expired + exhausted;

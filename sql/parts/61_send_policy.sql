@@ -96,7 +96,8 @@ BEGIN
      FROM (SELECT p.id FROM @extschema@.payment_source p WHERE sid IS NULL OR p.id = sid ORDER BY p.id OFFSET 0) x;
   UPDATE @extschema@.survey s
      SET send_after = s.due_at, due_at = NULL
-   WHERE s.queued AND s.status = 'pending' AND s.due_at IS NOT NULL
+   WHERE s.id IN (SELECT q.survey_id FROM @extschema@.survey_queue q)
+     AND s.status = 'pending' AND s.due_at IS NOT NULL
      AND (sid IS NULL OR s.source_id = sid);
   GET DIAGNOSTICS moved = ROW_COUNT;
   RETURN moved;
@@ -118,7 +119,8 @@ BEGIN
   -- fewer reminders: queued reminders beyond the new number are dropped (the survey stays sent)
   IF NEW.reminders < OLD.reminders THEN
     UPDATE @extschema@.survey s SET status = 'sent', due_at = NULL
-     WHERE s.queued AND s.status = 'pending' AND s.source_id = NEW.id AND s.reminder > NEW.reminders;
+     WHERE s.id IN (SELECT q.survey_id FROM @extschema@.survey_queue q)
+       AND s.status = 'pending' AND s.source_id = NEW.id AND s.reminder > NEW.reminders;
   END IF;
   RETURN NULL;
 END
@@ -143,7 +145,8 @@ CREATE TRIGGER payment_source_send_policy_changed
 --   reminder   a sent survey waiting for its next reminder
 CREATE VIEW @extschema@.send_backlog AS
 SELECT p.name AS source, w.state, count(*) AS surveys, min(w.next_send_at) AS next_send_at
-  FROM @extschema@.survey s
+  FROM @extschema@.survey_queue q
+  JOIN @extschema@.survey s ON s.id = q.survey_id
   JOIN @extschema@.payment_source p ON p.id = s.source_id
   CROSS JOIN LATERAL (SELECT @extschema@.send_zone(s.time_zone, p.time_zone) AS zone,
                              coalesce(p.time_zone, 'UTC') AS source_zone) z
@@ -167,7 +170,7 @@ SELECT p.name AS source, w.state, count(*) AS surveys, min(w.next_send_at) AS ne
              ELSE @extschema@.send_window_next(s.send_after, z.zone, p.send_days, p.send_from, p.send_until)
            END AS next_send_at,
            st.state) w
- WHERE s.queued AND s.status IN ('pending', 'sending') AND s.expires_at > now()
+ WHERE s.status IN ('pending', 'sending') AND s.expires_at > now()
  GROUP BY p.name, w.state;
 COMMENT ON VIEW @extschema@.send_backlog IS
   'Queued surveys per source and state (due, leased, window, daily_cap, scheduled, reminder) and the earliest next send';

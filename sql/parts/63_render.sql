@@ -95,18 +95,34 @@ CREATE TYPE @extschema@.claimed_message AS (
   locale      text,
   subject     text,         -- email only
   body_text   text,         -- the text body (email) or the whole message (sms, in_app)
-  body_html   text          -- email only (NULL when the template has no HTML body)
+  body_html   text,         -- email only (NULL when the template has no HTML body)
+  reminder    integer       -- 0: the first send; n: the n-th reminder (as claimed_survey.reminder)
 );
 COMMENT ON TYPE @extschema@.claimed_message IS
   'A survey leased by claim_messages(): claimed_survey''s fields and the rendered message';
 REVOKE USAGE ON TYPE @extschema@.claimed_message FROM PUBLIC;
 
+-- Whether a template field's links need its source's answer_base_url (src/render.cpp).
+CREATE FUNCTION @extschema@._template_links(template text, field text) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'nps_template_links' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@._template_links(text, text) IS
+  'Internal: whether a message template field has links (answer_url, unsubscribe_url, score_links, score_url.N)';
+
+-- A claimed survey whose message cannot be rendered - its source has no answer_base_url and its
+-- template has links - is reported failed at once, as mark_failed does (error
+-- 'no_answer_base_url: ...', retried after an hour, failed at max_attempts), and not returned:
+-- the other surveys of the call go out.
 CREATE FUNCTION @extschema@.claim_messages(worker text, max integer DEFAULT 100,
                                            lease interval DEFAULT '5 minutes')
 RETURNS SETOF @extschema@.claimed_message
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+  claimed @extschema@.claimed_survey[];
+  ids bigint[];
+  unrenderable bigint[];
+  src record;
 BEGIN
   -- (claim_surveys checks the values; the NULLs are named here for this function)
   IF worker IS NULL OR max IS NULL OR lease IS NULL THEN
@@ -114,23 +130,51 @@ BEGIN
       CASE WHEN worker IS NULL THEN 'worker' WHEN max IS NULL THEN 'max' ELSE 'lease' END
       USING ERRCODE = '22004';
   END IF;
+  SELECT coalesce(array_agg(x.s ORDER BY x.ord), '{}'), coalesce(array_agg((x.s).id), '{}')
+    INTO claimed, ids
+    FROM (SELECT c, pg_catalog.row_number() OVER ()
+            FROM @extschema@.claim_surveys(claim_messages.worker, claim_messages.max, claim_messages.lease) c) x(s, ord);
+  -- surveys of sources without answer_base_url whose template has links (one check per template)
+  IF cardinality(ids) > 0 AND EXISTS (SELECT 1 FROM @extschema@.payment_source p WHERE p.answer_base_url IS NULL) THEN
+    SELECT coalesce(array_agg(s.id), '{}') INTO unrenderable
+      FROM @extschema@.survey s
+      JOIN (SELECT k.source_id, k.channel, k.locale
+              FROM (SELECT DISTINCT x.source_id, x.channel, x.locale FROM @extschema@.survey x WHERE x.id = ANY (ids)) k
+              JOIN @extschema@.payment_source p ON p.id = k.source_id AND p.answer_base_url IS NULL
+             CROSS JOIN LATERAL @extschema@._template_for(k.source_id, k.channel, k.locale) t
+             WHERE @extschema@._template_links(t.t_subject, 'subject') OR @extschema@._template_links(t.t_text, 'body_text')
+                OR @extschema@._template_links(t.t_html, 'body_html')) g
+        ON g.source_id = s.source_id AND g.channel = s.channel AND g.locale IS NOT DISTINCT FROM s.locale
+     WHERE s.id = ANY (ids);
+    IF cardinality(unrenderable) > 0 THEN
+      FOR src IN SELECT p.name, array_agg(s.id ORDER BY s.id) AS ids FROM @extschema@.survey s
+                   JOIN @extschema@.payment_source p ON p.id = s.source_id
+                  WHERE s.id = ANY (unrenderable) GROUP BY p.name ORDER BY p.name LOOP
+        PERFORM @extschema@.mark_failed(src.ids, claim_messages.worker,
+          pg_catalog.format('no_answer_base_url: payment source "%s" has no answer_base_url, which its message template''s links need',
+                            src.name),
+          interval '1 hour');
+      END LOOP;
+    END IF;
+  END IF;
   RETURN QUERY
   WITH c AS MATERIALIZED (
-    SELECT c.*, pg_catalog.row_number() OVER () AS ord
-      FROM @extschema@.claim_surveys(claim_messages.worker, claim_messages.max, claim_messages.lease) c
+    SELECT u.*, u.ordinality AS ord FROM unnest(claimed) WITH ORDINALITY AS u
+     WHERE unrenderable IS NULL OR u.id <> ALL (unrenderable)
   ), m AS (
     SELECT * FROM @extschema@._messages(ARRAY(SELECT c.id FROM c))
   )
   SELECT c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at, c.source,
          c.kind, c.amount, c.currency, c.occurred_at, c.attributes,
-         m.recipient, m.locale, m.subject, m.body_text, m.body_html
+         m.recipient, m.locale, m.subject, m.body_text, m.body_html, c.reminder
     FROM c LEFT JOIN m ON m.survey_id = c.id
    ORDER BY c.ord;
 END
 $fn$;
 COMMENT ON FUNCTION @extschema@.claim_messages(text, integer, interval) IS
   'claim_surveys with the rendered message: leases due surveys as claim_surveys() does and returns '
-  'each with its recipient, locale, subject, text and HTML body';
+  'each with its recipient, locale, subject, text and HTML body; a survey whose template needs '
+  'links its source has no answer_base_url for is reported failed (no_answer_base_url) instead';
 
 -- The unsubscribe link's action. The same (empty) result whatever the token: a token that is
 -- unknown, expired or of an erased customer reveals nothing. Idempotent.

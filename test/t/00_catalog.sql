@@ -1,6 +1,6 @@
 -- Catalog-level promises: objects exist, nothing is granted to PUBLIC.
 BEGIN;
-SELECT plan(31);
+SELECT plan(36);
 SELECT has_type('nps_billing', 'npsagg', 'npsagg type exists');
 SELECT has_function('nps_billing', 'nps_ci', ARRAY['nps_billing.npsagg', 'double precision', 'text'], 'nps_ci exists');
 SELECT is_aggregate('nps_billing', 'nps', ARRAY['integer'], 'nps(integer) is an aggregate');
@@ -51,6 +51,24 @@ SELECT is((SELECT array_agg(channel || '/' || locale ORDER BY channel, locale) F
 SELECT is((SELECT array_agg(c::regclass::text ORDER BY c::regclass::text) FROM pg_extension, unnest(extconfig) c
             WHERE extname = 'nps_billing' AND c::regclass::text LIKE 'nps_billing.message_template%'),
   ARRAY['nps_billing.message_template', 'nps_billing.message_template_id_seq'], 'the DBA''s templates are dumped, the built-in ones are not');
+-- the due queue
+SELECT columns_are('nps_billing', 'survey_queue', ARRAY['survey_id', 'visible_at'], 'survey_queue: survey id and visible_at');
+SELECT is((SELECT array_agg(tgname::text ORDER BY tgname) FROM pg_trigger WHERE tgrelid = 'nps_billing.survey'::regclass AND tgname LIKE 'survey_queue%'),
+          ARRAY['survey_queue_delete', 'survey_queue_insert', 'survey_queue_renumber', 'survey_queue_truncate', 'survey_queue_update'],
+          'survey carries the queue triggers (insert, update, id change, delete, truncate)');
+SELECT is_empty($$
+  SELECT i.indexrelid::regclass::text FROM pg_index i
+   WHERE i.indrelid = 'nps_billing.survey'::regclass
+     AND (EXISTS (SELECT 1 FROM unnest(i.indkey) k JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k
+                   WHERE a.attname IN ('status', 'queued', 'send_after', 'lease_owner', 'lease_until', 'lease_role',
+                                       'attempts', 'sent_at', 'due_at', 'reminder', 'reminders_sent', 'last_error'))
+          OR coalesce(pg_get_expr(i.indpred, i.indrelid), '') || coalesce(pg_get_expr(i.indexprs, i.indrelid), '')
+             ~ '(status|queued|send_after|lease_|attempts|sent_at|due_at|reminder|last_error)')
+$$, 'no index of survey reads a column a claim or a report changes (they are HOT updates)');
+SELECT ok(NOT EXISTS (SELECT 1 FROM pg_extension, unnest(extconfig) c WHERE extname = 'nps_billing' AND c = 'nps_billing.survey_queue'::regclass),
+          'survey_queue is not dumped (rebuilt from survey by its insert trigger on restore)');
+SELECT is((SELECT attname::text FROM pg_attribute WHERE attrelid = 'nps_billing.claimed_message'::regclass AND attnum > 0 AND NOT attisdropped
+            ORDER BY attnum DESC LIMIT 1), 'reminder', 'claimed_message ends with reminder');
 SELECT is_empty($$
   SELECT p.oid::regprocedure::text FROM pg_proc p
   WHERE p.pronamespace = 'nps_billing'::regnamespace
