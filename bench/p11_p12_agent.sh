@@ -126,7 +126,8 @@ fi
 # ---- P12 ------------------------------------------------------------------------------------------
 if ! command -v wrk >/dev/null; then echo "P12|answer endpoint: wrk not installed (apt-get install wrk)|-|>= 1500/s, p99 <= 50 ms|NO"; exit 0; fi
 # distinct tokens for every request: run r, wrk thread t takes the S tokens from ((r - 1) * 2 + t) * S
-S=$((3000 * DURATION)); K=$((2 * S * REPS))
+# (run REPS + 1: a 2 s warm-up that opens every collector connection before the measured runs)
+S=$((3000 * DURATION)); K=$((2 * S * (REPS + 1)))
 q "DELETE FROM nps_billing.response; DELETE FROM nps_billing.survey" >/dev/null
 q "INSERT INTO nps_billing.survey (token, source_id, customer_id, channel, status, sent_at, send_after, expires_at)
    SELECT 'p12tok' || lpad(g::text, 8, '0'), p.id, 'c' || g, 'email', 'sent', now(), now() - interval '1 minute', now() + interval '1 day'
@@ -139,7 +140,8 @@ curl -s -c "$w/jar" -o "$w/page.html" "http://127.0.0.1:$answer_port/r/p12tok000
 csrf=$(sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' "$w/page.html")
 TIME=/usr/bin/time; [ -x "$TIME" ] || TIME=
 : >"$w/p12"; : >"$w/p12p99"; : >"$w/p12cpu"
-for r in $(seq 1 "$REPS"); do
+lua() {  # lua RUN: the wrk script of that run
+  r=$1
   cat >"$w/post.lua" <<LUA
 -- each thread walks its own slice of the tokens; every request is one answer to another survey
 local counter = 0
@@ -156,6 +158,10 @@ request = function()
                     string.format("score=%d&csrf=$csrf&ajax=1", score))
 end
 LUA
+}
+lua $((REPS + 1)); wrk -t2 -c16 -d2s -s "$w/post.lua" "http://127.0.0.1:$answer_port" >/dev/null 2>&1
+for r in $(seq 1 "$REPS"); do
+  lua "$r"
   a0=$(curl -s "http://127.0.0.1:$metrics_port/metrics" | sed -n 's/^nps_agent_answered_total //p')
   b=$(backends); c0="$(cpu $apid) $(cpu $b)"
   rm -f "$w/wrk.time"
