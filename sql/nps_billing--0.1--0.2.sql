@@ -5031,6 +5031,7 @@ $fn$;
 
 
 
+
 -- ---------------------------------------------------------------------------------------------
 -- queue (session 3): the due queue in its own narrow table survey_queue (kept by triggers on
 -- survey), so claims and reports update survey in place; survey_queue_idx goes (its predicate
@@ -5064,6 +5065,8 @@ INSERT INTO @extschema@.survey_queue (survey_id, visible_at)
 SELECT s.id, @extschema@.queue_visible_at(s.status, s.send_after, s.lease_until)
   FROM @extschema@.survey s WHERE s.status IN ('pending', 'sending');
 DROP INDEX @extschema@.survey_queue_idx;
+-- more room per page for the in-place updates of claims and reports (pages written from now on)
+ALTER TABLE @extschema@.survey SET (fillfactor = 50);
 -- Statement level: one pass over the statement's transition table (a claim or a report of 100
 -- surveys is one MERGE of 100 rows).
 CREATE FUNCTION @extschema@.survey_queue_insert() RETURNS trigger
