@@ -5560,6 +5560,7 @@ GROUP BY g.day, g.days_since;
 
 
 
+
 -- ---------------------------------------------------------------------------------------------
 -- queue (session 3): the due queue in its own narrow table survey_queue (kept by triggers on
 -- survey), so claims and reports update survey in place; survey_queue_idx goes (its predicate
@@ -5593,6 +5594,8 @@ INSERT INTO @extschema@.survey_queue (survey_id, visible_at)
 SELECT s.id, @extschema@.queue_visible_at(s.status, s.send_after, s.lease_until)
   FROM @extschema@.survey s WHERE s.status IN ('pending', 'sending');
 DROP INDEX @extschema@.survey_queue_idx;
+-- more room per page for the in-place updates of claims and reports (pages written from now on)
+ALTER TABLE @extschema@.survey SET (fillfactor = 50);
 -- Statement level: one pass over the statement's transition table (a claim or a report of 100
 -- surveys is one MERGE of 100 rows).
 CREATE FUNCTION @extschema@.survey_queue_insert() RETURNS trigger

@@ -120,7 +120,8 @@ CREATE TABLE @extschema@.survey (
   reminders_sent integer NOT NULL DEFAULT 0,  -- reminders reported sent (before an answer)
   due_at         timestamptz,                 -- when it fell due, if a send window or the daily cap put it off to send_after
   cap_deferrals  integer NOT NULL DEFAULT 0   -- days it waited because its source's daily cap was reached
-) WITH (fillfactor = 80);  -- room on each page for in-place (HOT) updates of claims and reports
+) WITH (fillfactor = 50);  -- room on each page for in-place (HOT) updates of claims and reports:
+                           -- each survey gets two (claim, report) before the old versions can be pruned
 CREATE INDEX survey_customer_idx ON @extschema@.survey (customer_id);
 -- (The queue is the table survey_queue, 59_survey_queue.sql.)
 -- expire_surveys() finds open surveys past their deadline.

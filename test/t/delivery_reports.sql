@@ -126,7 +126,7 @@ SELECT throws_ok($$SELECT * FROM mark_failed(ARRAY(SELECT generate_series(1, 100
 SELECT is((SELECT count(*)::int FROM mark_sent('{}'::bigint[], 'w')), 0, 'an empty batch reports nothing');
 
 -- a claim changes no indexed value (the queue is survey_queue; live stays true): an in-place HOT
--- update when its page has room (fillfactor 80 leaves room); so is a report (delivery_survey_queue)
+-- update when its page has room (fillfactor 50 leaves room); so is a report (delivery_survey_queue)
 INSERT INTO survey (id, token, source_id, customer_id, channel, send_after, expires_at)
 SELECT 6790, 'rp-token-hot', p.id, 'rp-cust-hot', 'email', now() - interval '2 hours', now() + interval '1 day'
   FROM payment_source p WHERE p.name = 'rp';
