@@ -20,7 +20,9 @@ smtp_port=$("$PY" "$T/free_port.py" 47100 47199); answer_port=$("$PY" "$T/free_p
 "$PY" "$T/smtp_sink.py" "$smtp_port" "$w/mail" >"$w/smtp.log" 2>&1 &
 pids="$pids $!"
 n=100; while [ $n -gt 0 ] && [ ! -e "$w/mail/ready" ]; do sleep 0.1; n=$((n - 1)); done
-psql -qAtX -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+psql -qAtX -v ON_ERROR_STOP=1 -v base="http://127.0.0.1:$answer_port/r" >/dev/null <<'SQL'
+-- the links of the source's messages point at this agent's answer page
+UPDATE nps_billing.payment_source SET answer_base_url = :'base' WHERE name = 'stripe';
 -- three recent surveys that got no answer, queued again for the agent
 UPDATE nps_billing.survey s SET status = 'pending', send_after = now(), expires_at = now() + interval '14 days',
        attempts = 0, lease_owner = NULL, lease_until = NULL, lease_role = NULL, sent_at = NULL
