@@ -2,7 +2,7 @@
 # P1-P5: NPS aggregates against count()/sum() and the hand-written formula, side by side.
 . "$(dirname "$0")/lib.sh"
 ROWS=${NPS_BENCH_ROWS:-10000000}
-REPS=${NPS_BENCH_REPS:-5}
+REPS=${NPS_BENCH_REPS:-9}
 psql -qX >/dev/null <<SQL
 DROP TABLE IF EXISTS bench_scores, bench_window;
 CREATE TABLE bench_scores AS
@@ -17,25 +17,33 @@ formula='100.0 * (count(*) FILTER (WHERE score >= 9) - count(*) FILTER (WHERE sc
 # warm the cache
 ms "$serial SELECT count(score) FROM bench_scores" >/dev/null
 tmp=$(mktemp -d)
+# Each ratio is taken within one repetition, between runs next to each other (the order of the
+# pair alternates from one repetition to the next), and the median of those ratios is printed:
+# on a shared 2-core VM a whole query's time drifts by 10-20% from minute to minute, which
+# medians of separate series do not cancel.
+pair() { # name sql_a sql_b: appends a/b of this repetition to $tmp/name, a and b to their files
+  if [ $((i % 2)) -eq 0 ]; then a=$(ms "$2"); b=$(ms "$3"); else b=$(ms "$3"); a=$(ms "$2"); fi
+  echo "$a" >>"$tmp/$1.a"; echo "$b" >>"$tmp/$1.b"; echo "$(ratio "$a" "$b")" >>"$tmp/$1"
+}
 i=0
 while [ $i -lt "$REPS" ]; do
-  ms "$serial SELECT count(score) FROM bench_scores" >>"$tmp/count"
-  ms "$serial SELECT nps(score) FROM bench_scores" >>"$tmp/nps"
-  ms "$serial SELECT $formula FROM bench_scores" >>"$tmp/formula"
-  ms "$serial SELECT sum(weight) FROM bench_scores" >>"$tmp/sum"
-  ms "$serial SELECT nps(score, weight) FROM bench_scores" >>"$tmp/wnps"
-  ms "$par SELECT count(score) FROM bench_scores" >>"$tmp/pcount"
-  ms "$par SELECT nps(score) FROM bench_scores" >>"$tmp/pnps"
-  ms "$serial SELECT sum(x) FROM (SELECT count(score) OVER (ORDER BY id ROWS BETWEEN 999 PRECEDING AND CURRENT ROW) x FROM bench_window) s" >>"$tmp/wcount"
-  ms "$serial SELECT sum(x) FROM (SELECT nps(score) OVER (ORDER BY id ROWS BETWEEN 999 PRECEDING AND CURRENT ROW) x FROM bench_window) s" >>"$tmp/wwnps"
+  pair p1 "$serial SELECT nps(score) FROM bench_scores" "$serial SELECT count(score) FROM bench_scores"
+  pair p2 "$serial SELECT $formula FROM bench_scores" "$serial SELECT nps(score) FROM bench_scores"
+  pair p3 "$serial SELECT nps(score, weight) FROM bench_scores" "$serial SELECT sum(weight) FROM bench_scores"
+  # P4: serial/parallel of nps over serial/parallel of count, all four in this repetition
+  pair p4n "$serial SELECT nps(score) FROM bench_scores" "$par SELECT nps(score) FROM bench_scores"
+  pair p4c "$serial SELECT count(score) FROM bench_scores" "$par SELECT count(score) FROM bench_scores"
+  echo "$(ratio "$(tail -1 "$tmp/p4n")" "$(tail -1 "$tmp/p4c")")" >>"$tmp/p4"
+  pair p5 "$serial SELECT sum(x) FROM (SELECT nps(score) OVER (ORDER BY id ROWS BETWEEN 999 PRECEDING AND CURRENT ROW) x FROM bench_window) s" \
+          "$serial SELECT sum(x) FROM (SELECT count(score) OVER (ORDER BY id ROWS BETWEEN 999 PRECEDING AND CURRENT ROW) x FROM bench_window) s"
   i=$((i + 1))
 done
-for f in count nps formula sum wnps pcount pnps wcount wwnps; do eval "m_$f=$(median <"$tmp/$f")"; echo "# median $f: $(eval echo \$m_$f) ms" >&2; done
-row P1 "nps(score) vs count(score), $ROWS rows, serial" "$(ratio "$m_nps" "$m_count")" "<= 1.10"
-row P2 "SQL formula vs nps(score) (formula is slower by)" "$(ratio "$m_formula" "$m_nps")" ">= 1.15"
-row P3 "nps(score, weight) vs sum(weight)" "$(ratio "$m_wnps" "$m_sum")" "<= 1.25"
-sp_count=$(ratio "$m_count" "$m_pcount"); sp_nps=$(ratio "$m_nps" "$m_pnps")
-row P4 "parallel speed-up nps ($sp_nps x) / count ($sp_count x), 2 workers" "$(ratio "$sp_nps" "$sp_count")" ">= 0.90"
-row P5 "window of 1000 rows over 1M rows: nps vs count" "$(ratio "$m_wwnps" "$m_wcount")" "<= 1.5"
+for f in p1 p2 p3 p4n p4c p4 p5; do echo "# $f per repetition: $(tr '\n' ' ' <"$tmp/$f")" >&2; done
+echo "# medians ms: nps $(median <"$tmp/p1.a"), count $(median <"$tmp/p1.b"), formula $(median <"$tmp/p2.a"), nps(score, weight) $(median <"$tmp/p3.a"), sum(weight) $(median <"$tmp/p3.b"), parallel nps $(median <"$tmp/p4n.b"), parallel count $(median <"$tmp/p4c.b"), window nps $(median <"$tmp/p5.a"), window count $(median <"$tmp/p5.b")" >&2
+row P1 "nps(score) vs count(score), $ROWS rows, serial" "$(median <"$tmp/p1")" "<= 1.10"
+row P2 "SQL formula vs nps(score) (formula is slower by)" "$(median <"$tmp/p2")" ">= 1.15"
+row P3 "nps(score, weight) vs sum(weight)" "$(median <"$tmp/p3")" "<= 1.25"
+row P4 "parallel speed-up nps ($(median <"$tmp/p4n") x) / count ($(median <"$tmp/p4c") x), 2 workers" "$(median <"$tmp/p4")" ">= 0.90"
+row P5 "window of 1000 rows over 1M rows: nps vs count" "$(median <"$tmp/p5")" "<= 1.5"
 rm -rf "$tmp"
 psql -qX -c 'DROP TABLE bench_scores, bench_window' >/dev/null

@@ -637,11 +637,11 @@ BEGIN
   FOR t IN SELECT * FROM (VALUES ('int2', 'smallint'), ('int4', 'integer'), ('int8', 'bigint')) v(sfx, typ) LOOP
     EXECUTE format($f$
       CREATE FUNCTION @extschema@.nps_state_%1$s(@extschema@.npsagg, %2$s) RETURNS @extschema@.npsagg
-        AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+        AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE;
       CREATE FUNCTION @extschema@.nps_state_inv_%1$s(@extschema@.npsagg, %2$s) RETURNS @extschema@.npsagg
-        AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+        AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE;
       CREATE FUNCTION @extschema@.nps_state_weighted_%1$s(@extschema@.npsagg, %2$s, float8) RETURNS @extschema@.npsagg
-        AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+        AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE;
 
       CREATE OR REPLACE AGGREGATE @extschema@.nps(score %2$s) (
         SFUNC = @extschema@.nps_state_%1$s, STYPE = @extschema@.npsagg, SSPACE = 200, INITCOND = %3$L,

@@ -2,12 +2,14 @@
 // type, so Citus pushes the aggregates down (partial aggregates on the workers, combined on the
 // coordinator) and PostgreSQL runs them in parallel without serialize/deserialize.
 //
-// The transition functions are STRICT with an all-zero INITCOND (rollup: strict, no initcond,
-// the first summary becomes the state), so PostgreSQL skips NULL inputs and always hands over a
-// state of its own: the initcond or the first input copied into the aggregate context, or the
-// value we returned. Inside an aggregate (AggCheckCallContext, remembered in fn_extra so the
-// hot path tests one pointer) the state is updated in place: no allocation per row. Called as
-// a plain function, the argument may be a constant or a buffer page: it is copied first.
+// The transition functions take NULL inputs themselves (a NULL score or weight adds nothing) and
+// the aggregates have an all-zero INITCOND (rollup: strict, no initcond, the first summary
+// becomes the state): PostgreSQL then runs one step less per row than for a strict function. The
+// state is PostgreSQL's own copy in the aggregate context; inside an aggregate (AggCheckCallContext,
+// remembered in fn_extra so the hot path tests one pointer) it is updated in place: no allocation
+// per row. A NULL state (an aggregate of the user's without an initcond) starts from the empty
+// summary. Called as a plain function, the argument may be a constant or a buffer page: it is
+// copied first.
 #include "npsagg.hpp"
 
 extern "C" {
@@ -25,7 +27,13 @@ char in_aggregate_marker;
 // Calls the update on the state: in place inside an aggregate, else on a copy that is then
 // checked like any npsagg value (a plain call's result is a value like any other).
 template <typename F>
-NpsAggDatum *update_state_slow(FunctionCallInfo fcinfo, F &&update) {
+__attribute__((noinline, cold)) NpsAggDatum *update_state_slow(FunctionCallInfo fcinfo, F update) {
+    if (PG_ARGISNULL(0)) {
+        // PostgreSQL copies a new state into the aggregate context itself.
+        Summary s{};
+        update(s);
+        return make_npsagg(s);
+    }
     struct varlena *v = reinterpret_cast<struct varlena *>(DatumGetPointer(PG_GETARG_DATUM(0)));
     if (AggCheckCallContext(fcinfo, nullptr)) {
         // PostgreSQL's own copy in the aggregate context (never toasted, never short).
@@ -44,7 +52,7 @@ NpsAggDatum *update_state_slow(FunctionCallInfo fcinfo, F &&update) {
 
 template <typename F>
 inline Datum update_state(FunctionCallInfo fcinfo, F &&update) {
-    if (likely(fcinfo->flinfo->fn_extra == &in_aggregate_marker)) {
+    if (likely(fcinfo->flinfo->fn_extra == &in_aggregate_marker && !PG_ARGISNULL(0))) {
         auto *st = reinterpret_cast<NpsAggDatum *>(DatumGetPointer(PG_GETARG_DATUM(0)));
         update(st->s);
         PG_RETURN_POINTER(st);
@@ -94,6 +102,12 @@ inline Datum weighted(FunctionCallInfo fcinfo, T score) {
     });
 }
 
+// A NULL score or weight: the state as it is (NULL stays NULL).
+inline Datum skip(FunctionCallInfo fcinfo) {
+    if (PG_ARGISNULL(0)) PG_RETURN_NULL();
+    PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+}
+
 // Final functions read the state, never write it (FINALFUNC_MODIFY = READ_ONLY).
 inline const Summary &state_of(FunctionCallInfo fcinfo) { return arg_summary(fcinfo, 0); }
 
@@ -127,9 +141,15 @@ int64 checked_responses(const Summary &s) {
 }  // namespace nps
 
 #define NPS_STATE_TRANSITIONS(suffix, getter)                                            \
-    NPS_FUNCTION(nps_state_##suffix) { return forward(fcinfo, getter(1)); }              \
-    NPS_FUNCTION(nps_state_inv_##suffix) { return inverse(fcinfo, getter(1)); }          \
-    NPS_FUNCTION(nps_state_weighted_##suffix) { return weighted(fcinfo, getter(1)); }
+    NPS_LEAF_FUNCTION(nps_state_##suffix) {                                              \
+        return PG_ARGISNULL(1) ? skip(fcinfo) : forward(fcinfo, getter(1));              \
+    }                                                                                    \
+    NPS_LEAF_FUNCTION(nps_state_inv_##suffix) {                                          \
+        return PG_ARGISNULL(1) ? skip(fcinfo) : inverse(fcinfo, getter(1));              \
+    }                                                                                    \
+    NPS_LEAF_FUNCTION(nps_state_weighted_##suffix) {                                     \
+        return PG_ARGISNULL(1) || PG_ARGISNULL(2) ? skip(fcinfo) : weighted(fcinfo, getter(1)); \
+    }
 
 NPS_STATE_TRANSITIONS(int2, PG_GETARG_INT16)
 NPS_STATE_TRANSITIONS(int4, PG_GETARG_INT32)
@@ -138,13 +158,17 @@ NPS_STATE_TRANSITIONS(int8, PG_GETARG_INT64)
 // rollup's transition and every aggregate's combine function: a + b.
 // Without an initial value (rollup) PostgreSQL's first state is a copy of the first input, which
 // may be stored compressed: then the merge goes into a new datum, which PostgreSQL adopts.
-NPS_FUNCTION(nps_state_merge) {
+namespace {
+__attribute__((noinline, cold)) Datum merge_into_new(FunctionCallInfo fcinfo, const Summary &b) {
+    Summary s = arg_summary(fcinfo, 0);
+    add_into(s, b);
+    PG_RETURN_POINTER(make_npsagg(s));
+}
+}  // namespace
+
+NPS_LEAF_FUNCTION(nps_state_merge) {
     const Summary &b = arg_summary(fcinfo, 1);
-    if (unlikely(VARATT_IS_EXTENDED(DatumGetPointer(PG_GETARG_DATUM(0))))) {
-        Summary s = arg_summary(fcinfo, 0);
-        add_into(s, b);
-        PG_RETURN_POINTER(make_npsagg(s));
-    }
+    if (unlikely(VARATT_IS_EXTENDED(DatumGetPointer(PG_GETARG_DATUM(0))))) return merge_into_new(fcinfo, b);
     return update_state(fcinfo, [&b](Summary &s) { add_into(s, b); });
 }
 

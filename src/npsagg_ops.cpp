@@ -39,12 +39,36 @@ double settle(double w, int64 count) {
     return w;
 }
 
+// Rounding in a +/- b can leave weight_sq just outside the range its weights allow,
+// (sum w)^2 / n <= weight_sq <= (sum w)^2 -- after removing a large weight, the difference of
+// the squares can even be 0 while a small weight remains. It is moved to the nearest bound, so
+// the result is again a valid summary and the rollup row can still be updated.
+void settle_weight_sq(Summary *a) {
+    int64 n = 0;
+    double w = 0;
+    for (int i = 0; i < kScores; i++) {
+        n += a->counts[i];
+        w += a->weights[i];
+    }
+    if (n == 0 || w == 0) {
+        a->weight_sq = 0;
+        return;
+    }
+    double lo = (w / static_cast<double>(n)) * w, hi = w * w;
+    if (a->weight_sq < lo) a->weight_sq = lo;
+    if (a->weight_sq > hi) a->weight_sq = hi;
+}
+
 void add_into(Summary *a, const Summary &b, const char *fn) {
     for (int i = 0; i < kScores; i++) {
         if (pg_add_s64_overflow(a->counts[i], b.counts[i], &a->counts[i])) overflow(fn);
         a->weights[i] += b.weights[i];
     }
     a->weight_sq += b.weight_sq;
+    int64 n = 0;
+    for (int i = 0; i < kScores; i++)
+        if (pg_add_s64_overflow(n, a->counts[i], &n)) overflow(fn);
+    settle_weight_sq(a);
 }
 
 void sub_from(Summary *a, const Summary &b, const char *fn) {
@@ -56,6 +80,7 @@ void sub_from(Summary *a, const Summary &b, const char *fn) {
         n += a->counts[i];
     }
     a->weight_sq = settle(a->weight_sq - b.weight_sq, n);
+    settle_weight_sq(a);
 }
 
 int score_arg(FunctionCallInfo fcinfo, int argno) {
@@ -92,9 +117,12 @@ NPS_FUNCTION(npsagg_sub_agg) {
     PG_RETURN_POINTER(nps::make_npsagg(a));
 }
 
-// npsagg_add(a npsagg, score integer, weight float8): one answer more. A NULL score or weight
-// adds nothing (like the aggregates, which skip them).
-NPS_FUNCTION(npsagg_add_score) {
+namespace {
+
+// One answer in or out of argument 0: a NULL score or weight changes nothing (like the
+// aggregates, which skip them).
+template <typename Op>
+Datum one_answer(FunctionCallInfo fcinfo, Op op) {
     Summary a;
     load(fcinfo, 0, &a);
     if (PG_ARGISNULL(1) || PG_ARGISNULL(2)) {
@@ -107,25 +135,19 @@ NPS_FUNCTION(npsagg_add_score) {
     one.counts[i] = 1;
     one.weights[i] = w;
     one.weight_sq = w * w;
-    add_into(&a, one, "npsagg_add");
+    op(&a, one);
     PG_RETURN_POINTER(nps::make_npsagg(a));
+}
+
+}  // namespace
+
+// npsagg_add(a npsagg, score integer, weight float8): one answer more.
+NPS_FUNCTION(npsagg_add_score) {
+    return one_answer(fcinfo, [](Summary *a, const Summary &one) { add_into(a, one, "npsagg_add"); });
 }
 
 // npsagg_remove(a npsagg, score integer, weight float8): one answer less; 22003 if a has none
 // of that score.
 NPS_FUNCTION(npsagg_remove_score) {
-    Summary a;
-    load(fcinfo, 0, &a);
-    if (PG_ARGISNULL(1) || PG_ARGISNULL(2)) {
-        if (PG_ARGISNULL(0)) PG_RETURN_NULL();
-        PG_RETURN_POINTER(nps::make_npsagg(a));
-    }
-    int i = score_arg(fcinfo, 1);
-    double w = weight_arg(fcinfo, 2);
-    Summary one{};
-    one.counts[i] = 1;
-    one.weights[i] = w;
-    one.weight_sq = w * w;
-    sub_from(&a, one, "npsagg_remove");
-    PG_RETURN_POINTER(nps::make_npsagg(a));
+    return one_answer(fcinfo, [](Summary *a, const Summary &one) { sub_from(a, one, "npsagg_remove"); });
 }

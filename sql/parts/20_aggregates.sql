@@ -3,7 +3,8 @@
 -- function, with no serialize/deserialize, and Citus pushes them down to its workers (partial
 -- aggregates there, combined on the coordinator), which it does only for such states.
 -- nps(score) and nps_agg(score) also have inverse transitions so sliding windows cost O(1) per
--- row. The support functions are STRICT: NULL scores and weights skip the row.
+-- row. The transition functions take NULLs themselves (a NULL score or weight skips the row; one
+-- step less per row than a STRICT function); the others are STRICT.
 CREATE FUNCTION @extschema@.nps_state_merge(@extschema@.npsagg, @extschema@.npsagg) RETURNS @extschema@.npsagg
   AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION @extschema@.nps_state_nps(@extschema@.npsagg) RETURNS float8
@@ -26,11 +27,11 @@ BEGIN
   FOR t IN SELECT * FROM (VALUES ('int2', 'smallint'), ('int4', 'integer'), ('int8', 'bigint')) v(sfx, typ) LOOP
     EXECUTE format($f$
       CREATE FUNCTION @extschema@.nps_state_%1$s(@extschema@.npsagg, %2$s) RETURNS @extschema@.npsagg
-        AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+        AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE;
       CREATE FUNCTION @extschema@.nps_state_inv_%1$s(@extschema@.npsagg, %2$s) RETURNS @extschema@.npsagg
-        AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+        AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE;
       CREATE FUNCTION @extschema@.nps_state_weighted_%1$s(@extschema@.npsagg, %2$s, float8) RETURNS @extschema@.npsagg
-        AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+        AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE;
 
       CREATE AGGREGATE @extschema@.nps(score %2$s) (
         SFUNC = @extschema@.nps_state_%1$s, STYPE = @extschema@.npsagg, SSPACE = 200, INITCOND = %3$L,

@@ -192,3 +192,31 @@ FROM generate_series(1, 4) g, LATERAL (VALUES (g % 11), (10), (0)) v(s) GROUP BY
 SELECT count(*) FILTER (WHERE pg_column_compression(a) IS NOT NULL) AS compressed, count(*) FROM wide_summaries;
 SELECT rollup(a), responses(rollup(a)) FROM wide_summaries;
 SELECT g, responses(rollup(a)) FROM wide_summaries, generate_series(1, 2) g GROUP BY g ORDER BY g;
+-- The transition functions take NULLs themselves: a NULL score or weight skips the row, a NULL
+-- state (a user's aggregate without an initcond, one per group) starts from the empty summary.
+SELECT nps_state_int4(NULL, 9) AS from_null_state, nps_state_int4(NULL, NULL) IS NULL AS null_stays_null,
+       nps_state_weighted_int4(NULL, 9, NULL) IS NULL AS null_weight_skipped;
+SELECT nps_state_int4('{"counts":[1,0,0,0,0,0,0,0,0,0,0],"weights":[0,0,0,0,0,0,0,0,0,0,0]}', NULL) AS null_score_unchanged,
+       nps_state_inv_int4('{"counts":[1,0,0,0,0,0,0,0,0,0,0],"weights":[0,0,0,0,0,0,0,0,0,0,0]}', NULL) AS null_inverse_unchanged;
+CREATE AGGREGATE pg_temp.nps_no_initcond(integer) (SFUNC = nps_billing.nps_state_int4, STYPE = nps_billing.npsagg);
+CREATE AGGREGATE pg_temp.wnps_no_initcond(integer, float8) (SFUNC = nps_billing.nps_state_weighted_int4, STYPE = nps_billing.npsagg);
+SELECT g, nps_state_summary(pg_temp.nps_no_initcond(s)) = nps_agg(s) AS same_as_nps_agg,
+       responses(pg_temp.nps_no_initcond(s)) AS responses,
+       pg_temp.wnps_no_initcond(s, w) = nps_agg(s, w) AS same_as_weighted
+FROM (SELECT g % 3 AS g, CASE WHEN g % 7 = 0 THEN NULL ELSE g % 11 END AS s,
+             CASE WHEN g % 5 = 0 THEN NULL ELSE g / 10.0 END AS w FROM generate_series(1, 300) g) v
+GROUP BY g ORDER BY g;
+SET enable_hashagg = off;
+SELECT g, responses(pg_temp.nps_no_initcond(s)) FROM (SELECT g % 4 AS g, g % 11 AS s FROM generate_series(1, 100) g) v GROUP BY g ORDER BY g;
+RESET enable_hashagg;
+-- nps over NULL scores and weights: those rows do not count
+SELECT nps(s) AS unweighted, nps(s, w) AS weighted, responses(nps_agg(s, w)) AS weighted_responses
+FROM (VALUES (10, 1.0::float8), (NULL, 1), (0, NULL), (9, 2)) v(s, w);
+-- sliding windows over NULL scores (forward and inverse skip them) equal the formula per frame
+SELECT count(*) AS frames,
+       count(*) FILTER (WHERE n IS DISTINCT FROM f) AS differing
+FROM (SELECT nps(s) OVER w AS n,
+             100.0 * (count(*) FILTER (WHERE s >= 9) OVER w - count(*) FILTER (WHERE s <= 6) OVER w)
+               / nullif(count(s) OVER w, 0) AS f
+      FROM (SELECT g, CASE WHEN g % 3 = 0 THEN NULL ELSE (g * 7) % 11 END AS s FROM generate_series(1, 500) g) v
+      WINDOW w AS (ORDER BY g ROWS BETWEEN 4 PRECEDING AND CURRENT ROW)) x;
