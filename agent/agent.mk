@@ -28,7 +28,10 @@ ifeq ($(NPS_AGENT),no)
 AGENT_BUILD =
 else ifeq ($(AGENT_HAVE_DEPS)$(NPS_AGENT),auto)
 AGENT_BUILD =
+# (not said when the goal installs them first: make test / demo / bench build again afterwards)
+ifeq ($(filter deps test demo demo-shell bench,$(MAKECMDGOALS)),)
 $(info nps-billing-agent not built: missing build dependencies (sh scripts/install-deps.sh, or apt-get install libpq-dev libcurl4-openssl-dev libcpp-httplib-dev nlohmann-json3-dev libssl-dev pkg-config))
+endif
 else
 AGENT_BUILD = $(AGENT_BIN)
 endif

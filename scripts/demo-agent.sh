@@ -20,7 +20,9 @@ smtp_port=$("$PY" "$T/free_port.py" 47100 47199); answer_port=$("$PY" "$T/free_p
 "$PY" "$T/smtp_sink.py" "$smtp_port" "$w/mail" >"$w/smtp.log" 2>&1 &
 pids="$pids $!"
 n=100; while [ $n -gt 0 ] && [ ! -e "$w/mail/ready" ]; do sleep 0.1; n=$((n - 1)); done
-psql -qAtX -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+psql -qAtX -v ON_ERROR_STOP=1 -v base="http://127.0.0.1:$answer_port/r" >/dev/null <<'SQL'
+-- the links of the source's messages point at this agent's answer page
+UPDATE nps_billing.payment_source SET answer_base_url = :'base' WHERE name = 'stripe';
 -- three recent surveys that got no answer, queued again for the agent
 UPDATE nps_billing.survey s SET status = 'pending', send_after = now(), expires_at = now() + interval '14 days',
        attempts = 0, lease_owner = NULL, lease_until = NULL, lease_role = NULL, sent_at = NULL
@@ -70,8 +72,9 @@ print(re.findall(r'(https?://\S+/\d+)\s', m.get_body(preferencelist=('plain',)).
 PY
 )
 echo
+failed=0
 if [ -d "$NODE_DIR/node_modules/playwright-core" ] && [ -x /usr/bin/chromium ]; then
-  NODE_PATH="$NODE_DIR/node_modules" node -e '
+  if NODE_PATH="$NODE_DIR/node_modules" node -e '
 const { chromium } = require("playwright-core");
 (async () => {
   const b = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"] });
@@ -81,10 +84,19 @@ const { chromium } = require("playwright-core");
   await p.fill("#comment", "The invoice was clear and the card payment went through at once.");
   await p.screenshot({ path: process.argv[2], fullPage: true });
   await b.close();
-})().catch((e) => { console.error(e.message); process.exit(1); });' "$link" "$shot" &&
-    echo "Chromium opened the score link $(echo "$link" | sed 's|/r/[^/]*/|/r/<token>/|') (score 9 recorded by the page itself);" &&
+})().catch((e) => { console.error(e.message); process.exit(1); });' "$link" "$shot"; then
+    echo "Chromium opened the score link $(echo "$link" | sed 's|/r/[^/]*/|/r/<token>/|') (score 9 recorded by the page itself);"
     echo "screenshot of the answer page: $shot"
+  else
+    echo "(headless Chromium could not open the answer page: no screenshot; agent log:)"; cat "$w/agent.log"
+    failed=1
+  fi
+  want=1
 else
   echo "(headless Chromium or playwright-core missing: no screenshot; sh scripts/install-deps.sh installs them)"
+  want=0
 fi
-echo "Answers recorded by the agent's page now: $(psql -qAtX -c "SELECT count(*) FROM nps_billing.response r JOIN nps_billing.survey s ON s.id = r.survey_id WHERE s.attempts > 0 AND r.responded_at > now() - interval '1 minute'")"
+got=$(psql -qAtX -c "SELECT count(*) FROM nps_billing.response r JOIN nps_billing.survey s ON s.id = r.survey_id WHERE s.attempts > 0 AND r.responded_at > now() - interval '1 minute'")
+echo "Answers recorded by the agent's page now: $got"
+[ "${got:-0}" -ge "$want" ] || { echo "(the answer page recorded no answer)"; failed=1; }
+exit "$failed"

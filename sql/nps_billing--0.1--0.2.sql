@@ -6075,3 +6075,278 @@ REVOKE ALL ON TABLE @extschema@.survey_queue FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.queue_visible_at(text, timestamptz, timestamptz), @extschema@.survey_queue_insert(),
   @extschema@.survey_queue_update(), @extschema@.survey_queue_renumber(), @extschema@.survey_queue_delete(),
   @extschema@.survey_queue_truncate(), @extschema@._template_links(text, text) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- release/churn (session 3): the churn functions at 1M answers / 10M payment events.
+-- response_customer_idx also holds id and category (each customer's first answer read from the
+-- index in customer order); nps_churn and nps_retention are planned for their arguments and
+-- read each customer's payments in one index range; follow_up_metrics looks up each answer once.
+DROP INDEX @extschema@.response_customer_idx;
+CREATE INDEX response_customer_idx ON @extschema@.response (customer_id, responded_at, id) INCLUDE (category);
+
+CREATE OR REPLACE FUNCTION @extschema@.nps_churn(after interval DEFAULT '45 days',
+                                      since timestamptz DEFAULT '-infinity',
+                                      until timestamptz DEFAULT 'infinity',
+                                      as_of timestamptz DEFAULT now())
+RETURNS TABLE (category @extschema@.nps_category, customers bigint, churned bigint, churn_rate float8,
+               ci_low float8, ci_high float8, lift float8, p_value float8, churned_revenue jsonb)
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- Planned for the call's arguments (a SQL function's body is planned for any argument, as if
+-- the range held 0.5 % of the answers): a whole-history call reads the cohort in customer order
+-- from response_customer_idx without sorting the answers, a narrow range reads it by time.
+SET plan_cache_mode = force_custom_plan
+AS $fn$
+#variable_conflict use_column
+BEGIN
+  RETURN QUERY
+  WITH judged AS MATERIALIZED (
+    -- each customer's first answer in the range, judged once its window has closed: one probe
+    -- of payment_event_customer_idx (customer_id, occurred_at) per customer
+    SELECT c.customer_id, c.responded_at, c.category,
+           NOT EXISTS (SELECT 1 FROM @extschema@.payment_event p
+                        WHERE p.customer_id = c.customer_id
+                          AND p.occurred_at > c.responded_at AND p.occurred_at <= c.responded_at + after
+                          AND p.kind = 'succeeded') AS churned
+      FROM (SELECT DISTINCT ON (r.customer_id) r.customer_id, r.responded_at, r.category
+              FROM @extschema@.response r
+             WHERE r.customer_id IS NOT NULL
+               AND r.responded_at >= since AND r.responded_at < until AND r.responded_at <= as_of
+               AND @extschema@.churn_arguments_ok('nps_churn', after, since, until, as_of)
+             ORDER BY r.customer_id, r.responded_at, r.id) c
+     WHERE c.responded_at + after <= as_of
+  ), cat AS (
+    SELECT j.category, count(*) AS n, count(*) FILTER (WHERE j.churned) AS x
+      FROM judged j GROUP BY 1
+  ), rev AS (
+    -- what the churned customers paid in the period of the same length up to their answer
+    -- (one index probe per churned customer; OFFSET 0 keeps it one, not a join over all events)
+    SELECT y.category, jsonb_object_agg(y.currency, y.amount) AS revenue
+      FROM (SELECT j.category, coalesce(p.currency, '') AS currency, sum(p.amount) AS amount
+              FROM judged j
+             CROSS JOIN LATERAL (
+               SELECT e.currency, e.amount FROM @extschema@.payment_event e
+                WHERE e.customer_id = j.customer_id
+                  AND e.occurred_at > j.responded_at - after AND e.occurred_at <= j.responded_at
+                  AND e.kind = 'succeeded' AND e.amount IS NOT NULL
+               OFFSET 0) p
+             WHERE j.churned
+             GROUP BY 1, 2) y
+     GROUP BY 1
+  )
+  SELECT v.category, coalesce(c.n, 0), coalesce(c.x, 0),
+         c.x::float8 / nullif(c.n, 0),
+         w.low, w.high,
+         (c.x::float8 / nullif(c.n, 0)) / nullif(pr.x::float8 / nullif(pr.n, 0), 0),
+         CASE WHEN v.category <> 'promoter' THEN t.p_value END,
+         CASE WHEN c.n > 0 THEN coalesce(rv.revenue, '{}') END
+    FROM unnest(enum_range(NULL::@extschema@.nps_category)) AS v(category)
+    LEFT JOIN cat c ON c.category = v.category
+    LEFT JOIN cat pr ON pr.category = 'promoter'
+    LEFT JOIN rev rv ON rv.category = v.category
+    LEFT JOIN LATERAL @extschema@.wilson_ci(c.x, c.n) w ON c.n > 0
+    LEFT JOIN LATERAL @extschema@.proportion_compare(c.x, c.n, pr.x, pr.n) t ON c.n > 0 AND pr.n > 0
+   WHERE @extschema@.churn_arguments_ok('nps_churn', after, since, until, as_of)
+   ORDER BY v.category;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION @extschema@.nps_retention(bucket interval DEFAULT '30 days',
+                                          horizon interval DEFAULT '360 days',
+                                          since timestamptz DEFAULT '-infinity',
+                                          until timestamptz DEFAULT 'infinity',
+                                          after interval DEFAULT '45 days',
+                                          as_of timestamptz DEFAULT now())
+RETURNS TABLE (category @extschema@.nps_category, bucket_start interval, bucket_end interval,
+               at_risk bigint, churned bigint, censored bigint,
+               survival float8, stderr float8, ci_low float8, ci_high float8)
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- planned for the call's arguments, as nps_churn
+SET plan_cache_mode = force_custom_plan
+AS $fn$
+#variable_conflict use_column
+BEGIN
+  RETURN QUERY
+  WITH par AS MATERIALIZED (
+    SELECT extract(epoch FROM bucket)::float8 AS bs, extract(epoch FROM horizon)::float8 AS hs,
+           -- nullif: PostgreSQL 18 folds this division when planning, before the checks below run
+           ceil(extract(epoch FROM horizon)::float8 / nullif(extract(epoch FROM bucket)::float8, 0))::integer AS nb,
+           @extschema@.normal_quantile(0.975) AS z
+     WHERE @extschema@.churn_arguments_ok('nps_retention', after, since, until, as_of)
+       AND @extschema@.check_argument(bucket IS NOT NULL AND horizon IS NOT NULL,
+             '22004', 'nps_retention: bucket and horizon must not be NULL')
+       AND @extschema@.check_argument(@extschema@.interval_within(bucket, '1 second', '100 years')
+                                      AND @extschema@.interval_within(horizon, '1 second', '100 years'),
+             '22023', format('nps_retention: bucket %s and horizon %s must be positive intervals of at most 100 years with no negative part',
+                             bucket, horizon))
+       AND @extschema@.check_argument(NOT (@extschema@.interval_within(bucket, '1 second', '100 years')
+                                           AND @extschema@.interval_within(horizon, '1 second', '100 years'))
+                                      OR extract(epoch FROM horizon) <= 10000 * extract(epoch FROM bucket),
+             '54000', format('nps_retention: buckets of %s up to %s exceed the limit of 10000 buckets', bucket, horizon))
+  ), cohort AS MATERIALIZED (
+    SELECT DISTINCT ON (r.customer_id) r.customer_id, r.responded_at, r.category
+      FROM @extschema@.response r
+     WHERE r.customer_id IS NOT NULL
+       AND r.responded_at >= since AND r.responded_at < until AND r.responded_at <= as_of
+     ORDER BY r.customer_id, r.responded_at, r.id
+  ), subj AS MATERIALIZED (
+    -- per customer, in one index range of payment_event_customer_idx: the succeeded payments
+    -- after the answer (up to horizon + after) in time order, each with the previous one (the
+    -- answer for the first); a gap longer than `after` breaks the chain, and its last payment
+    -- is where it ended (no sort of all the cohort's payments, no join over all events)
+    SELECT c.category,
+           least(extract(epoch FROM l.last_paid - c.responded_at)::float8, par.hs) AS t,
+           l.ended AND extract(epoch FROM l.last_paid - c.responded_at)::float8 < par.hs AS event
+      FROM par
+     CROSS JOIN cohort c
+     CROSS JOIN LATERAL (
+       SELECT min(w.prev) FILTER (WHERE w.t > w.prev + after) AS brk, max(w.t) AS last_t
+         FROM (SELECT p.occurred_at AS t,
+                      lag(p.occurred_at, 1, c.responded_at) OVER (ORDER BY p.occurred_at) AS prev
+                 FROM @extschema@.payment_event p
+                WHERE p.customer_id = c.customer_id
+                  AND p.occurred_at > c.responded_at
+                  AND p.occurred_at <= least(as_of, c.responded_at + par.hs * interval '1 second' + after)
+                  AND p.kind = 'succeeded') w) e
+     CROSS JOIN LATERAL (
+       SELECT coalesce(e.brk, e.last_t, c.responded_at) AS last_paid,
+              e.brk IS NOT NULL OR coalesce(e.last_t, c.responded_at) + after <= as_of AS ended) l
+  ), times AS (
+    SELECT s.category, s.t, count(*) FILTER (WHERE s.event) AS d, count(*) FILTER (WHERE NOT s.event) AS c
+      FROM subj s GROUP BY 1, 2
+  ), risk AS (
+    -- at risk at t: events at or after t and censorings after t
+    SELECT x.category, x.t, x.d,
+           (sum(x.d + x.c) OVER (PARTITION BY x.category ORDER BY x.t DESC ROWS UNBOUNDED PRECEDING) - x.c)::bigint AS n
+      FROM times x
+  ), km AS (
+    SELECT k.category, k.t,
+           sum(CASE WHEN k.d < k.n THEN ln(1 - k.d::float8 / k.n) ELSE 0 END) OVER w AS log_s,
+           bool_or(k.d = k.n) OVER w AS zero,
+           sum(CASE WHEN k.d < k.n THEN k.d::float8 / (k.n::float8 * (k.n - k.d)) ELSE 0 END) OVER w AS gw
+      FROM risk k
+     WHERE k.d > 0
+    WINDOW w AS (PARTITION BY k.category ORDER BY k.t ROWS UNBOUNDED PRECEDING)
+  ), grid AS (
+    SELECT v.category, g.k
+      FROM par, unnest(enum_range(NULL::@extschema@.nps_category)) AS v(category),
+           generate_series(0, par.nb - 1) AS g(k)
+  ), ev AS (
+    SELECT s.category, floor(s.t / par.bs)::integer AS k, count(*) AS n
+      FROM subj s, par WHERE s.event GROUP BY 1, 2
+  ), ce AS (
+    -- censored in (start, end]: those censored at a bucket's start were not at risk in it
+    SELECT s.category, least(ceil(s.t / par.bs)::integer - 1, par.nb - 1) AS k, count(*) AS n
+      FROM subj s, par WHERE NOT s.event AND s.t > 0 GROUP BY 1, 2
+  ), kb AS (
+    SELECT m.category, floor(m.t / par.bs)::integer AS k,
+           min(m.log_s) AS log_s, bool_or(m.zero) AS zero, max(m.gw) AS gw
+      FROM km m, par GROUP BY 1, 2
+  ), tot AS (
+    SELECT s.category, count(*) FILTER (WHERE s.event OR s.t > 0) AS n FROM subj s GROUP BY 1
+  ), carried AS (
+    SELECT g.category, g.k, coalesce(ev.n, 0) AS churned, coalesce(ce.n, 0) AS censored,
+           coalesce(tot.n, 0) AS cohort,
+           coalesce(tot.n, 0)
+             - coalesce(sum(coalesce(ev.n, 0) + coalesce(ce.n, 0))
+                          OVER (PARTITION BY g.category ORDER BY g.k ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS at_risk,
+           -- survival at a bucket's end: the last event time before it (log S only falls)
+           coalesce(min(kb.log_s) OVER wk, 0) AS log_s,
+           coalesce(bool_or(kb.zero) OVER wk, false) AS zero,
+           coalesce(max(kb.gw) OVER wk, 0) AS gw
+      FROM grid g
+      LEFT JOIN ev ON ev.category = g.category AND ev.k = g.k
+      LEFT JOIN ce ON ce.category = g.category AND ce.k = g.k
+      LEFT JOIN kb ON kb.category = g.category AND kb.k = g.k
+      LEFT JOIN tot ON tot.category = g.category
+    WINDOW wk AS (PARTITION BY g.category ORDER BY g.k ROWS UNBOUNDED PRECEDING)
+  ), est AS (
+    SELECT c.*, CASE WHEN c.zero THEN 0 ELSE exp(c.log_s) END AS s
+      FROM carried c
+  )
+  SELECT e.category, bucket * e.k, least(bucket * (e.k + 1), horizon),
+         e.at_risk::bigint, e.churned::bigint, e.censored::bigint,
+         CASE WHEN e.cohort > 0 THEN e.s END,
+         CASE WHEN e.cohort > 0 THEN e.s * sqrt(e.gw) END,
+         CASE WHEN e.cohort = 0 THEN NULL
+              WHEN e.s <= 0 OR e.s >= 1 OR e.gw = 0 THEN e.s
+              ELSE e.s ^ exp(par.z * sqrt(e.gw) / abs(ln(e.s))) END,
+         CASE WHEN e.cohort = 0 THEN NULL
+              WHEN e.s <= 0 OR e.s >= 1 OR e.gw = 0 THEN e.s
+              ELSE e.s ^ exp(-par.z * sqrt(e.gw) / abs(ln(e.s))) END
+    FROM est e, par
+   ORDER BY e.category, e.k;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION @extschema@.follow_up_metrics(since timestamptz DEFAULT '-infinity',
+                                              until timestamptz DEFAULT 'infinity',
+                                              after interval DEFAULT '45 days')
+RETURNS TABLE (follow_ups bigint, open bigint, overdue bigint, resolved bigint, wont_fix bigint,
+               median_time_to_close interval, closed_within_sla float8,
+               detractors_judged bigint,
+               followed_up bigint, followed_up_paid_again bigint, followed_up_retention float8,
+               not_followed_up bigint, not_followed_up_paid_again bigint, not_followed_up_retention float8,
+               retention_difference float8, p_value float8)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'  -- responded_at + after in UTC (45 days are 45 x 24 hours), whatever the session
+AS $fn$
+BEGIN
+  IF since IS NULL OR until IS NULL OR after IS NULL THEN
+    RAISE EXCEPTION 'follow_up_metrics: % must not be NULL',
+      CASE WHEN since IS NULL THEN 'since' WHEN until IS NULL THEN 'until' ELSE 'after' END
+      USING ERRCODE = '22004';
+  END IF;
+  IF since > until THEN
+    RAISE EXCEPTION 'follow_up_metrics: since % is after until %', since, until USING ERRCODE = '22023';
+  END IF;
+  IF NOT @extschema@.interval_within(after, '1 day', '10 years') THEN
+    RAISE EXCEPTION 'follow_up_metrics: after % is out of range [1 day, 10 years] or has a negative part', after
+      USING ERRCODE = '22023';
+  END IF;
+  RETURN QUERY
+  WITH f AS (
+    SELECT count(*) AS follow_ups,
+           count(*) FILTER (WHERE x.active) AS open,
+           count(*) FILTER (WHERE x.active AND x.due_at < now()) AS overdue,
+           count(*) FILTER (WHERE x.status = 'resolved') AS resolved,
+           count(*) FILTER (WHERE x.status = 'wont_fix') AS wont_fix,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY x.closed_at - x.created_at)
+             FILTER (WHERE x.closed_at IS NOT NULL) AS median_time_to_close,
+           avg((x.closed_at <= x.due_at)::integer::float8) FILTER (WHERE x.closed_at IS NOT NULL) AS within_sla
+      FROM @extschema@.follow_up x
+     WHERE x.created_at >= since AND x.created_at < until
+  ), judged AS MATERIALIZED (
+    -- (materialized: each answer's two look-ups once, not once per aggregate that reads them;
+    -- the follow-ups joined, the payments probed in payment_event_customer_idx)
+    SELECT u.response_id IS NOT NULL AS followed,
+           EXISTS (SELECT 1 FROM @extschema@.payment_event e
+                    WHERE e.customer_id = r.customer_id AND e.kind = 'succeeded'
+                      AND e.occurred_at > r.responded_at AND e.occurred_at <= r.responded_at + after) AS paid
+      FROM @extschema@.response r
+      LEFT JOIN @extschema@.follow_up u ON u.response_id = r.id AND u.contacted_at IS NOT NULL
+     WHERE r.responded_at >= since AND r.responded_at < until
+       AND r.responded_at + after <= now()
+       AND r.category = 'detractor' AND r.customer_id IS NOT NULL
+  ), g AS (
+    SELECT count(*) AS judged,
+           count(*) FILTER (WHERE j.followed) AS fu,
+           count(*) FILTER (WHERE j.followed AND j.paid) AS fu_paid,
+           count(*) FILTER (WHERE NOT j.followed) AS nf,
+           count(*) FILTER (WHERE NOT j.followed AND j.paid) AS nf_paid,
+           -- paid again = score 10, not = score 0: NPS = 100 (2p - 1), so nps_compare's z-test of
+           -- the NPS difference is the (unpooled) z-test of the difference of the two shares
+           @extschema@.nps_agg(CASE WHEN j.paid THEN 10 ELSE 0 END) FILTER (WHERE j.followed) AS a_fu,
+           @extschema@.nps_agg(CASE WHEN j.paid THEN 10 ELSE 0 END) FILTER (WHERE NOT j.followed) AS a_nf
+      FROM judged j
+  )
+  SELECT f.follow_ups, f.open, f.overdue, f.resolved, f.wont_fix, f.median_time_to_close, f.within_sla,
+         g.judged, g.fu, g.fu_paid, g.fu_paid::float8 / nullif(g.fu, 0),
+         g.nf, g.nf_paid, g.nf_paid::float8 / nullif(g.nf, 0),
+         g.fu_paid::float8 / nullif(g.fu, 0) - g.nf_paid::float8 / nullif(g.nf, 0),
+         (SELECT c.p_value FROM @extschema@.nps_compare(g.a_fu, g.a_nf) c)
+    FROM f, g;
+END
+$fn$;

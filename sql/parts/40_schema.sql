@@ -177,7 +177,9 @@ CREATE TABLE @extschema@.response (
   funnel_at          timestamptz   -- least(survey.created_at, responded_at) (NULL: no survey)
 );
 CREATE INDEX response_responded_at_idx ON @extschema@.response (responded_at);
-CREATE INDEX response_customer_idx ON @extschema@.response (customer_id, responded_at);
+-- (id and category too: nps_churn and nps_retention read each customer's first answer in
+-- customer order from the index alone, without sorting the answers)
+CREATE INDEX response_customer_idx ON @extschema@.response (customer_id, responded_at, id) INCLUDE (category);
 -- refresh_response_context() after purge finds the answers whose payment event went
 CREATE INDEX response_payment_event_idx ON @extschema@.response (payment_event_id) WHERE payment_event_id IS NOT NULL;
 

@@ -277,13 +277,15 @@ BEGIN
            avg((x.closed_at <= x.due_at)::integer::float8) FILTER (WHERE x.closed_at IS NOT NULL) AS within_sla
       FROM @extschema@.follow_up x
      WHERE x.created_at >= since AND x.created_at < until
-  ), judged AS (
-    SELECT EXISTS (SELECT 1 FROM @extschema@.follow_up u
-                    WHERE u.response_id = r.id AND u.contacted_at IS NOT NULL) AS followed,
+  ), judged AS MATERIALIZED (
+    -- (materialized: each answer's two look-ups once, not once per aggregate that reads them;
+    -- the follow-ups joined, the payments probed in payment_event_customer_idx)
+    SELECT u.response_id IS NOT NULL AS followed,
            EXISTS (SELECT 1 FROM @extschema@.payment_event e
                     WHERE e.customer_id = r.customer_id AND e.kind = 'succeeded'
                       AND e.occurred_at > r.responded_at AND e.occurred_at <= r.responded_at + after) AS paid
       FROM @extschema@.response r
+      LEFT JOIN @extschema@.follow_up u ON u.response_id = r.id AND u.contacted_at IS NOT NULL
      WHERE r.responded_at >= since AND r.responded_at < until
        AND r.responded_at + after <= now()
        AND r.category = 'detractor' AND r.customer_id IS NOT NULL

@@ -84,9 +84,16 @@ CREATE FUNCTION @extschema@.nps_churn(after interval DEFAULT '45 days',
                                       as_of timestamptz DEFAULT now())
 RETURNS TABLE (category @extschema@.nps_category, customers bigint, churned bigint, churn_rate float8,
                ci_low float8, ci_high float8, lift float8, p_value float8, churned_revenue jsonb)
-LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$
+-- Planned for the call's arguments (a SQL function's body is planned for any argument, as if
+-- the range held 0.5 % of the answers): a whole-history call reads the cohort in customer order
+-- from response_customer_idx without sorting the answers, a narrow range reads it by time.
+SET plan_cache_mode = force_custom_plan
+AS $fn$
+#variable_conflict use_column
+BEGIN
+  RETURN QUERY
   WITH judged AS MATERIALIZED (
     -- each customer's first answer in the range, judged once its window has closed: one probe
     -- of payment_event_customer_idx (customer_id, occurred_at) per customer
@@ -107,14 +114,17 @@ AS $$
       FROM judged j GROUP BY 1
   ), rev AS (
     -- what the churned customers paid in the period of the same length up to their answer
+    -- (one index probe per churned customer; OFFSET 0 keeps it one, not a join over all events)
     SELECT y.category, jsonb_object_agg(y.currency, y.amount) AS revenue
       FROM (SELECT j.category, coalesce(p.currency, '') AS currency, sum(p.amount) AS amount
               FROM judged j
-              JOIN @extschema@.payment_event p
-                ON p.customer_id = j.customer_id
-               AND p.occurred_at > j.responded_at - after AND p.occurred_at <= j.responded_at
-               AND p.kind = 'succeeded'
-             WHERE j.churned AND p.amount IS NOT NULL
+             CROSS JOIN LATERAL (
+               SELECT e.currency, e.amount FROM @extschema@.payment_event e
+                WHERE e.customer_id = j.customer_id
+                  AND e.occurred_at > j.responded_at - after AND e.occurred_at <= j.responded_at
+                  AND e.kind = 'succeeded' AND e.amount IS NOT NULL
+               OFFSET 0) p
+             WHERE j.churned
              GROUP BY 1, 2) y
      GROUP BY 1
   )
@@ -131,8 +141,10 @@ AS $$
     LEFT JOIN LATERAL @extschema@.wilson_ci(c.x, c.n) w ON c.n > 0
     LEFT JOIN LATERAL @extschema@.proportion_compare(c.x, c.n, pr.x, pr.n) t ON c.n > 0 AND pr.n > 0
    WHERE @extschema@.churn_arguments_ok('nps_churn', after, since, until, as_of)
-   ORDER BY v.category
-$$;
+   ORDER BY v.category;
+END
+$fn$;
+
 COMMENT ON FUNCTION @extschema@.nps_churn(interval, timestamptz, timestamptz, timestamptz) IS
   'Per NPS category: customers (first answer in [since, until), judged when at least `after` before as_of), churned (no succeeded payment '
   'within `after` of the answer), churn rate with a 95% Wilson CI, lift vs promoters with a two-proportion p-value, and what the churned '
@@ -159,9 +171,14 @@ CREATE FUNCTION @extschema@.nps_retention(bucket interval DEFAULT '30 days',
 RETURNS TABLE (category @extschema@.nps_category, bucket_start interval, bucket_end interval,
                at_risk bigint, churned bigint, censored bigint,
                survival float8, stderr float8, ci_low float8, ci_high float8)
-LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$
+-- planned for the call's arguments, as nps_churn
+SET plan_cache_mode = force_custom_plan
+AS $fn$
+#variable_conflict use_column
+BEGIN
+  RETURN QUERY
   WITH par AS MATERIALIZED (
     SELECT extract(epoch FROM bucket)::float8 AS bs, extract(epoch FROM horizon)::float8 AS hs,
            -- nullif: PostgreSQL 18 folds this division when planning, before the checks below run
@@ -184,29 +201,25 @@ AS $$
      WHERE r.customer_id IS NOT NULL
        AND r.responded_at >= since AND r.responded_at < until AND r.responded_at <= as_of
      ORDER BY r.customer_id, r.responded_at, r.id
-  ), chain AS (
-    -- each customer's succeeded payments after the answer (up to horizon + after), in one pass
-    -- with the previous one (the answer for the first)
-    SELECT p.customer_id, p.occurred_at AS t,
-           lag(p.occurred_at, 1, c.responded_at) OVER (PARTITION BY p.customer_id ORDER BY p.occurred_at) AS prev
-      FROM cohort c
-      CROSS JOIN par
-      JOIN @extschema@.payment_event p
-        ON p.customer_id = c.customer_id
-       AND p.occurred_at > c.responded_at
-       AND p.occurred_at <= least(as_of, c.responded_at + par.hs * interval '1 second' + after)
-       AND p.kind = 'succeeded'
-  ), ends AS (
-    -- a gap longer than `after` breaks the chain: its last payment is where it ended
-    SELECT w.customer_id, min(w.prev) FILTER (WHERE w.t > w.prev + after) AS brk, max(w.t) AS last_t
-      FROM chain w GROUP BY 1
   ), subj AS MATERIALIZED (
+    -- per customer, in one index range of payment_event_customer_idx: the succeeded payments
+    -- after the answer (up to horizon + after) in time order, each with the previous one (the
+    -- answer for the first); a gap longer than `after` breaks the chain, and its last payment
+    -- is where it ended (no sort of all the cohort's payments, no join over all events)
     SELECT c.category,
            least(extract(epoch FROM l.last_paid - c.responded_at)::float8, par.hs) AS t,
            l.ended AND extract(epoch FROM l.last_paid - c.responded_at)::float8 < par.hs AS event
       FROM par
      CROSS JOIN cohort c
-      LEFT JOIN ends e ON e.customer_id = c.customer_id
+     CROSS JOIN LATERAL (
+       SELECT min(w.prev) FILTER (WHERE w.t > w.prev + after) AS brk, max(w.t) AS last_t
+         FROM (SELECT p.occurred_at AS t,
+                      lag(p.occurred_at, 1, c.responded_at) OVER (ORDER BY p.occurred_at) AS prev
+                 FROM @extschema@.payment_event p
+                WHERE p.customer_id = c.customer_id
+                  AND p.occurred_at > c.responded_at
+                  AND p.occurred_at <= least(as_of, c.responded_at + par.hs * interval '1 second' + after)
+                  AND p.kind = 'succeeded') w) e
      CROSS JOIN LATERAL (
        SELECT coalesce(e.brk, e.last_t, c.responded_at) AS last_paid,
               e.brk IS NOT NULL OR coalesce(e.last_t, c.responded_at) + after <= as_of AS ended) l
@@ -274,8 +287,9 @@ AS $$
               WHEN e.s <= 0 OR e.s >= 1 OR e.gw = 0 THEN e.s
               ELSE e.s ^ exp(-par.z * sqrt(e.gw) / abs(ln(e.s))) END
     FROM est e, par
-   ORDER BY e.category, e.k
-$$;
+   ORDER BY e.category, e.k;
+END
+$fn$;
 COMMENT ON FUNCTION @extschema@.nps_retention(interval, interval, timestamptz, timestamptz, interval, timestamptz) IS
   'Kaplan-Meier retention by NPS category from each customer''s first answer in [since, until): per bucket up to horizon, customers at risk, '
   'churned (their payments stopped: a gap longer than `after`), censored (window still open, or horizon), survival at the bucket''s end '
