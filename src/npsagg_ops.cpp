@@ -43,13 +43,10 @@ double settle(double w, int64 count) {
 // (sum w)^2 / n <= weight_sq <= (sum w)^2 -- after removing a large weight, the difference of
 // the squares can even be 0 while a small weight remains. It is moved to the nearest bound, so
 // the result is again a valid summary and the rollup row can still be updated.
-void settle_weight_sq(Summary *a) {
-    int64 n = 0;
+// n is the summary's total count, which the caller has already added up.
+void settle_weight_sq(Summary *a, int64 n) {
     double w = 0;
-    for (int i = 0; i < kScores; i++) {
-        n += a->counts[i];
-        w += a->weights[i];
-    }
+    for (int i = 0; i < kScores; i++) w += a->weights[i];
     if (n == 0 || w == 0) {
         a->weight_sq = 0;
         return;
@@ -68,7 +65,7 @@ void add_into(Summary *a, const Summary &b, const char *fn) {
     int64 n = 0;
     for (int i = 0; i < kScores; i++)
         if (pg_add_s64_overflow(n, a->counts[i], &n)) overflow(fn);
-    settle_weight_sq(a);
+    settle_weight_sq(a, n);
 }
 
 void sub_from(Summary *a, const Summary &b, const char *fn) {
@@ -79,8 +76,8 @@ void sub_from(Summary *a, const Summary &b, const char *fn) {
         a->weights[i] = settle(a->weights[i] - b.weights[i], a->counts[i]);
         n += a->counts[i];
     }
-    a->weight_sq = settle(a->weight_sq - b.weight_sq, n);
-    settle_weight_sq(a);
+    a->weight_sq -= b.weight_sq;
+    settle_weight_sq(a, n);  // 0 without answers or weight; a negative residue to the lower bound
 }
 
 int score_arg(FunctionCallInfo fcinfo, int argno) {
