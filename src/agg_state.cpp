@@ -17,6 +17,7 @@ extern "C" {
 }
 
 #include <cfloat>
+#include <type_traits>
 
 using namespace nps;
 
@@ -172,16 +173,26 @@ NPS_LEAF_FUNCTION(nps_state_merge) {
     return update_state(fcinfo, [&b](Summary &s) { add_into(s, b); });
 }
 
-// nps(score): 100 * (promoters - detractors) / responses, NULL without responses.
-NPS_FUNCTION(nps_state_nps) {
+// Final functions hold no C++ object with a destructor (Summary is plain data), so they are leaf
+// functions like the transitions: a moving window calls its final function once per row.
+static_assert(std::is_trivially_destructible<Summary>::value, "final functions may ereport");
+
+// nps(score): 100 * (promoters - detractors) / responses, NULL without responses. One pass: the
+// total (22003 past bigint) and, on the way, the detractors (scores 0..6).
+NPS_LEAF_FUNCTION(nps_state_nps) {
     const Summary &s = state_of(fcinfo);
-    double v;
-    if (checked_responses(s) == 0 || !nps_of_counts(s, &v)) PG_RETURN_NULL();
-    PG_RETURN_FLOAT8(v);
+    int64 n = 0, detractors = 0;
+    for (int i = 0; i < kScores; i++) {
+        if (unlikely(pg_add_s64_overflow(n, s.counts[i], &n))) count_overflow();
+        if (i == kDetractorMax) detractors = n;
+    }
+    if (n == 0) PG_RETURN_NULL();
+    int64 promoters = s.counts[9] + s.counts[10];
+    PG_RETURN_FLOAT8(clamp100(100.0 * static_cast<double>(promoters - detractors) / static_cast<double>(n)));
 }
 
 // nps(score, weight): 100 * (W_promoters - W_detractors) / W, NULL when W is 0.
-NPS_FUNCTION(nps_state_weighted_nps) {
+NPS_LEAF_FUNCTION(nps_state_weighted_nps) {
     const Summary &s = state_of(fcinfo);
     double v;
     if (checked_responses(s) == 0 || !weighted_nps_of(s, &v)) PG_RETURN_NULL();
@@ -189,7 +200,7 @@ NPS_FUNCTION(nps_state_weighted_nps) {
 }
 
 // nps_agg(score): unweighted states carry counts only; every response weighs 1.
-NPS_FUNCTION(nps_state_summary) {
+NPS_LEAF_FUNCTION(nps_state_summary) {
     const Summary &in = state_of(fcinfo);
     if (checked_responses(in) == 0) PG_RETURN_NULL();
     Summary s = in;
@@ -203,11 +214,11 @@ NPS_FUNCTION(nps_state_summary) {
 }
 
 // nps_agg(score, weight): the state, checked; NULL without responses.
-NPS_FUNCTION(nps_state_weighted_summary) {
+NPS_LEAF_FUNCTION(nps_state_weighted_summary) {
     const Summary &s = state_of(fcinfo);
     if (checked_responses(s) == 0) PG_RETURN_NULL();
     PG_RETURN_POINTER(make_npsagg(s));
 }
 
 // rollup(npsagg): the merged summaries, checked (a rollup of empty summaries is empty, not NULL).
-NPS_FUNCTION(nps_state_rollup) { PG_RETURN_POINTER(make_npsagg(state_of(fcinfo))); }
+NPS_LEAF_FUNCTION(nps_state_rollup) { PG_RETURN_POINTER(make_npsagg(state_of(fcinfo))); }
