@@ -101,7 +101,7 @@ bench: deps
 	$(BUILD_SELECTED)
 	sh scripts/bench.sh
 
-# make test-matrix: make test on PostgreSQL 17 (Debian trixie) and 18 (sid) in throwaway chroots,
+# make test-matrix: make test on PostgreSQL 15 (Debian bookworm), 17 (trixie) and 18 (sid) in throwaway chroots,
 # and their Debian packages installed in fresh ones (root; scripts/test-matrix.sh).
 test-matrix:
 	sh scripts/test-matrix.sh
