@@ -8,6 +8,6 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 # row ID "measurement" RATIO "<= 1.10" -> prints a result row; met is yes/no by the comparison
 row() {
   met=$(awk -v r="$3" -v t="$4" 'BEGIN { split(t, p, " "); v = p[2] + 0;
-        if (p[1] == "<=") print (r <= v ? "yes" : "NO"); else print (r >= v ? "yes" : "NO") }')
+        if (p[1] == "<=") print (r <= v ? "yes" : "NO"); else if (p[1] == ">=") print (r >= v ? "yes" : "NO"); else print "-" }')
   echo "$1|$2|$3|$4|$met"
 }
