@@ -177,18 +177,13 @@ NPS_LEAF_FUNCTION(nps_state_merge) {
 // functions like the transitions: a moving window calls its final function once per row.
 static_assert(std::is_trivially_destructible<Summary>::value, "final functions may ereport");
 
-// nps(score): 100 * (promoters - detractors) / responses, NULL without responses. One pass: the
-// total (22003 past bigint) and, on the way, the detractors (scores 0..6).
+// nps(score): 100 * (promoters - detractors) / responses, NULL without responses; the total is
+// counted once (22003 past bigint).
 NPS_LEAF_FUNCTION(nps_state_nps) {
     const Summary &s = state_of(fcinfo);
-    int64 n = 0, detractors = 0;
-    for (int i = 0; i < kScores; i++) {
-        if (unlikely(pg_add_s64_overflow(n, s.counts[i], &n))) count_overflow();
-        if (i == kDetractorMax) detractors = n;
-    }
+    int64 n = checked_responses(s);
     if (n == 0) PG_RETURN_NULL();
-    int64 promoters = s.counts[9] + s.counts[10];
-    PG_RETURN_FLOAT8(clamp100(100.0 * static_cast<double>(promoters - detractors) / static_cast<double>(n)));
+    PG_RETURN_FLOAT8(nps_of_total(s, n));
 }
 
 // nps(score, weight): 100 * (W_promoters - W_detractors) / W, NULL when W is 0.

@@ -74,12 +74,16 @@ inline int64_t detractors(const Summary &s) {
 
 inline double clamp100(double x) { return x < -100.0 ? -100.0 : x > 100.0 ? 100.0 : x; }
 
-// 100 * (promoters - detractors) / responses (correctly rounded for counts below 2^53;
-// beyond, rounding cannot leave -100..100); false without responses.
+// 100 * (promoters - detractors) / n, n = responses(s) > 0 as the caller counted it (correctly
+// rounded for counts below 2^53; beyond, rounding cannot leave -100..100).
+inline double nps_of_total(const Summary &s, int64_t n) {
+    return clamp100(100.0 * static_cast<double>(promoters(s) - detractors(s)) / static_cast<double>(n));
+}
+// The same, counting the total; false without responses.
 inline bool nps_of_counts(const Summary &s, double *out) {
     int64_t n = responses(s);
     if (n == 0) return false;
-    *out = clamp100(100.0 * static_cast<double>(promoters(s) - detractors(s)) / static_cast<double>(n));
+    *out = nps_of_total(s, n);
     return true;
 }
 
