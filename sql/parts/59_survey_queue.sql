@@ -123,3 +123,36 @@ COMMENT ON FUNCTION @extschema@.survey_queue_update() IS
 COMMENT ON FUNCTION @extschema@.survey_queue_renumber() IS 'Trigger: a survey whose id changed moves in survey_queue';
 COMMENT ON FUNCTION @extschema@.survey_queue_delete() IS 'Trigger: deleted surveys leave survey_queue';
 COMMENT ON FUNCTION @extschema@.survey_queue_truncate() IS 'Trigger: TRUNCATE survey empties survey_queue';
+
+-- survey_queue from survey again, after its triggers were bypassed (pg_restore
+-- --disable-triggers, session_replication_role = replica, triggers disabled by hand): without it
+-- a queued survey whose row never reached the queue would never be claimed.
+CREATE FUNCTION @extschema@.rebuild_survey_queue() RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  gone bigint;
+  made bigint;
+BEGIN
+  -- writers of survey finish first and new ones wait (claims, reports, capture): the queue is
+  -- rebuilt from committed rows only; readers go on
+  LOCK TABLE @extschema@.survey IN SHARE MODE;
+  DELETE FROM @extschema@.survey_queue q
+   WHERE NOT EXISTS (SELECT 1 FROM @extschema@.survey s
+                      WHERE s.id = q.survey_id
+                        AND @extschema@.queue_visible_at(s.status, s.send_after, s.lease_until) = q.visible_at);
+  GET DIAGNOSTICS gone = ROW_COUNT;
+  INSERT INTO @extschema@.survey_queue AS q (survey_id, visible_at)
+  SELECT s.id, @extschema@.queue_visible_at(s.status, s.send_after, s.lease_until)
+    FROM @extschema@.survey s
+   WHERE s.status IN ('pending', 'sending')
+     AND NOT EXISTS (SELECT 1 FROM @extschema@.survey_queue x WHERE x.survey_id = s.id)
+   ORDER BY s.id;
+  GET DIAGNOSTICS made = ROW_COUNT;
+  RETURN gone + made;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.rebuild_survey_queue() IS
+  'Makes the due queue (survey_queue) match the surveys again after its triggers were bypassed; '
+  'blocks writes of survey meanwhile; returns the number of queue rows removed or added (a moved row counts twice)';

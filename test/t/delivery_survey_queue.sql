@@ -2,7 +2,7 @@
 -- (pending) or the lease's end (sending), kept by the triggers on survey whoever writes it; claims
 -- and reports then update survey in place (HOT) and leave its indexes alone.
 BEGIN;
-SELECT plan(30);
+SELECT plan(36);
 SET LOCAL search_path = nps_billing, public;
 
 -- rows of survey whose queue row is missing, superfluous or wrong (the invariant)
@@ -106,5 +106,28 @@ SELECT results_eq($$SELECT status, attempts, lease_owner, split_part(last_error,
                   $$VALUES ('pending'::text, 1, NULL::text, 'no_answer_base_url'::text, true)$$,
                   'the survey of the source without answer_base_url is reported failed, retried in an hour');
 SELECT is(pg_temp.queue_wrong(), 0::bigint, 'the queue is right at the end');
+
+-- rebuild_survey_queue(): the queue made right again after the triggers were bypassed
+INSERT INTO survey (id, token, source_id, customer_id, channel, send_after, expires_at)
+SELECT 7141, 'sq-token-41', p.id, 'sq-cust-41', 'email', now() - interval '1 minute', now() + interval '1 day'
+  FROM payment_source p WHERE p.name = 'sq';
+SELECT is(rebuild_survey_queue(), 0::bigint, 'rebuild_survey_queue changes nothing in a right queue');
+SET LOCAL session_replication_role = replica;  -- (as pg_restore --disable-triggers loads rows)
+INSERT INTO survey (id, token, source_id, customer_id, channel, send_after, expires_at)
+SELECT 7140, 'sq-token-40', p.id, 'sq-cust-40', 'email', now() - interval '1 minute', now() + interval '1 day'
+  FROM payment_source p WHERE p.name = 'sq';
+UPDATE survey SET status = 'cancelled' WHERE id = 7141;
+UPDATE survey SET send_after = now() - interval '2 minutes' WHERE id = 7120;
+RESET session_replication_role;
+SELECT is(pg_temp.queue_wrong(), 3::bigint, 'with the triggers bypassed: one survey missing, one superfluous, one moved');
+SELECT is(rebuild_survey_queue(), 4::bigint, 'rebuild_survey_queue adds one row, removes one, moves one (out and in)');
+SELECT is(pg_temp.queue_wrong(), 0::bigint, 'and the queue is right again');
+SELECT results_eq($$SELECT id FROM claim_surveys('w9', 10) WHERE id IN (7140, 7120, 7141) ORDER BY id$$,
+                  ARRAY[7120, 7140]::bigint[], 'the surveys it queued are claimed, the cancelled one is not');
+CREATE ROLE regress_sq_plain;
+GRANT USAGE ON SCHEMA nps_billing TO regress_sq_plain;
+SET LOCAL ROLE regress_sq_plain;
+SELECT throws_ok($$SELECT nps_billing.rebuild_survey_queue()$$, '42501', NULL, 'a role without a grant may not call it');
+RESET ROLE;
 SELECT * FROM finish();
 ROLLBACK;
