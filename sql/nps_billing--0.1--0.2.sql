@@ -6386,3 +6386,66 @@ COMMENT ON FUNCTION @extschema@.rebuild_survey_queue() IS
   'Makes the due queue (survey_queue) match the surveys again after its triggers were bypassed; '
   'blocks writes of survey meanwhile; returns the number of queue rows removed or added (a moved row counts twice)';
 REVOKE ALL ON FUNCTION @extschema@.rebuild_survey_queue() FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- analysis (session 5): survey_funnel's median reads two middle answers of one bucket in one scan
+-- percentile_cont(0.5) of answered_after over the answers with funnel_at >= since, exactly as
+-- over the answers themselves: the counts per bucket (rollup days, and the answers of the
+-- partial UTC day at the start) locate the one or two middle answers; each is read from its
+-- bucket's range of response_answered_after_idx (one scan per bucket: two middle answers in one
+-- bucket are read together); percentile_cont of those gives the value.
+CREATE OR REPLACE FUNCTION @extschema@.median_time_to_answer(since timestamptz) RETURNS interval
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+  WITH part AS (
+    -- funnel_at in [since, first UTC midnight at or after since): answered in that time, or
+    -- answered later to a survey created in it
+    SELECT r.answered_after AS d
+      FROM @extschema@.response r
+     WHERE r.responded_at >= since AND r.responded_at < @extschema@.utc_ceil(since)
+       AND r.answered_after IS NOT NULL
+       AND r.funnel_at >= since AND r.funnel_at < @extschema@.utc_ceil(since)
+    UNION ALL
+    SELECT r.answered_after
+      FROM @extschema@.survey s
+      JOIN @extschema@.response r ON r.survey_id = s.id
+     WHERE s.created_at >= since AND s.created_at < @extschema@.utc_ceil(since)
+       AND r.answered_after IS NOT NULL
+       AND r.funnel_at >= since AND r.funnel_at < @extschema@.utc_ceil(since)
+       AND NOT (r.responded_at >= since AND r.responded_at < @extschema@.utc_ceil(since))
+  ), h AS (
+    SELECT b.bucket, sum(b.answers)::bigint AS n
+      FROM (SELECT g.bucket, g.answers FROM @extschema@.rollup_answer_delay g
+             WHERE g.day >= @extschema@.utc_day(@extschema@.utc_ceil(since))
+            UNION ALL
+            SELECT @extschema@.delay_bucket(p.d), count(*) FROM part p GROUP BY 1) b
+     GROUP BY b.bucket
+    HAVING sum(b.answers) > 0
+  ), cum AS (
+    SELECT h.bucket, h.n, (sum(h.n) OVER (ORDER BY h.bucket) - h.n)::bigint AS below,
+           (sum(h.n) OVER ())::bigint AS total
+      FROM h
+  ), pos AS (
+    -- 0-based positions of the middle answers: one when their number is odd, two when even
+    SELECT DISTINCT v.p FROM (SELECT cum.total FROM cum LIMIT 1) t,
+           LATERAL (VALUES ((t.total - 1) / 2), (t.total / 2)) v(p)
+  ), want AS (
+    -- per bucket, the first middle position in it and how many of the (consecutive) middle
+    -- positions it holds: one index scan per bucket, not one per position
+    SELECT cum.bucket, min(pos.p) - cum.below AS skip, count(*) AS n
+      FROM pos
+      JOIN cum ON pos.p >= cum.below AND pos.p < cum.below + cum.n
+     GROUP BY cum.bucket, cum.below
+  )
+  SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY m.d)
+    FROM want
+   CROSS JOIN LATERAL (
+     SELECT r.answered_after AS d
+       FROM @extschema@.response r
+      WHERE r.answered_after IS NOT NULL
+        AND r.answered_after >= coalesce((@extschema@.delay_thresholds())[want.bucket], interval '-100000000 years')
+        AND r.answered_after < coalesce((@extschema@.delay_thresholds())[want.bucket + 1], interval '100000000 years')
+        AND r.funnel_at >= since
+      ORDER BY r.answered_after
+     OFFSET want.skip LIMIT want.n) m
+$$;

@@ -58,7 +58,8 @@ COMMENT ON FUNCTION @extschema@.survey_answer_times_delete() IS
 -- percentile_cont(0.5) of answered_after over the answers with funnel_at >= since, exactly as
 -- over the answers themselves: the counts per bucket (rollup days, and the answers of the
 -- partial UTC day at the start) locate the one or two middle answers; each is read from its
--- bucket's range of response_answered_after_idx; percentile_cont of those gives the value.
+-- bucket's range of response_answered_after_idx (one scan per bucket: two middle answers in one
+-- bucket are read together); percentile_cont of those gives the value.
 CREATE FUNCTION @extschema@.median_time_to_answer(since timestamptz) RETURNS interval
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
@@ -94,19 +95,25 @@ AS $$
     -- 0-based positions of the middle answers: one when their number is odd, two when even
     SELECT DISTINCT v.p FROM (SELECT cum.total FROM cum LIMIT 1) t,
            LATERAL (VALUES ((t.total - 1) / 2), (t.total / 2)) v(p)
+  ), want AS (
+    -- per bucket, the first middle position in it and how many of the (consecutive) middle
+    -- positions it holds: one index scan per bucket, not one per position
+    SELECT cum.bucket, min(pos.p) - cum.below AS skip, count(*) AS n
+      FROM pos
+      JOIN cum ON pos.p >= cum.below AND pos.p < cum.below + cum.n
+     GROUP BY cum.bucket, cum.below
   )
   SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY m.d)
-    FROM pos
-    JOIN cum ON pos.p >= cum.below AND pos.p < cum.below + cum.n
+    FROM want
    CROSS JOIN LATERAL (
      SELECT r.answered_after AS d
        FROM @extschema@.response r
       WHERE r.answered_after IS NOT NULL
-        AND r.answered_after >= coalesce((@extschema@.delay_thresholds())[cum.bucket], interval '-100000000 years')
-        AND r.answered_after < coalesce((@extschema@.delay_thresholds())[cum.bucket + 1], interval '100000000 years')
+        AND r.answered_after >= coalesce((@extschema@.delay_thresholds())[want.bucket], interval '-100000000 years')
+        AND r.answered_after < coalesce((@extschema@.delay_thresholds())[want.bucket + 1], interval '100000000 years')
         AND r.funnel_at >= since
       ORDER BY r.answered_after
-     OFFSET pos.p - cum.below LIMIT 1) m
+     OFFSET want.skip LIMIT want.n) m
 $$;
 REVOKE ALL ON FUNCTION @extschema@.median_time_to_answer(timestamptz) FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@.median_time_to_answer(timestamptz) IS
