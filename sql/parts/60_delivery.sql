@@ -57,6 +57,9 @@ DECLARE
   p_ids bigint[];           -- the round's picked surveys in queue order,
   p_src integer[];          -- their sources,
   p_state text[];           -- and closed / counted / free
+  p_due timestamptz[];      -- their due_at
+  late boolean;             -- lease first, take the cap's counters after
+  leased @extschema@.claimed_survey[];
   claim_ids bigint[];
   over_ids bigint[];        -- counted ones over their source's cap
   put_off bigint[];         -- closed and over-cap ones
@@ -151,10 +154,11 @@ BEGIN
     asked := claim_surveys.max - got;
     SELECT coalesce(array_agg(j.id ORDER BY j.send_after, j.id), '{}'),
            coalesce(array_agg(j.source_id ORDER BY j.send_after, j.id), '{}'),
-           coalesce(array_agg(j.state ORDER BY j.send_after, j.id), '{}')
-      INTO p_ids, p_src, p_state
+           coalesce(array_agg(j.state ORDER BY j.send_after, j.id), '{}'),
+           coalesce(array_agg(j.due_at ORDER BY j.send_after, j.id), '{}')
+      INTO p_ids, p_src, p_state, p_due
       FROM (
-        SELECT pk.id, pk.source_id, pk.send_after,
+        SELECT pk.id, pk.source_id, pk.send_after, pk.due_at,
                CASE WHEN p.id IS NOT NULL
                          AND NOT @extschema@.window_always_open(p.send_days, p.send_from, p.send_until)
                          AND NOT (extract(isodow FROM l.t)::integer = ANY (p.send_days)
@@ -162,7 +166,7 @@ BEGIN
                     THEN 'closed'
                     WHEN p.daily_cap IS NOT NULL AND pk.status = 'pending' AND pk.attempts = 0 THEN 'counted'
                     ELSE 'free' END AS state
-          FROM (SELECT s.id, s.source_id, s.send_after, s.status, s.attempts, s.time_zone
+          FROM (SELECT s.id, s.source_id, s.send_after, s.status, s.attempts, s.time_zone, s.due_at
                   FROM @extschema@.survey_queue q
                   JOIN @extschema@.survey s ON s.id = q.survey_id
                  WHERE q.visible_at <= now()  -- survey_queue_visible_idx
@@ -183,22 +187,39 @@ BEGIN
     n := cardinality(p_ids);
     EXIT WHEN n = 0;
     put_off := '{}';
-    IF NOT 'free' = ALL (p_state) THEN
-      over_ids := '{}';
-      -- Daily caps: a counter row per source and day of the source's time zone, locked in
-      -- source order (no deadlock between claimers of several capped sources) and held to the
-      -- end of the transaction, so concurrent claimers never grant more than the cap together.
-      FOR k, want IN SELECT u.src, count(*)::integer FROM unnest(p_src, p_state) AS u(src, st)
-                      WHERE u.st = 'counted' GROUP BY u.src ORDER BY u.src LOOP
-        granted := @extschema@.take_send_quota(k, want);
-        IF granted < want THEN
-          over_ids := over_ids || ARRAY(SELECT u.id FROM unnest(p_ids, p_src, p_state) WITH ORDINALITY AS u(id, src, st, ord)
-                                         WHERE u.st = 'counted' AND u.src = k ORDER BY u.ord OFFSET granted);
-        END IF;
-      END LOOP;
-      put_off := over_ids || ARRAY(SELECT u.id FROM unnest(p_ids, p_state) AS u(id, st) WHERE u.st = 'closed');
+    over_ids := '{}';
+    -- Daily caps: a counter row per source and day of the source's time zone, locked in source
+    -- order (no deadlock between claimers of several capped sources) and held to the end of the
+    -- transaction, so concurrent claimers never grant more than the cap together. While the
+    -- committed counts leave room for every counted survey of the round (the usual case), the
+    -- surveys are leased first and the counters taken last, so a claimer holds them only for
+    -- the end of its claim and its commit, not for the lease of the whole batch; one that
+    -- finds less room than the committed counts promised (concurrent claims took it) gives its
+    -- over-cap surveys back right away. Near the cap the counters are taken first, as no
+    -- lease is worth taking then.
+    late := false;
+    IF 'counted' = ANY (p_state) THEN
+      late := NOT EXISTS (
+        SELECT 1
+          FROM (SELECT u.src, count(*) AS want FROM unnest(p_src, p_state) AS u(src, st)
+                 WHERE u.st = 'counted' GROUP BY u.src) w
+          JOIN @extschema@.payment_source p ON p.id = w.src
+          LEFT JOIN @extschema@.send_day d
+                 ON d.source_id = w.src AND d.day = (now() AT TIME ZONE coalesce(p.time_zone, 'UTC'))::date
+         WHERE p.daily_cap IS NULL OR coalesce(d.claimed, 0) + w.want > p.daily_cap);
+      IF NOT late THEN
+        FOR k, want IN SELECT u.src, count(*)::integer FROM unnest(p_src, p_state) AS u(src, st)
+                        WHERE u.st = 'counted' GROUP BY u.src ORDER BY u.src LOOP
+          granted := @extschema@.take_send_quota(k, want);
+          IF granted < want THEN
+            over_ids := over_ids || ARRAY(SELECT u.id FROM unnest(p_ids, p_src, p_state) WITH ORDINALITY AS u(id, src, st, ord)
+                                           WHERE u.st = 'counted' AND u.src = k ORDER BY u.ord OFFSET granted);
+          END IF;
+        END LOOP;
+      END IF;
     END IF;
-    IF cardinality(put_off) > 0 THEN
+    IF 'closed' = ANY (p_state) OR cardinality(over_ids) > 0 THEN
+      put_off := over_ids || ARRAY(SELECT u.id FROM unnest(p_ids, p_state) AS u(id, st) WHERE u.st = 'closed');
       -- Closed ones to their window's next opening, over-cap ones to the next day's.
       UPDATE @extschema@.survey s
          SET status = 'pending', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
@@ -218,7 +239,7 @@ BEGIN
     ELSE
       claim_ids := p_ids;
     END IF;
-    IF cardinality(claim_ids) > 0 THEN
+    IF cardinality(claim_ids) > 0 AND NOT late THEN
       RETURN QUERY
       WITH claimed AS (
         UPDATE @extschema@.survey s
@@ -240,6 +261,57 @@ BEGIN
         LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
                              FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true
        ORDER BY c.send_after, c.id;
+      GET DIAGNOSTICS k = ROW_COUNT;
+      got := got + k;
+    ELSIF cardinality(claim_ids) > 0 THEN
+      -- leased first (kept here, returned once the cap has granted them) ...
+      WITH claimed AS (
+        UPDATE @extschema@.survey s
+           SET status = 'sending',
+               lease_owner = claim_surveys.worker,
+               lease_role = caller,
+               lease_until = lease_end,
+               attempts = s.attempts + 1,
+               due_at = NULL
+         WHERE s.id = ANY (claim_ids)
+        RETURNING s.id, s.token, s.customer_id, s.channel, s.attempts, s.lease_until, s.expires_at,
+                  s.source_id, s.event_id, s.send_after, s.reminder
+      )
+      SELECT coalesce(array_agg(ROW(c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at,
+                                    p.name, e.kind, e.amount, e.currency, e.occurred_at, e.attributes, c.reminder)::@extschema@.claimed_survey
+                                ORDER BY c.send_after, c.id), '{}')
+        INTO leased
+        FROM claimed c
+        LEFT JOIN LATERAL (SELECT p.name FROM @extschema@.payment_source p
+                            WHERE p.id = c.source_id LIMIT 1) p ON true
+        LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
+                             FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true;
+      -- ... then the cap's counters, in source order
+      FOR k, want IN SELECT u.src, count(*)::integer FROM unnest(p_src, p_state) AS u(src, st)
+                      WHERE u.st = 'counted' GROUP BY u.src ORDER BY u.src LOOP
+        granted := @extschema@.take_send_quota(k, want);
+        IF granted < want THEN
+          over_ids := over_ids || ARRAY(SELECT u.id FROM unnest(p_ids, p_src, p_state) WITH ORDINALITY AS u(id, src, st, ord)
+                                         WHERE u.st = 'counted' AND u.src = k ORDER BY u.ord OFFSET granted);
+        END IF;
+      END LOOP;
+      IF cardinality(over_ids) > 0 THEN
+        -- Over the cap after all: back as they were (attempts, due_at), put off to the next day's
+        -- opening, exactly as the counters-first order would have put them off.
+        UPDATE @extschema@.survey s
+           SET status = 'pending', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
+               attempts = s.attempts - 1,
+               due_at = coalesce(u.due_at, s.send_after),
+               cap_deferrals = s.cap_deferrals + 1,
+               send_after = greatest(now() + interval '1 second',
+                                     @extschema@.send_window_next(
+                                       @extschema@.next_local_midnight(now(), coalesce(p.time_zone, 'UTC')),
+                                       @extschema@.send_zone(s.time_zone, p.time_zone),
+                                       p.send_days, p.send_from, p.send_until))
+          FROM @extschema@.payment_source p, unnest(p_ids, p_due) AS u(id, due_at)
+         WHERE p.id = s.source_id AND s.id = u.id AND s.id = ANY (over_ids);
+      END IF;
+      RETURN QUERY SELECT (r).* FROM unnest(leased) AS r WHERE r.id <> ALL (over_ids);
       GET DIAGNOSTICS k = ROW_COUNT;
       got := got + k;
     END IF;
