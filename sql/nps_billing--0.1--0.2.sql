@@ -6744,3 +6744,285 @@ COMMENT ON FUNCTION @extschema@.claim_surveys(text, integer, interval) IS
   'session''s login role for lease; FOR UPDATE SKIP LOCKED: concurrent workers never get the '
   'same survey while a lease holds. Only surveys inside their source''s send window (recipient''s '
   'time zone) and within its daily cap; the others are put off to the next opening';
+
+-- ---------------------------------------------------------------------------------------------
+-- queue (session 5, review): a claim round's share of the caps in one function; one lease statement
+-- A claim round's share of the daily caps: take_send_quota for each capped source of the round,
+-- in source order (no deadlock between claimers of several capped sources); returns the counted
+-- surveys left over their source's cap, in queue order within each source.
+CREATE FUNCTION @extschema@.take_round_quota(ids bigint[], sources integer[], states text[]) RETURNS bigint[]
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  over_ids bigint[] := '{}';
+  k integer;
+  want integer;
+  granted integer;
+BEGIN
+  FOR k, want IN SELECT u.src, count(*)::integer FROM unnest(sources, states) AS u(src, st)
+                  WHERE u.st = 'counted' GROUP BY u.src ORDER BY u.src LOOP
+    granted := @extschema@.take_send_quota(k, want);
+    IF granted < want THEN
+      over_ids := over_ids || ARRAY(SELECT u.id FROM unnest(ids, sources, states) WITH ORDINALITY AS u(id, src, st, ord)
+                                     WHERE u.st = 'counted' AND u.src = k ORDER BY u.ord OFFSET granted);
+    END IF;
+  END LOOP;
+  RETURN over_ids;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.take_round_quota(bigint[], integer[], text[]) IS
+  'Internal (claim_surveys): takes a claim round''s share of the daily caps; returns the surveys over the cap';
+REVOKE ALL ON FUNCTION @extschema@.take_round_quota(bigint[], integer[], text[]) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION @extschema@.claim_surveys(worker text, max integer DEFAULT 100,
+                                          lease interval DEFAULT '5 minutes')
+RETURNS SETOF @extschema@.claimed_survey
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- The picks' LIMIT is a parameter: a generic plan costs it at a tenth of the queue, so the plan
+-- cache would plan them again on every call (custom plans), a third of a claim's time. Their
+-- generic plans are the same walks of survey_queue_visible_idx.
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+DECLARE
+  lease_end timestamptz;
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
+  got integer := 0;         -- surveys leased so far
+  asked integer;            -- asked for in this round
+  n integer;                -- picked in this round
+  rounds integer := 0;
+  p_ids bigint[];           -- the round's picked surveys in queue order,
+  p_src integer[];          -- their sources,
+  p_state text[];           -- and closed / counted / free
+  p_due timestamptz[];      -- their due_at
+  late boolean;             -- lease first, take the cap's counters after
+  leased @extschema@.claimed_survey[];
+  claim_ids bigint[];
+  over_ids bigint[];        -- counted ones over their source's cap
+  put_off bigint[];         -- closed and over-cap ones
+  k integer;
+BEGIN
+  -- Not STRICT: a NULL argument is a caller bug and gets 22004, not a silent empty result.
+  IF worker IS NULL OR max IS NULL OR lease IS NULL THEN
+    RAISE EXCEPTION 'claim_surveys: % must not be NULL',
+      CASE WHEN worker IS NULL THEN 'worker' WHEN max IS NULL THEN 'max' ELSE 'lease' END
+      USING ERRCODE = '22004';
+  END IF;
+  IF worker = '' OR length(worker) > 200 THEN
+    RAISE EXCEPTION 'claim_surveys: worker name must have 1..200 characters, got %', length(worker)
+      USING ERRCODE = '22023';
+  END IF;
+  IF max <= 0 OR max > 10000 THEN
+    RAISE EXCEPTION 'claim_surveys: max % is out of range 1..10000', max USING ERRCODE = '22023';
+  END IF;
+  IF caller IS NULL THEN  -- the session's login role was dropped meanwhile
+    RAISE EXCEPTION 'claim_surveys: the session''s login role no longer exists' USING ERRCODE = '42704';
+  END IF;
+  -- Checked for what it does: no negative part (35_intervals.sql), then in absolute time from now.
+  IF @extschema@.interval_within(lease, '1 microsecond', '1 day') THEN
+    lease_end := now() + lease;
+  END IF;
+  IF lease_end IS NULL OR lease_end <= now() OR lease_end > now() + interval '25 hours' THEN
+    RAISE EXCEPTION 'claim_surveys: lease % is out of range (0, 1 day] or has a negative part', lease
+      USING ERRCODE = '22023';
+  END IF;
+  -- Without a send window or a daily cap on any source, a claim is one statement.
+  IF NOT EXISTS (SELECT 1 FROM @extschema@.payment_source p
+                  WHERE p.daily_cap IS NOT NULL OR NOT @extschema@.window_always_open(p.send_days, p.send_from, p.send_until)) THEN
+    RETURN QUERY
+    WITH picked AS (
+      SELECT s.id
+        FROM @extschema@.survey_queue q
+        JOIN @extschema@.survey s ON s.id = q.survey_id
+       WHERE q.visible_at <= now()  -- survey_queue_visible_idx
+         AND s.status IN ('pending', 'sending')
+         AND s.send_after <= now()
+         AND s.expires_at > now()
+         AND (s.status = 'pending'
+              OR (s.lease_until <= now()
+                  AND s.attempts < (SELECT p.max_attempts FROM @extschema@.payment_source p
+                                     WHERE p.id = s.source_id)))
+       ORDER BY q.visible_at  -- the queue index's order: no sort of the whole backlog
+       LIMIT claim_surveys.max
+         FOR UPDATE OF s SKIP LOCKED
+    ), claimed AS (
+      UPDATE @extschema@.survey s
+         SET status = 'sending',
+             lease_owner = claim_surveys.worker,
+             lease_role = caller,
+             lease_until = lease_end,
+             attempts = s.attempts + 1,
+             due_at = NULL
+       WHERE s.id = ANY (ARRAY(SELECT picked.id FROM picked))  -- survey_pkey, whatever picked's estimate
+      RETURNING s.id, s.token, s.customer_id, s.channel, s.attempts, s.lease_until, s.expires_at,
+                s.source_id, s.event_id, s.send_after, s.reminder
+    )
+    -- The payment context: one primary-key probe per claimed survey (LIMIT 1 keeps each LATERAL
+    -- subquery a nested loop; a plain join let the planner hash the whole payment_event table).
+    SELECT c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at,
+           p.name, e.kind, e.amount, e.currency, e.occurred_at, e.attributes, c.reminder
+      FROM claimed c
+      LEFT JOIN LATERAL (SELECT p.name FROM @extschema@.payment_source p
+                          WHERE p.id = c.source_id LIMIT 1) p ON true
+      LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
+                           FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true
+     ORDER BY c.send_after, c.id;
+    RETURN;
+  END IF;
+
+  -- Send windows and daily caps (61_send_policy.sql). Each round picks due surveys exactly as
+  -- above (FOR UPDATE SKIP LOCKED, queue order) and judges each one: 'closed' (outside its send
+  -- window now, in the recipient's time zone), 'counted' (the first claim of a send for a source
+  -- with a daily cap: first sends and reminders count, a retry or a re-claim after a lapsed lease
+  -- does not) or 'free'. Closed ones move to their window's next opening and over-cap ones to
+  -- the next day's (send_after, so they leave the head of the queue and due_at keeps when they
+  -- fell due); the rest are leased. A round that put surveys off leaves room for another, so a
+  -- claim does not come back empty while due surveys inside their windows wait behind them.
+  -- A change of a source's window or cap waits for the claims under way (the advisory lock of
+  -- reschedule_surveys, 61_send_policy.sql), so it sees every survey they put off.
+  PERFORM pg_catalog.pg_advisory_xact_lock_shared(
+            '@extschema@.payment_source'::pg_catalog.regclass::pg_catalog.oid::pg_catalog.int4, x.id)
+     FROM (SELECT p.id FROM @extschema@.payment_source p
+            WHERE p.daily_cap IS NOT NULL OR NOT @extschema@.window_always_open(p.send_days, p.send_from, p.send_until)
+            ORDER BY p.id OFFSET 0) x;  -- in id order
+  LOOP
+    asked := claim_surveys.max - got;
+    SELECT coalesce(array_agg(j.id ORDER BY j.send_after, j.id), '{}'),
+           coalesce(array_agg(j.source_id ORDER BY j.send_after, j.id), '{}'),
+           coalesce(array_agg(j.state ORDER BY j.send_after, j.id), '{}'),
+           coalesce(array_agg(j.due_at ORDER BY j.send_after, j.id), '{}')
+      INTO p_ids, p_src, p_state, p_due
+      FROM (
+        SELECT pk.id, pk.source_id, pk.send_after, pk.due_at,
+               CASE WHEN p.id IS NOT NULL
+                         AND NOT @extschema@.window_always_open(p.send_days, p.send_from, p.send_until)
+                         AND NOT (extract(isodow FROM l.t)::integer = ANY (p.send_days)
+                                  AND l.t::time >= p.send_from AND l.t::time < p.send_until)
+                    THEN 'closed'
+                    WHEN p.daily_cap IS NOT NULL AND pk.status = 'pending' AND pk.attempts = 0 THEN 'counted'
+                    ELSE 'free' END AS state
+          FROM (SELECT s.id, s.source_id, s.send_after, s.status, s.attempts, s.time_zone, s.due_at
+                  FROM @extschema@.survey_queue q
+                  JOIN @extschema@.survey s ON s.id = q.survey_id
+                 WHERE q.visible_at <= now()  -- survey_queue_visible_idx
+                   AND s.status IN ('pending', 'sending')
+                   AND s.send_after <= now()
+                   AND s.expires_at > now()
+                   AND (s.status = 'pending'
+                        OR (s.lease_until <= now()
+                            AND s.attempts < (SELECT p.max_attempts FROM @extschema@.payment_source p
+                                               WHERE p.id = s.source_id)))
+                 ORDER BY q.visible_at
+                 LIMIT asked
+                   FOR UPDATE OF s SKIP LOCKED) pk
+          LEFT JOIN @extschema@.payment_source p ON p.id = pk.source_id
+          -- local wall-clock time of the recipient (its zone if PostgreSQL knows it, else the source's)
+          CROSS JOIN LATERAL (SELECT now() AT TIME ZONE @extschema@.send_zone(pk.time_zone, p.time_zone) AS t) l
+      ) j;
+    n := cardinality(p_ids);
+    EXIT WHEN n = 0;
+    put_off := '{}';
+    over_ids := '{}';
+    -- Daily caps: a counter row per source and day of the source's time zone, locked in source
+    -- order (no deadlock between claimers of several capped sources) and held to the end of the
+    -- transaction, so concurrent claimers never grant more than the cap together. While the
+    -- committed counts leave room for every counted survey of the round (the usual case), the
+    -- surveys are leased first and the counters taken last, so a claimer holds them only for
+    -- the end of its claim and its commit, not for the lease of the whole batch; one that
+    -- finds less room than the committed counts promised (concurrent claims took it) gives its
+    -- over-cap surveys back right away. Near the cap the counters are taken first, as no
+    -- lease is worth taking then.
+    late := false;
+    IF 'counted' = ANY (p_state) THEN
+      late := NOT EXISTS (
+        SELECT 1
+          FROM (SELECT u.src, count(*) AS want FROM unnest(p_src, p_state) AS u(src, st)
+                 WHERE u.st = 'counted' GROUP BY u.src) w
+          JOIN @extschema@.payment_source p ON p.id = w.src
+          LEFT JOIN @extschema@.send_day d
+                 ON d.source_id = w.src AND d.day = (now() AT TIME ZONE coalesce(p.time_zone, 'UTC'))::date
+         WHERE p.daily_cap IS NULL OR coalesce(d.claimed, 0) + w.want > p.daily_cap);
+      IF NOT late THEN
+        over_ids := @extschema@.take_round_quota(p_ids, p_src, p_state);
+      END IF;
+    END IF;
+    IF 'closed' = ANY (p_state) OR cardinality(over_ids) > 0 THEN
+      put_off := over_ids || ARRAY(SELECT u.id FROM unnest(p_ids, p_state) AS u(id, st) WHERE u.st = 'closed');
+      -- Closed ones to their window's next opening, over-cap ones to the next day's.
+      UPDATE @extschema@.survey s
+         SET status = 'pending', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
+             due_at = coalesce(s.due_at, s.send_after),
+             cap_deferrals = s.cap_deferrals + CASE WHEN s.id = ANY (over_ids) THEN 1 ELSE 0 END,
+             send_after = greatest(now() + interval '1 second',
+                                   @extschema@.send_window_next(
+                                     CASE WHEN s.id = ANY (over_ids)
+                                          THEN @extschema@.next_local_midnight(now(), coalesce(p.time_zone, 'UTC'))
+                                          ELSE now() END,
+                                     @extschema@.send_zone(s.time_zone, p.time_zone),
+                                     p.send_days, p.send_from, p.send_until))
+        FROM @extschema@.payment_source p
+       WHERE p.id = s.source_id AND s.id = ANY (put_off);
+      claim_ids := ARRAY(SELECT u.id FROM unnest(p_ids, p_state) WITH ORDINALITY AS u(id, st, ord)
+                          WHERE u.id <> ALL (put_off) ORDER BY u.ord);
+    ELSE
+      claim_ids := p_ids;
+    END IF;
+    IF cardinality(claim_ids) > 0 THEN
+      -- leased (kept here: with the cap taken late, returned once it has granted them) ...
+      WITH claimed AS (
+        UPDATE @extschema@.survey s
+           SET status = 'sending',
+               lease_owner = claim_surveys.worker,
+               lease_role = caller,
+               lease_until = lease_end,
+               attempts = s.attempts + 1,
+               due_at = NULL
+         WHERE s.id = ANY (claim_ids)
+        RETURNING s.id, s.token, s.customer_id, s.channel, s.attempts, s.lease_until, s.expires_at,
+                  s.source_id, s.event_id, s.send_after, s.reminder
+      )
+      SELECT coalesce(array_agg(ROW(c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at,
+                                    p.name, e.kind, e.amount, e.currency, e.occurred_at, e.attributes, c.reminder)::@extschema@.claimed_survey
+                                ORDER BY c.send_after, c.id), '{}')
+        INTO leased
+        FROM claimed c
+        LEFT JOIN LATERAL (SELECT p.name FROM @extschema@.payment_source p
+                            WHERE p.id = c.source_id LIMIT 1) p ON true
+        LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
+                             FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true;
+      IF late THEN
+        -- ... then the cap's counters
+        over_ids := @extschema@.take_round_quota(p_ids, p_src, p_state);
+        IF cardinality(over_ids) > 0 THEN
+          -- Over the cap after all: back as they were (attempts, due_at), put off to the next
+          -- day's opening, exactly as the counters-first order would have put them off.
+          UPDATE @extschema@.survey s
+             SET status = 'pending', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
+                 attempts = s.attempts - 1,
+                 due_at = coalesce(u.due_at, s.send_after),
+                 cap_deferrals = s.cap_deferrals + 1,
+                 send_after = greatest(now() + interval '1 second',
+                                       @extschema@.send_window_next(
+                                         @extschema@.next_local_midnight(now(), coalesce(p.time_zone, 'UTC')),
+                                         @extschema@.send_zone(s.time_zone, p.time_zone),
+                                         p.send_days, p.send_from, p.send_until))
+            FROM @extschema@.payment_source p, unnest(p_ids, p_due) AS u(id, due_at)
+           WHERE p.id = s.source_id AND s.id = u.id AND s.id = ANY (over_ids);
+        END IF;
+      END IF;
+      -- (without the late cap, over_ids were never leased)
+      RETURN QUERY SELECT (r).* FROM unnest(leased) AS r WHERE r.id <> ALL (over_ids);
+      GET DIAGNOSTICS k = ROW_COUNT;
+      got := got + k;
+    END IF;
+    rounds := rounds + 1;
+    -- done: enough, the queue had no more due surveys, or enough rounds for one call
+    EXIT WHEN got >= claim_surveys.max OR n < asked OR rounds >= 20;
+  END LOOP;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.claim_surveys(text, integer, interval) IS
+  'Leases up to max due surveys (pending, or sending with a lapsed lease) to worker and the '
+  'session''s login role for lease; FOR UPDATE SKIP LOCKED: concurrent workers never get the '
+  'same survey while a lease holds. Only surveys inside their source''s send window (recipient''s '
+  'time zone) and within its daily cap; the others are put off to the next opening';

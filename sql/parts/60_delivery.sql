@@ -64,8 +64,6 @@ DECLARE
   over_ids bigint[];        -- counted ones over their source's cap
   put_off bigint[];         -- closed and over-cap ones
   k integer;
-  want integer;
-  granted integer;
 BEGIN
   -- Not STRICT: a NULL argument is a caller bug and gets 22004, not a silent empty result.
   IF worker IS NULL OR max IS NULL OR lease IS NULL THEN
@@ -208,14 +206,7 @@ BEGIN
                  ON d.source_id = w.src AND d.day = (now() AT TIME ZONE coalesce(p.time_zone, 'UTC'))::date
          WHERE p.daily_cap IS NULL OR coalesce(d.claimed, 0) + w.want > p.daily_cap);
       IF NOT late THEN
-        FOR k, want IN SELECT u.src, count(*)::integer FROM unnest(p_src, p_state) AS u(src, st)
-                        WHERE u.st = 'counted' GROUP BY u.src ORDER BY u.src LOOP
-          granted := @extschema@.take_send_quota(k, want);
-          IF granted < want THEN
-            over_ids := over_ids || ARRAY(SELECT u.id FROM unnest(p_ids, p_src, p_state) WITH ORDINALITY AS u(id, src, st, ord)
-                                           WHERE u.st = 'counted' AND u.src = k ORDER BY u.ord OFFSET granted);
-          END IF;
-        END LOOP;
+        over_ids := @extschema@.take_round_quota(p_ids, p_src, p_state);
       END IF;
     END IF;
     IF 'closed' = ANY (p_state) OR cardinality(over_ids) > 0 THEN
@@ -239,32 +230,8 @@ BEGIN
     ELSE
       claim_ids := p_ids;
     END IF;
-    IF cardinality(claim_ids) > 0 AND NOT late THEN
-      RETURN QUERY
-      WITH claimed AS (
-        UPDATE @extschema@.survey s
-           SET status = 'sending',
-               lease_owner = claim_surveys.worker,
-               lease_role = caller,
-               lease_until = lease_end,
-               attempts = s.attempts + 1,
-               due_at = NULL
-         WHERE s.id = ANY (claim_ids)
-        RETURNING s.id, s.token, s.customer_id, s.channel, s.attempts, s.lease_until, s.expires_at,
-                  s.source_id, s.event_id, s.send_after, s.reminder
-      )
-      SELECT c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at,
-             p.name, e.kind, e.amount, e.currency, e.occurred_at, e.attributes, c.reminder
-        FROM claimed c
-        LEFT JOIN LATERAL (SELECT p.name FROM @extschema@.payment_source p
-                            WHERE p.id = c.source_id LIMIT 1) p ON true
-        LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
-                             FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true
-       ORDER BY c.send_after, c.id;
-      GET DIAGNOSTICS k = ROW_COUNT;
-      got := got + k;
-    ELSIF cardinality(claim_ids) > 0 THEN
-      -- leased first (kept here, returned once the cap has granted them) ...
+    IF cardinality(claim_ids) > 0 THEN
+      -- leased (kept here: with the cap taken late, returned once it has granted them) ...
       WITH claimed AS (
         UPDATE @extschema@.survey s
            SET status = 'sending',
@@ -286,31 +253,27 @@ BEGIN
                             WHERE p.id = c.source_id LIMIT 1) p ON true
         LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
                              FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true;
-      -- ... then the cap's counters, in source order
-      FOR k, want IN SELECT u.src, count(*)::integer FROM unnest(p_src, p_state) AS u(src, st)
-                      WHERE u.st = 'counted' GROUP BY u.src ORDER BY u.src LOOP
-        granted := @extschema@.take_send_quota(k, want);
-        IF granted < want THEN
-          over_ids := over_ids || ARRAY(SELECT u.id FROM unnest(p_ids, p_src, p_state) WITH ORDINALITY AS u(id, src, st, ord)
-                                         WHERE u.st = 'counted' AND u.src = k ORDER BY u.ord OFFSET granted);
+      IF late THEN
+        -- ... then the cap's counters
+        over_ids := @extschema@.take_round_quota(p_ids, p_src, p_state);
+        IF cardinality(over_ids) > 0 THEN
+          -- Over the cap after all: back as they were (attempts, due_at), put off to the next
+          -- day's opening, exactly as the counters-first order would have put them off.
+          UPDATE @extschema@.survey s
+             SET status = 'pending', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
+                 attempts = s.attempts - 1,
+                 due_at = coalesce(u.due_at, s.send_after),
+                 cap_deferrals = s.cap_deferrals + 1,
+                 send_after = greatest(now() + interval '1 second',
+                                       @extschema@.send_window_next(
+                                         @extschema@.next_local_midnight(now(), coalesce(p.time_zone, 'UTC')),
+                                         @extschema@.send_zone(s.time_zone, p.time_zone),
+                                         p.send_days, p.send_from, p.send_until))
+            FROM @extschema@.payment_source p, unnest(p_ids, p_due) AS u(id, due_at)
+           WHERE p.id = s.source_id AND s.id = u.id AND s.id = ANY (over_ids);
         END IF;
-      END LOOP;
-      IF cardinality(over_ids) > 0 THEN
-        -- Over the cap after all: back as they were (attempts, due_at), put off to the next day's
-        -- opening, exactly as the counters-first order would have put them off.
-        UPDATE @extschema@.survey s
-           SET status = 'pending', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
-               attempts = s.attempts - 1,
-               due_at = coalesce(u.due_at, s.send_after),
-               cap_deferrals = s.cap_deferrals + 1,
-               send_after = greatest(now() + interval '1 second',
-                                     @extschema@.send_window_next(
-                                       @extschema@.next_local_midnight(now(), coalesce(p.time_zone, 'UTC')),
-                                       @extschema@.send_zone(s.time_zone, p.time_zone),
-                                       p.send_days, p.send_from, p.send_until))
-          FROM @extschema@.payment_source p, unnest(p_ids, p_due) AS u(id, due_at)
-         WHERE p.id = s.source_id AND s.id = u.id AND s.id = ANY (over_ids);
       END IF;
+      -- (without the late cap, over_ids were never leased)
       RETURN QUERY SELECT (r).* FROM unnest(leased) AS r WHERE r.id <> ALL (over_ids);
       GET DIAGNOSTICS k = ROW_COUNT;
       got := got + k;

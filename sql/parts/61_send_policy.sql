@@ -58,6 +58,33 @@ $fn$;
 COMMENT ON FUNCTION @extschema@.take_send_quota(integer, integer) IS
   'Internal (claim_surveys): grants up to wanted of a source''s daily cap for today, locking the day''s counter';
 
+-- A claim round's share of the daily caps: take_send_quota for each capped source of the round,
+-- in source order (no deadlock between claimers of several capped sources); returns the counted
+-- surveys left over their source's cap, in queue order within each source.
+CREATE FUNCTION @extschema@.take_round_quota(ids bigint[], sources integer[], states text[]) RETURNS bigint[]
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  over_ids bigint[] := '{}';
+  k integer;
+  want integer;
+  granted integer;
+BEGIN
+  FOR k, want IN SELECT u.src, count(*)::integer FROM unnest(sources, states) AS u(src, st)
+                  WHERE u.st = 'counted' GROUP BY u.src ORDER BY u.src LOOP
+    granted := @extschema@.take_send_quota(k, want);
+    IF granted < want THEN
+      over_ids := over_ids || ARRAY(SELECT u.id FROM unnest(ids, sources, states) WITH ORDINALITY AS u(id, src, st, ord)
+                                     WHERE u.st = 'counted' AND u.src = k ORDER BY u.ord OFFSET granted);
+    END IF;
+  END LOOP;
+  RETURN over_ids;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.take_round_quota(bigint[], integer[], text[]) IS
+  'Internal (claim_surveys): takes a claim round''s share of the daily caps; returns the surveys over the cap';
+
 -- When the next reminder of a survey is due after a send reported now: NULL when its source
 -- gives no more reminders or the reminder would come after the survey closes.
 CREATE FUNCTION @extschema@.next_reminder_at(source_id integer, reminder integer, expires_at timestamptz)
