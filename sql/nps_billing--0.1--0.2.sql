@@ -7026,3 +7026,261 @@ COMMENT ON FUNCTION @extschema@.claim_surveys(text, integer, interval) IS
   'session''s login role for lease; FOR UPDATE SKIP LOCKED: concurrent workers never get the '
   'same survey while a lease holds. Only surveys inside their source''s send window (recipient''s '
   'time zone) and within its daily cap; the others are put off to the next opening';
+
+-- ==== session 6: queue ====
+-- claim_surveys with send windows or daily caps: one statement per round (pick and judge, caps
+-- taken first near a cap, put off, lease with the payment context) instead of three; the
+-- put-off time of a survey written once (put_off_until).
+-- When a survey that claim_surveys puts off may be claimed again: its window's next opening in
+-- its recipient's zone, from now (closed) or from the next local midnight of the source's zone
+-- (over the daily cap); at least a second away, so the claim does not pick it again.
+CREATE FUNCTION @extschema@.put_off_until(over_cap boolean, survey_zone text, source_zone text,
+                                          days integer[], send_from time, send_until time)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+  SELECT greatest(now() + interval '1 second',
+                  @extschema@.send_window_next(
+                    CASE WHEN over_cap THEN @extschema@.next_local_midnight(now(), coalesce(source_zone, 'UTC'))
+                         ELSE now() END,
+                    @extschema@.send_zone(survey_zone, source_zone), days, send_from, send_until))
+$$;
+COMMENT ON FUNCTION @extschema@.put_off_until(boolean, text, text, integer[], time, time) IS
+  'Internal (claim_surveys): the send_after of a survey put off, outside its window or over its source''s daily cap';
+REVOKE ALL ON FUNCTION @extschema@.put_off_until(boolean, text, text, integer[], time, time) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION @extschema@.claim_surveys(worker text, max integer DEFAULT 100,
+                                          lease interval DEFAULT '5 minutes')
+RETURNS SETOF @extschema@.claimed_survey
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- The picks' LIMIT is a parameter: a generic plan costs it at a tenth of the queue, so the plan
+-- cache would plan them again on every call (custom plans), a third of a claim's time. Their
+-- generic plans are the same walks of survey_queue_visible_idx.
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+DECLARE
+  lease_end timestamptz;
+  caller oid := pg_catalog.to_regrole(pg_catalog.quote_ident(session_user));
+  got integer := 0;         -- surveys leased so far
+  asked integer;            -- asked for in this round
+  n integer;                -- picked in this round
+  rounds integer := 0;
+  p_ids bigint[];           -- the round's picked surveys in queue order,
+  p_src integer[];          -- their sources,
+  p_state text[];           -- and closed / counted / free
+  p_due timestamptz[];      -- their due_at before the lease
+  late boolean;             -- leased first, the cap's counters to be taken after
+  leased @extschema@.claimed_survey[];
+  over_ids bigint[];        -- counted ones over their source's cap, found after the lease
+  k integer;
+BEGIN
+  -- Not STRICT: a NULL argument is a caller bug and gets 22004, not a silent empty result.
+  IF worker IS NULL OR max IS NULL OR lease IS NULL THEN
+    RAISE EXCEPTION 'claim_surveys: % must not be NULL',
+      CASE WHEN worker IS NULL THEN 'worker' WHEN max IS NULL THEN 'max' ELSE 'lease' END
+      USING ERRCODE = '22004';
+  END IF;
+  IF worker = '' OR length(worker) > 200 THEN
+    RAISE EXCEPTION 'claim_surveys: worker name must have 1..200 characters, got %', length(worker)
+      USING ERRCODE = '22023';
+  END IF;
+  IF max <= 0 OR max > 10000 THEN
+    RAISE EXCEPTION 'claim_surveys: max % is out of range 1..10000', max USING ERRCODE = '22023';
+  END IF;
+  IF caller IS NULL THEN  -- the session's login role was dropped meanwhile
+    RAISE EXCEPTION 'claim_surveys: the session''s login role no longer exists' USING ERRCODE = '42704';
+  END IF;
+  -- Checked for what it does: no negative part (35_intervals.sql), then in absolute time from now.
+  IF @extschema@.interval_within(lease, '1 microsecond', '1 day') THEN
+    lease_end := now() + lease;
+  END IF;
+  IF lease_end IS NULL OR lease_end <= now() OR lease_end > now() + interval '25 hours' THEN
+    RAISE EXCEPTION 'claim_surveys: lease % is out of range (0, 1 day] or has a negative part', lease
+      USING ERRCODE = '22023';
+  END IF;
+  -- Without a send window or a daily cap on any source, a claim is one statement.
+  IF NOT EXISTS (SELECT 1 FROM @extschema@.payment_source p
+                  WHERE p.daily_cap IS NOT NULL OR NOT @extschema@.window_always_open(p.send_days, p.send_from, p.send_until)) THEN
+    RETURN QUERY
+    WITH picked AS (
+      SELECT s.id
+        FROM @extschema@.survey_queue q
+        JOIN @extschema@.survey s ON s.id = q.survey_id
+       WHERE q.visible_at <= now()  -- survey_queue_visible_idx
+         AND s.status IN ('pending', 'sending')
+         AND s.send_after <= now()
+         AND s.expires_at > now()
+         AND (s.status = 'pending'
+              OR (s.lease_until <= now()
+                  AND s.attempts < (SELECT p.max_attempts FROM @extschema@.payment_source p
+                                     WHERE p.id = s.source_id)))
+       ORDER BY q.visible_at  -- the queue index's order: no sort of the whole backlog
+       LIMIT claim_surveys.max
+         FOR UPDATE OF s SKIP LOCKED
+    ), claimed AS (
+      UPDATE @extschema@.survey s
+         SET status = 'sending',
+             lease_owner = claim_surveys.worker,
+             lease_role = caller,
+             lease_until = lease_end,
+             attempts = s.attempts + 1,
+             due_at = NULL
+       WHERE s.id = ANY (ARRAY(SELECT picked.id FROM picked))  -- survey_pkey, whatever picked's estimate
+      RETURNING s.id, s.token, s.customer_id, s.channel, s.attempts, s.lease_until, s.expires_at,
+                s.source_id, s.event_id, s.send_after, s.reminder
+    )
+    -- The payment context: one primary-key probe per claimed survey (LIMIT 1 keeps each LATERAL
+    -- subquery a nested loop; a plain join let the planner hash the whole payment_event table).
+    SELECT c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at,
+           p.name, e.kind, e.amount, e.currency, e.occurred_at, e.attributes, c.reminder
+      FROM claimed c
+      LEFT JOIN LATERAL (SELECT p.name FROM @extschema@.payment_source p
+                          WHERE p.id = c.source_id LIMIT 1) p ON true
+      LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
+                           FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true
+     ORDER BY c.send_after, c.id;
+    RETURN;
+  END IF;
+
+  -- Send windows and daily caps (61_send_policy.sql). Each round picks due surveys exactly as
+  -- above (FOR UPDATE SKIP LOCKED, queue order) and judges each one: 'closed' (outside its send
+  -- window now, in the recipient's time zone), 'counted' (the first claim of a send for a source
+  -- with a daily cap: first sends and reminders count, a retry or a re-claim after a lapsed lease
+  -- does not) or 'free'. Closed ones move to their window's next opening and over-cap ones to
+  -- the next day's (send_after, so they leave the head of the queue and due_at keeps when they
+  -- fell due); the rest are leased. A round that put surveys off leaves room for another, so a
+  -- claim does not come back empty while due surveys inside their windows wait behind them.
+  -- A change of a source's window or cap waits for the claims under way (the advisory lock of
+  -- reschedule_surveys, 61_send_policy.sql), so it sees every survey they put off.
+  PERFORM pg_catalog.pg_advisory_xact_lock_shared(
+            '@extschema@.payment_source'::pg_catalog.regclass::pg_catalog.oid::pg_catalog.int4, x.id)
+     FROM (SELECT p.id FROM @extschema@.payment_source p
+            WHERE p.daily_cap IS NOT NULL OR NOT @extschema@.window_always_open(p.send_days, p.send_from, p.send_until)
+            ORDER BY p.id OFFSET 0) x;  -- in id order
+  LOOP
+    asked := claim_surveys.max - got;
+    -- One statement per round: pick and judge (pk), decide the order of lease and cap (round),
+    -- take the caps first when the committed counts leave too little room (quota), put off the
+    -- closed and over-cap ones (off) and lease the rest with their payment context (claimed).
+    -- pk is materialized once, so its rows are locked once; each UPDATE finds its rows through
+    -- survey_pkey (= ANY of an array), whatever the estimate of pk.
+    WITH pk AS MATERIALIZED (
+      SELECT pk.id, pk.source_id, pk.send_after, pk.due_at,
+             CASE WHEN p.id IS NOT NULL
+                       AND NOT @extschema@.window_always_open(p.send_days, p.send_from, p.send_until)
+                       AND NOT (extract(isodow FROM l.t)::integer = ANY (p.send_days)
+                                AND l.t::time >= p.send_from AND l.t::time < p.send_until)
+                  THEN 'closed'
+                  WHEN p.daily_cap IS NOT NULL AND pk.status = 'pending' AND pk.attempts = 0 THEN 'counted'
+                  ELSE 'free' END AS state
+        FROM (SELECT s.id, s.source_id, s.send_after, s.status, s.attempts, s.time_zone, s.due_at
+                FROM @extschema@.survey_queue q
+                JOIN @extschema@.survey s ON s.id = q.survey_id
+               WHERE q.visible_at <= now()  -- survey_queue_visible_idx
+                 AND s.status IN ('pending', 'sending')
+                 AND s.send_after <= now()
+                 AND s.expires_at > now()
+                 AND (s.status = 'pending'
+                      OR (s.lease_until <= now()
+                          AND s.attempts < (SELECT p.max_attempts FROM @extschema@.payment_source p
+                                             WHERE p.id = s.source_id)))
+               ORDER BY q.visible_at
+               LIMIT asked
+                 FOR UPDATE OF s SKIP LOCKED) pk
+        LEFT JOIN @extschema@.payment_source p ON p.id = pk.source_id
+        -- local wall-clock time of the recipient (its zone if PostgreSQL knows it, else the source's)
+        CROSS JOIN LATERAL (SELECT now() AT TIME ZONE @extschema@.send_zone(pk.time_zone, p.time_zone) AS t) l
+    ), round AS (
+      -- Daily caps: a counter row per source and day of the source's time zone, locked in
+      -- source order (no deadlock between claimers of several capped sources) and held to the
+      -- end of the transaction, so concurrent claimers never grant more than the cap together.
+      -- While the committed counts leave room for every counted survey of the round (the usual
+      -- case), the surveys are leased first and the counters taken last (late), so a claimer
+      -- holds them only for the end of its claim and its commit, not for the lease of the
+      -- whole batch. Near the cap the counters are taken first, as no lease is worth taking then.
+      SELECT coalesce(array_agg(pk.id ORDER BY pk.send_after, pk.id), '{}') AS ids,
+             coalesce(array_agg(pk.source_id ORDER BY pk.send_after, pk.id), '{}') AS src,
+             coalesce(array_agg(pk.state ORDER BY pk.send_after, pk.id), '{}') AS st,
+             coalesce(array_agg(pk.due_at ORDER BY pk.send_after, pk.id), '{}') AS due,
+             NOT EXISTS (
+               SELECT 1
+                 FROM (SELECT c.source_id, count(*) AS want FROM pk c WHERE c.state = 'counted' GROUP BY c.source_id) w
+                 JOIN @extschema@.payment_source p ON p.id = w.source_id
+                 LEFT JOIN @extschema@.send_day d
+                        ON d.source_id = w.source_id AND d.day = (now() AT TIME ZONE coalesce(p.time_zone, 'UTC'))::date
+                WHERE p.daily_cap IS NULL OR coalesce(d.claimed, 0) + w.want > p.daily_cap) AS late
+        FROM pk
+    ), quota AS (
+      -- counters first: the counted surveys over the cap are put off, never leased
+      SELECT CASE WHEN NOT r.late AND 'counted' = ANY (r.st)
+                  THEN @extschema@.take_round_quota(r.ids, r.src, r.st) ELSE '{}' END AS over
+        FROM round r
+    ), off AS (
+      -- closed ones to their window's next opening, over-cap ones to the next day's
+      UPDATE @extschema@.survey s
+         SET status = 'pending', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
+             due_at = coalesce(s.due_at, s.send_after),
+             cap_deferrals = s.cap_deferrals + CASE WHEN s.id = ANY ((SELECT q.over FROM quota q)::bigint[]) THEN 1 ELSE 0 END,
+             send_after = @extschema@.put_off_until(s.id = ANY ((SELECT q.over FROM quota q)::bigint[]), s.time_zone, p.time_zone,
+                                                    p.send_days, p.send_from, p.send_until)
+        FROM @extschema@.payment_source p
+       WHERE p.id = s.source_id
+         AND s.id = ANY (ARRAY(SELECT pk.id FROM pk WHERE pk.state = 'closed') || (SELECT q.over FROM quota q))
+    ), claimed AS (
+      UPDATE @extschema@.survey s
+         SET status = 'sending',
+             lease_owner = claim_surveys.worker,
+             lease_role = caller,
+             lease_until = lease_end,
+             attempts = s.attempts + 1,
+             due_at = NULL
+       WHERE s.id = ANY (ARRAY(SELECT pk.id FROM pk WHERE pk.state <> 'closed'))
+         AND s.id <> ALL ((SELECT q.over FROM quota q)::bigint[])
+      RETURNING s.id, s.token, s.customer_id, s.channel, s.attempts, s.lease_until, s.expires_at,
+                s.source_id, s.event_id, s.send_after, s.reminder
+    )
+    SELECT r.ids, r.src, r.st, r.due, r.late,
+           (SELECT coalesce(array_agg(ROW(c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at,
+                                          p.name, e.kind, e.amount, e.currency, e.occurred_at, e.attributes, c.reminder)::@extschema@.claimed_survey
+                                      ORDER BY c.send_after, c.id), '{}')
+              FROM claimed c
+              LEFT JOIN LATERAL (SELECT p.name FROM @extschema@.payment_source p
+                                  WHERE p.id = c.source_id LIMIT 1) p ON true
+              LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
+                                   FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true)
+      INTO p_ids, p_src, p_state, p_due, late, leased
+      FROM round r;
+    n := cardinality(p_ids);
+    EXIT WHEN n = 0;
+    over_ids := '{}';
+    IF late AND 'counted' = ANY (p_state) THEN
+      -- leased first, then the cap's counters: a claimer that finds less room than the committed
+      -- counts promised (concurrent claims took it) gives its over-cap surveys back right away,
+      -- as they were (attempts, due_at), put off to the next day's opening, exactly as the
+      -- counters-first order would have put them off
+      over_ids := @extschema@.take_round_quota(p_ids, p_src, p_state);
+      IF cardinality(over_ids) > 0 THEN
+        UPDATE @extschema@.survey s
+           SET status = 'pending', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
+               attempts = s.attempts - 1,
+               due_at = coalesce(u.due_at, s.send_after),
+               cap_deferrals = s.cap_deferrals + 1,
+               send_after = @extschema@.put_off_until(true, s.time_zone, p.time_zone, p.send_days, p.send_from, p.send_until)
+          FROM @extschema@.payment_source p, unnest(p_ids, p_due) AS u(id, due_at)
+         WHERE p.id = s.source_id AND s.id = u.id AND s.id = ANY (over_ids);
+      END IF;
+    END IF;
+    RETURN QUERY SELECT (r).* FROM unnest(leased) AS r WHERE r.id <> ALL (over_ids);
+    GET DIAGNOSTICS k = ROW_COUNT;
+    got := got + k;
+    rounds := rounds + 1;
+    -- done: enough, the queue had no more due surveys, or enough rounds for one call
+    EXIT WHEN got >= claim_surveys.max OR n < asked OR rounds >= 20;
+  END LOOP;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.claim_surveys(text, integer, interval) IS
+  'Leases up to max due surveys (pending, or sending with a lapsed lease) to worker and the '
+  'session''s login role for lease; FOR UPDATE SKIP LOCKED: concurrent workers never get the '
+  'same survey while a lease holds. Only surveys inside their source''s send window (recipient''s '
+  'time zone) and within its daily cap; the others are put off to the next opening';

@@ -57,12 +57,10 @@ DECLARE
   p_ids bigint[];           -- the round's picked surveys in queue order,
   p_src integer[];          -- their sources,
   p_state text[];           -- and closed / counted / free
-  p_due timestamptz[];      -- their due_at
-  late boolean;             -- lease first, take the cap's counters after
+  p_due timestamptz[];      -- their due_at before the lease
+  late boolean;             -- leased first, the cap's counters to be taken after
   leased @extschema@.claimed_survey[];
-  claim_ids bigint[];
-  over_ids bigint[];        -- counted ones over their source's cap
-  put_off bigint[];         -- closed and over-cap ones
+  over_ids bigint[];        -- counted ones over their source's cap, found after the lease
   k integer;
 BEGIN
   -- Not STRICT: a NULL argument is a caller bug and gets 22004, not a silent empty result.
@@ -150,134 +148,120 @@ BEGIN
             ORDER BY p.id OFFSET 0) x;  -- in id order
   LOOP
     asked := claim_surveys.max - got;
-    SELECT coalesce(array_agg(j.id ORDER BY j.send_after, j.id), '{}'),
-           coalesce(array_agg(j.source_id ORDER BY j.send_after, j.id), '{}'),
-           coalesce(array_agg(j.state ORDER BY j.send_after, j.id), '{}'),
-           coalesce(array_agg(j.due_at ORDER BY j.send_after, j.id), '{}')
-      INTO p_ids, p_src, p_state, p_due
-      FROM (
-        SELECT pk.id, pk.source_id, pk.send_after, pk.due_at,
-               CASE WHEN p.id IS NOT NULL
-                         AND NOT @extschema@.window_always_open(p.send_days, p.send_from, p.send_until)
-                         AND NOT (extract(isodow FROM l.t)::integer = ANY (p.send_days)
-                                  AND l.t::time >= p.send_from AND l.t::time < p.send_until)
-                    THEN 'closed'
-                    WHEN p.daily_cap IS NOT NULL AND pk.status = 'pending' AND pk.attempts = 0 THEN 'counted'
-                    ELSE 'free' END AS state
-          FROM (SELECT s.id, s.source_id, s.send_after, s.status, s.attempts, s.time_zone, s.due_at
-                  FROM @extschema@.survey_queue q
-                  JOIN @extschema@.survey s ON s.id = q.survey_id
-                 WHERE q.visible_at <= now()  -- survey_queue_visible_idx
-                   AND s.status IN ('pending', 'sending')
-                   AND s.send_after <= now()
-                   AND s.expires_at > now()
-                   AND (s.status = 'pending'
-                        OR (s.lease_until <= now()
-                            AND s.attempts < (SELECT p.max_attempts FROM @extschema@.payment_source p
-                                               WHERE p.id = s.source_id)))
-                 ORDER BY q.visible_at
-                 LIMIT asked
-                   FOR UPDATE OF s SKIP LOCKED) pk
-          LEFT JOIN @extschema@.payment_source p ON p.id = pk.source_id
-          -- local wall-clock time of the recipient (its zone if PostgreSQL knows it, else the source's)
-          CROSS JOIN LATERAL (SELECT now() AT TIME ZONE @extschema@.send_zone(pk.time_zone, p.time_zone) AS t) l
-      ) j;
-    n := cardinality(p_ids);
-    EXIT WHEN n = 0;
-    put_off := '{}';
-    over_ids := '{}';
-    -- Daily caps: a counter row per source and day of the source's time zone, locked in source
-    -- order (no deadlock between claimers of several capped sources) and held to the end of the
-    -- transaction, so concurrent claimers never grant more than the cap together. While the
-    -- committed counts leave room for every counted survey of the round (the usual case), the
-    -- surveys are leased first and the counters taken last, so a claimer holds them only for
-    -- the end of its claim and its commit, not for the lease of the whole batch; one that
-    -- finds less room than the committed counts promised (concurrent claims took it) gives its
-    -- over-cap surveys back right away. Near the cap the counters are taken first, as no
-    -- lease is worth taking then.
-    late := false;
-    IF 'counted' = ANY (p_state) THEN
-      late := NOT EXISTS (
-        SELECT 1
-          FROM (SELECT u.src, count(*) AS want FROM unnest(p_src, p_state) AS u(src, st)
-                 WHERE u.st = 'counted' GROUP BY u.src) w
-          JOIN @extschema@.payment_source p ON p.id = w.src
-          LEFT JOIN @extschema@.send_day d
-                 ON d.source_id = w.src AND d.day = (now() AT TIME ZONE coalesce(p.time_zone, 'UTC'))::date
-         WHERE p.daily_cap IS NULL OR coalesce(d.claimed, 0) + w.want > p.daily_cap);
-      IF NOT late THEN
-        over_ids := @extschema@.take_round_quota(p_ids, p_src, p_state);
-      END IF;
-    END IF;
-    IF 'closed' = ANY (p_state) OR cardinality(over_ids) > 0 THEN
-      put_off := over_ids || ARRAY(SELECT u.id FROM unnest(p_ids, p_state) AS u(id, st) WHERE u.st = 'closed');
-      -- Closed ones to their window's next opening, over-cap ones to the next day's.
+    -- One statement per round: pick and judge (pk), decide the order of lease and cap (round),
+    -- take the caps first when the committed counts leave too little room (quota), put off the
+    -- closed and over-cap ones (off) and lease the rest with their payment context (claimed).
+    -- pk is materialized once, so its rows are locked once; each UPDATE finds its rows through
+    -- survey_pkey (= ANY of an array), whatever the estimate of pk.
+    WITH pk AS MATERIALIZED (
+      SELECT pk.id, pk.source_id, pk.send_after, pk.due_at,
+             CASE WHEN p.id IS NOT NULL
+                       AND NOT @extschema@.window_always_open(p.send_days, p.send_from, p.send_until)
+                       AND NOT (extract(isodow FROM l.t)::integer = ANY (p.send_days)
+                                AND l.t::time >= p.send_from AND l.t::time < p.send_until)
+                  THEN 'closed'
+                  WHEN p.daily_cap IS NOT NULL AND pk.status = 'pending' AND pk.attempts = 0 THEN 'counted'
+                  ELSE 'free' END AS state
+        FROM (SELECT s.id, s.source_id, s.send_after, s.status, s.attempts, s.time_zone, s.due_at
+                FROM @extschema@.survey_queue q
+                JOIN @extschema@.survey s ON s.id = q.survey_id
+               WHERE q.visible_at <= now()  -- survey_queue_visible_idx
+                 AND s.status IN ('pending', 'sending')
+                 AND s.send_after <= now()
+                 AND s.expires_at > now()
+                 AND (s.status = 'pending'
+                      OR (s.lease_until <= now()
+                          AND s.attempts < (SELECT p.max_attempts FROM @extschema@.payment_source p
+                                             WHERE p.id = s.source_id)))
+               ORDER BY q.visible_at
+               LIMIT asked
+                 FOR UPDATE OF s SKIP LOCKED) pk
+        LEFT JOIN @extschema@.payment_source p ON p.id = pk.source_id
+        -- local wall-clock time of the recipient (its zone if PostgreSQL knows it, else the source's)
+        CROSS JOIN LATERAL (SELECT now() AT TIME ZONE @extschema@.send_zone(pk.time_zone, p.time_zone) AS t) l
+    ), round AS (
+      -- Daily caps: a counter row per source and day of the source's time zone, locked in
+      -- source order (no deadlock between claimers of several capped sources) and held to the
+      -- end of the transaction, so concurrent claimers never grant more than the cap together.
+      -- While the committed counts leave room for every counted survey of the round (the usual
+      -- case), the surveys are leased first and the counters taken last (late), so a claimer
+      -- holds them only for the end of its claim and its commit, not for the lease of the
+      -- whole batch. Near the cap the counters are taken first, as no lease is worth taking then.
+      SELECT coalesce(array_agg(pk.id ORDER BY pk.send_after, pk.id), '{}') AS ids,
+             coalesce(array_agg(pk.source_id ORDER BY pk.send_after, pk.id), '{}') AS src,
+             coalesce(array_agg(pk.state ORDER BY pk.send_after, pk.id), '{}') AS st,
+             coalesce(array_agg(pk.due_at ORDER BY pk.send_after, pk.id), '{}') AS due,
+             NOT EXISTS (
+               SELECT 1
+                 FROM (SELECT c.source_id, count(*) AS want FROM pk c WHERE c.state = 'counted' GROUP BY c.source_id) w
+                 JOIN @extschema@.payment_source p ON p.id = w.source_id
+                 LEFT JOIN @extschema@.send_day d
+                        ON d.source_id = w.source_id AND d.day = (now() AT TIME ZONE coalesce(p.time_zone, 'UTC'))::date
+                WHERE p.daily_cap IS NULL OR coalesce(d.claimed, 0) + w.want > p.daily_cap) AS late
+        FROM pk
+    ), quota AS (
+      -- counters first: the counted surveys over the cap are put off, never leased
+      SELECT CASE WHEN NOT r.late AND 'counted' = ANY (r.st)
+                  THEN @extschema@.take_round_quota(r.ids, r.src, r.st) ELSE '{}' END AS over
+        FROM round r
+    ), off AS (
+      -- closed ones to their window's next opening, over-cap ones to the next day's
       UPDATE @extschema@.survey s
          SET status = 'pending', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
              due_at = coalesce(s.due_at, s.send_after),
-             cap_deferrals = s.cap_deferrals + CASE WHEN s.id = ANY (over_ids) THEN 1 ELSE 0 END,
-             send_after = greatest(now() + interval '1 second',
-                                   @extschema@.send_window_next(
-                                     CASE WHEN s.id = ANY (over_ids)
-                                          THEN @extschema@.next_local_midnight(now(), coalesce(p.time_zone, 'UTC'))
-                                          ELSE now() END,
-                                     @extschema@.send_zone(s.time_zone, p.time_zone),
-                                     p.send_days, p.send_from, p.send_until))
+             cap_deferrals = s.cap_deferrals + CASE WHEN s.id = ANY ((SELECT q.over FROM quota q)::bigint[]) THEN 1 ELSE 0 END,
+             send_after = @extschema@.put_off_until(s.id = ANY ((SELECT q.over FROM quota q)::bigint[]), s.time_zone, p.time_zone,
+                                                    p.send_days, p.send_from, p.send_until)
         FROM @extschema@.payment_source p
-       WHERE p.id = s.source_id AND s.id = ANY (put_off);
-      claim_ids := ARRAY(SELECT u.id FROM unnest(p_ids, p_state) WITH ORDINALITY AS u(id, st, ord)
-                          WHERE u.id <> ALL (put_off) ORDER BY u.ord);
-    ELSE
-      claim_ids := p_ids;
-    END IF;
-    IF cardinality(claim_ids) > 0 THEN
-      -- leased (kept here: with the cap taken late, returned once it has granted them) ...
-      WITH claimed AS (
+       WHERE p.id = s.source_id
+         AND s.id = ANY (ARRAY(SELECT pk.id FROM pk WHERE pk.state = 'closed') || (SELECT q.over FROM quota q))
+    ), claimed AS (
+      UPDATE @extschema@.survey s
+         SET status = 'sending',
+             lease_owner = claim_surveys.worker,
+             lease_role = caller,
+             lease_until = lease_end,
+             attempts = s.attempts + 1,
+             due_at = NULL
+       WHERE s.id = ANY (ARRAY(SELECT pk.id FROM pk WHERE pk.state <> 'closed'))
+         AND s.id <> ALL ((SELECT q.over FROM quota q)::bigint[])
+      RETURNING s.id, s.token, s.customer_id, s.channel, s.attempts, s.lease_until, s.expires_at,
+                s.source_id, s.event_id, s.send_after, s.reminder
+    )
+    SELECT r.ids, r.src, r.st, r.due, r.late,
+           (SELECT coalesce(array_agg(ROW(c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at,
+                                          p.name, e.kind, e.amount, e.currency, e.occurred_at, e.attributes, c.reminder)::@extschema@.claimed_survey
+                                      ORDER BY c.send_after, c.id), '{}')
+              FROM claimed c
+              LEFT JOIN LATERAL (SELECT p.name FROM @extschema@.payment_source p
+                                  WHERE p.id = c.source_id LIMIT 1) p ON true
+              LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
+                                   FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true)
+      INTO p_ids, p_src, p_state, p_due, late, leased
+      FROM round r;
+    n := cardinality(p_ids);
+    EXIT WHEN n = 0;
+    over_ids := '{}';
+    IF late AND 'counted' = ANY (p_state) THEN
+      -- leased first, then the cap's counters: a claimer that finds less room than the committed
+      -- counts promised (concurrent claims took it) gives its over-cap surveys back right away,
+      -- as they were (attempts, due_at), put off to the next day's opening, exactly as the
+      -- counters-first order would have put them off
+      over_ids := @extschema@.take_round_quota(p_ids, p_src, p_state);
+      IF cardinality(over_ids) > 0 THEN
         UPDATE @extschema@.survey s
-           SET status = 'sending',
-               lease_owner = claim_surveys.worker,
-               lease_role = caller,
-               lease_until = lease_end,
-               attempts = s.attempts + 1,
-               due_at = NULL
-         WHERE s.id = ANY (claim_ids)
-        RETURNING s.id, s.token, s.customer_id, s.channel, s.attempts, s.lease_until, s.expires_at,
-                  s.source_id, s.event_id, s.send_after, s.reminder
-      )
-      SELECT coalesce(array_agg(ROW(c.id, c.token, c.customer_id, c.channel, c.attempts, c.lease_until, c.expires_at,
-                                    p.name, e.kind, e.amount, e.currency, e.occurred_at, e.attributes, c.reminder)::@extschema@.claimed_survey
-                                ORDER BY c.send_after, c.id), '{}')
-        INTO leased
-        FROM claimed c
-        LEFT JOIN LATERAL (SELECT p.name FROM @extschema@.payment_source p
-                            WHERE p.id = c.source_id LIMIT 1) p ON true
-        LEFT JOIN LATERAL (SELECT e.kind, e.amount, e.currency, e.occurred_at, e.attributes
-                             FROM @extschema@.payment_event e WHERE e.id = c.event_id LIMIT 1) e ON true;
-      IF late THEN
-        -- ... then the cap's counters
-        over_ids := @extschema@.take_round_quota(p_ids, p_src, p_state);
-        IF cardinality(over_ids) > 0 THEN
-          -- Over the cap after all: back as they were (attempts, due_at), put off to the next
-          -- day's opening, exactly as the counters-first order would have put them off.
-          UPDATE @extschema@.survey s
-             SET status = 'pending', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
-                 attempts = s.attempts - 1,
-                 due_at = coalesce(u.due_at, s.send_after),
-                 cap_deferrals = s.cap_deferrals + 1,
-                 send_after = greatest(now() + interval '1 second',
-                                       @extschema@.send_window_next(
-                                         @extschema@.next_local_midnight(now(), coalesce(p.time_zone, 'UTC')),
-                                         @extschema@.send_zone(s.time_zone, p.time_zone),
-                                         p.send_days, p.send_from, p.send_until))
-            FROM @extschema@.payment_source p, unnest(p_ids, p_due) AS u(id, due_at)
-           WHERE p.id = s.source_id AND s.id = u.id AND s.id = ANY (over_ids);
-        END IF;
+           SET status = 'pending', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
+               attempts = s.attempts - 1,
+               due_at = coalesce(u.due_at, s.send_after),
+               cap_deferrals = s.cap_deferrals + 1,
+               send_after = @extschema@.put_off_until(true, s.time_zone, p.time_zone, p.send_days, p.send_from, p.send_until)
+          FROM @extschema@.payment_source p, unnest(p_ids, p_due) AS u(id, due_at)
+         WHERE p.id = s.source_id AND s.id = u.id AND s.id = ANY (over_ids);
       END IF;
-      -- (without the late cap, over_ids were never leased)
-      RETURN QUERY SELECT (r).* FROM unnest(leased) AS r WHERE r.id <> ALL (over_ids);
-      GET DIAGNOSTICS k = ROW_COUNT;
-      got := got + k;
     END IF;
+    RETURN QUERY SELECT (r).* FROM unnest(leased) AS r WHERE r.id <> ALL (over_ids);
+    GET DIAGNOSTICS k = ROW_COUNT;
+    got := got + k;
     rounds := rounds + 1;
     -- done: enough, the queue had no more due surveys, or enough rounds for one call
     EXIT WHEN got >= claim_surveys.max OR n < asked OR rounds >= 20;

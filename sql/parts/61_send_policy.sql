@@ -85,6 +85,23 @@ $fn$;
 COMMENT ON FUNCTION @extschema@.take_round_quota(bigint[], integer[], text[]) IS
   'Internal (claim_surveys): takes a claim round''s share of the daily caps; returns the surveys over the cap';
 
+-- When a survey that claim_surveys puts off may be claimed again: its window's next opening in
+-- its recipient's zone, from now (closed) or from the next local midnight of the source's zone
+-- (over the daily cap); at least a second away, so the claim does not pick it again.
+CREATE FUNCTION @extschema@.put_off_until(over_cap boolean, survey_zone text, source_zone text,
+                                          days integer[], send_from time, send_until time)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+  SELECT greatest(now() + interval '1 second',
+                  @extschema@.send_window_next(
+                    CASE WHEN over_cap THEN @extschema@.next_local_midnight(now(), coalesce(source_zone, 'UTC'))
+                         ELSE now() END,
+                    @extschema@.send_zone(survey_zone, source_zone), days, send_from, send_until))
+$$;
+COMMENT ON FUNCTION @extschema@.put_off_until(boolean, text, text, integer[], time, time) IS
+  'Internal (claim_surveys): the send_after of a survey put off, outside its window or over its source''s daily cap';
+
 -- When the next reminder of a survey is due after a send reported now: NULL when its source
 -- gives no more reminders or the reminder would come after the survey closes.
 CREATE FUNCTION @extschema@.next_reminder_at(source_id integer, reminder integer, expires_at timestamptz)
