@@ -115,6 +115,10 @@ SQL
   if [ $r -eq 0 ]; then
     sleep 1   # statistics are flushed at most once a second
     psql -qAtX -F ' ' -c "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = 'nps_billing.survey'::regclass" >"$tmp/p9.hot1"
+    # the same surveys once sent (the queue empty again): what the history keeps, with what the
+    # claims and reports left behind (index entries of updates that were not in place)
+    psql -qX -c 'VACUUM nps_billing.survey, nps_billing.survey_queue' >/dev/null
+    psql -qAtX -c "SELECT round(($size - $before)::numeric / $N)" >"$tmp/p9.bytes_sent"
   fi
   psql -qAtX >>"$tmp/dups" -c "SELECT count(*) - count(DISTINCT survey_id) FROM p9_claims"
   psql -qAtX >>"$tmp/lost" -c "SELECT count(*) FROM nps_billing.survey s JOIN nps_billing.payment_source p ON p.id = s.source_id
@@ -150,6 +154,7 @@ row P9 "duplicate claims over $REPS runs (ours and bare)" "$dups" "<= 0"
 row P9 "messages lost (not sent once) over $REPS runs (ours and bare)" "$lost" "<= 0"
 row P9a "our drain vs the bare leased queue (${bare} messages/s), ratio" "$(ratio "$ours" "$bare")" ">= 0.6"
 echo "# P9 storage per queued message (tables + indexes): survey + survey_queue $(cat "$tmp/p9.bytes") B, bare queue $(cat "$tmp/p9a.bytes") B"
+echo "# P9 storage per survey once sent and vacuumed (tables + indexes): $(cat "$tmp/p9.bytes_sent") B"
 echo "# P9 WAL per message, claim + report (median): survey $(median <"$tmp/p9.wal") B, bare queue $(median <"$tmp/p9a.wal") B"
 awk -v u0="${upd0:-0}" -v h0="${hot0:-0}" -v u1="${upd1:-0}" -v h1="${hot1:-0}" 'BEGIN {
   if (u1 > u0) printf "# P9 survey updates in the first drain: %d, HOT %d (%.0f%%)\n", u1 - u0, h1 - h0, 100 * (h1 - h0) / (u1 - u0) }'

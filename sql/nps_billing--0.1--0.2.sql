@@ -7284,3 +7284,6 @@ COMMENT ON FUNCTION @extschema@.claim_surveys(text, integer, interval) IS
   'session''s login role for lease; FOR UPDATE SKIP LOCKED: concurrent workers never get the '
   'same survey while a lease holds. Only surveys inside their source''s send window (recipient''s '
   'time zone) and within its daily cap; the others are put off to the next opening';
+-- survey: room on each page for a claim and a report beside the original version, so both stay
+-- in place (HOT) with concurrent senders (pages written from now on; 40_schema.sql says why).
+ALTER TABLE @extschema@.survey SET (fillfactor = 34);

@@ -120,8 +120,12 @@ CREATE TABLE @extschema@.survey (
   reminders_sent integer NOT NULL DEFAULT 0,  -- reminders reported sent (before an answer)
   due_at         timestamptz,                 -- when it fell due, if a send window or the daily cap put it off to send_after
   cap_deferrals  integer NOT NULL DEFAULT 0   -- days it waited because its source's daily cap was reached
-) WITH (fillfactor = 50);  -- room on each page for in-place (HOT) updates of claims and reports:
-                           -- each survey gets two (claim, report) before the old versions can be pruned
+) WITH (fillfactor = 34);  -- room on each page for in-place (HOT) updates of claims and reports:
+  -- a survey gets two new versions (claim, report) in quick succession, and with concurrent
+  -- senders the original often cannot be pruned yet when the report comes (another session's
+  -- snapshot still sees it), so the page must hold all three. At 50 a quarter of the reports
+  -- with 4 senders moved to another page and added an entry to each index; once the surveys
+  -- are sent, the table and its indexes are no larger at 34 than at 50.
 CREATE INDEX survey_customer_idx ON @extschema@.survey (customer_id);
 -- (The queue is the table survey_queue, 59_survey_queue.sql.)
 -- expire_surveys() finds open surveys past their deadline.
