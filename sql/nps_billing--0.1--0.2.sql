@@ -7220,12 +7220,12 @@ BEGIN
       UPDATE @extschema@.survey s
          SET status = 'pending', lease_owner = NULL, lease_until = NULL, lease_role = NULL,
              due_at = coalesce(s.due_at, s.send_after),
-             cap_deferrals = s.cap_deferrals + CASE WHEN s.id = ANY ((SELECT q.over FROM quota q)::bigint[]) THEN 1 ELSE 0 END,
-             send_after = @extschema@.put_off_until(s.id = ANY ((SELECT q.over FROM quota q)::bigint[]), s.time_zone, p.time_zone,
+             cap_deferrals = s.cap_deferrals + CASE WHEN s.id = ANY (q.over) THEN 1 ELSE 0 END,
+             send_after = @extschema@.put_off_until(s.id = ANY (q.over), s.time_zone, p.time_zone,
                                                     p.send_days, p.send_from, p.send_until)
-        FROM @extschema@.payment_source p
+        FROM quota q, @extschema@.payment_source p
        WHERE p.id = s.source_id
-         AND s.id = ANY (ARRAY(SELECT pk.id FROM pk WHERE pk.state = 'closed') || (SELECT q.over FROM quota q))
+         AND s.id = ANY (ARRAY(SELECT pk.id FROM pk WHERE pk.state = 'closed') || q.over)
     ), claimed AS (
       UPDATE @extschema@.survey s
          SET status = 'sending',
@@ -7234,8 +7234,9 @@ BEGIN
              lease_until = lease_end,
              attempts = s.attempts + 1,
              due_at = NULL
+        FROM quota q
        WHERE s.id = ANY (ARRAY(SELECT pk.id FROM pk WHERE pk.state <> 'closed'))
-         AND s.id <> ALL ((SELECT q.over FROM quota q)::bigint[])
+         AND s.id <> ALL (q.over)
       RETURNING s.id, s.token, s.customer_id, s.channel, s.attempts, s.lease_until, s.expires_at,
                 s.source_id, s.event_id, s.send_after, s.reminder
     )
