@@ -8,6 +8,7 @@ extern "C" {
 #include "executor/spi.h"
 #include "executor/tstoreReceiver.h"
 #include "utils/builtins.h"
+#include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 }
 
@@ -69,6 +70,68 @@ const char *SET_SQL =
     "  SELECT $1, 'payment_key expression returned NULL', '22004' FROM nps_eval e WHERE e.payment_key IS NULL"
     "  RETURNING 1"
     ") SELECT (SELECT count(*) FROM svs), (SELECT count(*) FROM nullkeys)";
+
+// The same when the statement's payment keys are distinct (checked by the scan of the evaluated
+// rows, src/capture_set_scan.cpp) and none of the candidates is recorded yet: each customer's
+// candidate (nps_cand, in customer order) is the earliest row passing the row-level checks, so
+// only the customer-level checks are left and no sort of the statement's rows is needed.
+const char *SET_SQL_FAST =
+    "WITH fresh AS ("
+    "  SELECT e.*, CASE"
+    "    WHEN NOT $2 THEN 'disabled'"
+    "    WHEN NOT CASE e.kind WHEN 'succeeded' THEN $3 ELSE $4 END THEN 'not_surveyed_kind'"
+    "    WHEN e.customer IS NULL THEN 'no_customer'"
+    "    WHEN EXISTS (SELECT 1 FROM nps_billing.opt_out o WHERE o.customer_id = e.customer) THEN 'opted_out'"
+    "    WHEN COALESCE(e.amount, 0) < $5 THEN 'below_min_amount'"
+    "    WHEN nps_billing.sample_point(e.customer, e.payment_key) >= $6 THEN 'sampled_out'"
+    "    WHEN EXISTS (SELECT 1 FROM nps_billing.customer_contact c"
+    "                 WHERE c.customer_id = e.customer AND c.last_survey_at >= now() - $7) THEN 'throttled'"
+    "  END AS skip"
+    "  FROM nps_eval e WHERE e.payment_key IS NOT NULL"
+    "  AND NOT EXISTS (SELECT 1 FROM nps_billing.payment_event pe"
+    "                  WHERE pe.source_id = $1 AND pe.payment_key = e.payment_key AND pe.kind = e.kind)"
+    "), cand AS ("
+    "  SELECT c.customer, c.payment_key, c.kind FROM nps_cand c"
+    "  WHERE NOT EXISTS (SELECT 1 FROM nps_billing.opt_out o WHERE o.customer_id = c.customer)"
+    "  AND NOT EXISTS (SELECT 1 FROM nps_billing.customer_contact cc"
+    "                  WHERE cc.customer_id = c.customer AND cc.last_survey_at >= now() - $7)"
+    "), granted AS ("
+    "  INSERT INTO nps_billing.customer_contact AS cc (customer_id, last_survey_at)"
+    "  SELECT cand.customer, now() FROM cand ORDER BY cand.customer COLLATE \"C\""
+    "  ON CONFLICT (customer_id) DO UPDATE SET last_survey_at = excluded.last_survey_at"
+    "  WHERE cc.last_survey_at < now() - $7"
+    "  RETURNING cc.customer_id"
+    "), ids AS ("
+    "  SELECT w.customer, w.payment_key, w.kind, nextval('nps_billing.survey_id_seq') AS sid FROM ("
+    "    SELECT cand.customer, cand.payment_key, cand.kind FROM cand"
+    "    WHERE cand.customer IN (SELECT g.customer_id FROM granted g) ORDER BY cand.customer COLLATE \"C\") w"
+    "), evs AS ("
+    "  INSERT INTO nps_billing.payment_event AS pe (source_id, payment_key, kind, customer_id, amount, currency,"
+    "                                               occurred_at, attributes, survey_id, skip_reason)"
+    "  SELECT $1, f.payment_key, f.kind, f.customer, f.amount, f.currency, f.occurred_at, f.attributes, i.sid,"
+    "         CASE WHEN i.sid IS NULL THEN COALESCE(f.skip, 'throttled') END"
+    // (DISTINCT ON: one row per customer, which the planner then knows: a hash join, no sort)
+    "  FROM fresh f LEFT JOIN (SELECT DISTINCT ON (ids.customer) * FROM ids) i"
+    "    ON i.customer = f.customer AND i.payment_key = f.payment_key AND i.kind = f.kind"
+    "  RETURNING pe.id, pe.survey_id, pe.customer_id"
+    "), svs AS ("
+    "  INSERT INTO nps_billing.survey (id, token, source_id, event_id, customer_id, channel, send_after, expires_at)"
+    "  SELECT e.survey_id, nps_billing.new_token(), $1, e.id, e.customer_id, $8, now() + $9, now() + $9 + $10"
+    "  FROM evs e WHERE e.survey_id IS NOT NULL"
+    "  RETURNING 1"
+    "), nullkeys AS ("
+    "  INSERT INTO nps_billing.capture_error (source_id, error, sqlstate)"
+    "  SELECT $1, 'payment_key expression returned NULL', '22004' FROM nps_eval e WHERE e.payment_key IS NULL"
+    "  RETURNING 1"
+    ") SELECT (SELECT count(*) FROM svs), (SELECT count(*) FROM nullkeys)";
+
+// Whether a candidate of nps_cand is recorded already (then the general statement runs: the
+// customer's candidate is its earliest row not yet recorded).
+const char *CAND_RECORDED_SQL =
+    "SELECT EXISTS (SELECT 1 FROM nps_cand c JOIN nps_billing.payment_event pe"
+    "               ON pe.source_id = $1 AND pe.payment_key = c.payment_key AND pe.kind = c.kind)";
+
+SPIPlanPtr plan_set_fast, plan_cand_recorded;
 
 // The same for a source with contact expressions: the values as capture keeps them (cleaned), a
 // survey without the recipient its channel needs is skipped (no_recipient, when $11), and the
@@ -148,12 +211,43 @@ TupleDesc eval_desc() {
     return desc;
 }
 
+// nps_cand: a customer's candidate row (customer, payment_key, kind).
+TupleDesc cand_desc() {
+    static TupleDesc desc = NULL;
+    if (desc == NULL) {
+        MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+        TupleDesc d = CreateTemplateTupleDesc(3);
+        TupleDescInitEntry(d, 1, "customer", TEXTOID, -1, 0);
+        TupleDescInitEntry(d, 2, "payment_key", TEXTOID, -1, 0);
+        TupleDescInitEntry(d, 3, "kind", TEXTOID, -1, 0);
+        MemoryContextSwitchTo(old);
+        desc = d;
+    }
+    return desc;
+}
+
+void register_store(const char *name, TupleDesc desc, Tuplestorestate *ts) {
+    EphemeralNamedRelation enr = static_cast<EphemeralNamedRelation>(palloc0(sizeof(EphemeralNamedRelationData)));
+    enr->md.name = const_cast<char *>(name);
+    enr->md.reliddesc = InvalidOid;
+    enr->md.tupdesc = desc;
+    enr->md.enrtype = ENR_NAMED_TUPLESTORE;
+    enr->md.enrtuples = tuplestore_tuple_count(ts);
+    enr->reldata = ts;
+    if (SPI_register_relation(enr) != SPI_OK_REL_REGISTER)
+        elog(ERROR, "nps_billing: could not register %s", name);
+}
+
 }  // namespace
 
 // The set path: evaluate every row of the statement as the writer into a tuplestore, then one
 // data-modifying statement as the owner. Returns the number of NULL payment keys met.
 int64 run_set_path(Source *s, Relation rel, Oid owner, Oid extnsp) {
     Tuplestorestate *evald = tuplestore_begin_heap(false, false, work_mem);
+    DestReceiver *dest = CreateDestReceiver(DestTuplestore);
+    SetTuplestoreDestReceiverParams(dest, evald, CurrentMemoryContext, false, NULL, NULL);
+    // (a contact source's candidates also depend on its cleaned recipient: the general statement)
+    DestReceiver *scan = s->contact ? NULL : set_scan_begin(s, dest);
     as_table_owner(s->table_owner, [&] {
         if (s->set_plan == NULL) {
             SPIPlanPtr p = SPI_prepare(eval_sql(s->exprs, s->legacy_path ? RelationGetRelationName(rel) : ROW_ALIAS), 0, NULL);
@@ -162,30 +256,28 @@ int64 run_set_path(Source *s, Relation rel, Oid owner, Oid extnsp) {
             SPI_keepplan(p);
             s->set_plan = p;
         }
-        DestReceiver *dest = CreateDestReceiver(DestTuplestore);
-        SetTuplestoreDestReceiverParams(dest, evald, CurrentMemoryContext, false, NULL, NULL);
         SPIExecuteOptions opt;
         memset(&opt, 0, sizeof opt);
         opt.read_only = false;
-        opt.dest = dest;
+        opt.dest = scan ? scan : dest;
         if (SPI_execute_plan_extended(s->set_plan, &opt) != SPI_OK_SELECT)
             elog(ERROR, "nps_billing: set evaluation failed");
-        dest->rDestroy(dest);
     });
-    EphemeralNamedRelation enr = static_cast<EphemeralNamedRelation>(palloc0(sizeof(EphemeralNamedRelationData)));
-    enr->md.name = const_cast<char *>("nps_eval");
-    enr->md.reliddesc = InvalidOid;
-    enr->md.tupdesc = eval_desc();
-    enr->md.enrtype = ENR_NAMED_TUPLESTORE;
-    enr->md.enrtuples = tuplestore_tuple_count(evald);
-    enr->reldata = evald;
-    if (SPI_register_relation(enr) != SPI_OK_REL_REGISTER)
-        elog(ERROR, "nps_billing: could not register the evaluated rows");
+    dest->rDestroy(dest);
+    int64 ncand = 0;
+    Tuplestorestate *cands = NULL;
+    if (scan) {
+        cands = set_scan_candidates(scan, cand_desc(), &ncand);
+        set_scan_end(scan);
+    }
+    register_store("nps_eval", eval_desc(), evald);
+    if (cands)
+        register_store("nps_cand", cand_desc(), cands);
     int64 surveys = 0, nullkeys = 0;
     as_owner(owner, extnsp, [&] {
         Oid t[] = {INT4OID, BOOLOID, BOOLOID, BOOLOID, NUMERICOID, FLOAT8OID, INTERVALOID, TEXTOID, INTERVALOID,
                    INTERVALOID, BOOLOID};
-        if (plan_set == NULL && !s->contact)
+        if (plan_set == NULL)
             plan_set = keep(SET_SQL, 10, t, CURSOR_OPT_CUSTOM_PLAN);
         if (plan_set_contact == NULL && s->contact)
             plan_set_contact = keep(SET_SQL_CONTACT, 11, t, CURSOR_OPT_CUSTOM_PLAN);
@@ -193,7 +285,29 @@ int64 run_set_path(Source *s, Relation rel, Oid owner, Oid extnsp) {
                        BoolGetDatum(s->on_failed),   s->min_amount,                 Float8GetDatum(s->sample_rate),
                        s->throttle,                  CStringGetTextDatum(s->channel), s->delay,
                        s->expires_after,             BoolGetDatum(s->needs_recipient)};
-        if (SPI_execute_plan(s->contact ? plan_set_contact : plan_set, a, NULL, false, 0) != SPI_OK_SELECT)
+        int rc;
+        if (cands) {
+            if (plan_set_fast == NULL)
+                plan_set_fast = keep(SET_SQL_FAST, 10, t, CURSOR_OPT_CUSTOM_PLAN);
+            if (plan_cand_recorded == NULL)
+                plan_cand_recorded = keep(CAND_RECORDED_SQL, 1, t, CURSOR_OPT_CUSTOM_PLAN);
+            // One snapshot for the check and the statement: what the check saw is what it filters.
+            Snapshot snap = RegisterSnapshot(GetTransactionSnapshot());
+            bool recorded = false;
+            if (ncand > 0) {
+                if (SPI_execute_snapshot(plan_cand_recorded, a, NULL, snap, InvalidSnapshot, false, true, 0) !=
+                    SPI_OK_SELECT)
+                    elog(ERROR, "nps_billing: set capture check failed");
+                bool isnull;
+                recorded = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+                SPI_freetuptable(SPI_tuptable);
+            }
+            rc = SPI_execute_snapshot(recorded ? plan_set : plan_set_fast, a, NULL, snap, InvalidSnapshot, false, true, 0);
+            UnregisterSnapshot(snap);
+        } else {
+            rc = SPI_execute_plan(s->contact ? plan_set_contact : plan_set, a, NULL, false, 0);
+        }
+        if (rc != SPI_OK_SELECT)
             elog(ERROR, "nps_billing: set capture failed");
         bool isnull;
         surveys = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -202,6 +316,10 @@ int64 run_set_path(Source *s, Relation rel, Oid owner, Oid extnsp) {
     });
     SPI_unregister_relation("nps_eval");
     tuplestore_end(evald);
+    if (cands) {
+        SPI_unregister_relation("nps_cand");
+        tuplestore_end(cands);
+    }
     if (surveys > 0)
         Async_Notify("nps_billing_survey", s->name);
     return nullkeys;

@@ -72,6 +72,7 @@ void capture_statement(Source *s, TriggerData *td, int64 n, Oid owner, Oid extns
         if (failed) {
             FreeErrorData(failed);
             SPI_unregister_relation("nps_eval");  // may still be registered (result ignored)
+            SPI_unregister_relation("nps_cand");
             run_row_path(s, td->tg_relation, ts, owner, extnsp, TRIGGER_FIRED_BY_INSERT(td->tg_event), nested);
         }
     }

@@ -127,6 +127,13 @@ void run_row_path(Source *s, Relation rel, Tuplestorestate *ts, Oid owner, Oid e
 // Every row of the statement evaluated into a tuplestore as the writer, then one data-modifying
 // statement as the owner. Returns the number of NULL payment keys met.
 int64 run_set_path(Source *s, Relation rel, Oid owner, Oid extnsp);
+// The scan of the evaluated rows (src/capture_set_scan.cpp): passes them on to inner and, while
+// the payment keys are distinct, collects each customer's candidate.
+DestReceiver *set_scan_begin(const Source *s, DestReceiver *inner);
+// The candidates (rows of desc: customer, payment_key, kind) in customer "C" order, *n of them;
+// NULL when the scan gave up (a repeated key, memory past maintenance_work_mem).
+Tuplestorestate *set_scan_candidates(DestReceiver *scan, TupleDesc desc, int64 *n);
+void set_scan_end(DestReceiver *scan);
 
 }  // namespace capture
 }  // namespace nps
