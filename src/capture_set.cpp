@@ -75,15 +75,17 @@ const char *SET_SQL =
 // rows, src/capture_set_scan.cpp) and none of the candidates is recorded yet: each customer's
 // candidate (nps_cand, in customer order) is the earliest row passing the row-level checks, so
 // only the customer-level checks are left and no sort of the statement's rows is needed.
+// $11: opt_out may have rows, $12: a NULL key was met (planned as constants: when false, the
+// per-row probe or the scan is left out; so is sample_point when the rate is 1: it is below 1).
 const char *SET_SQL_FAST =
     "WITH fresh AS ("
     "  SELECT e.*, CASE"
     "    WHEN NOT $2 THEN 'disabled'"
     "    WHEN NOT CASE e.kind WHEN 'succeeded' THEN $3 ELSE $4 END THEN 'not_surveyed_kind'"
     "    WHEN e.customer IS NULL THEN 'no_customer'"
-    "    WHEN EXISTS (SELECT 1 FROM nps_billing.opt_out o WHERE o.customer_id = e.customer) THEN 'opted_out'"
+    "    WHEN $11 AND EXISTS (SELECT 1 FROM nps_billing.opt_out o WHERE o.customer_id = e.customer) THEN 'opted_out'"
     "    WHEN COALESCE(e.amount, 0) < $5 THEN 'below_min_amount'"
-    "    WHEN nps_billing.sample_point(e.customer, e.payment_key) >= $6 THEN 'sampled_out'"
+    "    WHEN $6 < 1 AND nps_billing.sample_point(e.customer, e.payment_key) >= $6 THEN 'sampled_out'"
     "    WHEN EXISTS (SELECT 1 FROM nps_billing.customer_contact c"
     "                 WHERE c.customer_id = e.customer AND c.last_survey_at >= now() - $7) THEN 'throttled'"
     "  END AS skip"
@@ -125,7 +127,7 @@ const char *SET_SQL_FAST =
     "  RETURNING 1"
     "), nullkeys AS ("
     "  INSERT INTO nps_billing.capture_error (source_id, error, sqlstate)"
-    "  SELECT $1, 'payment_key expression returned NULL', '22004' FROM nps_eval e WHERE e.payment_key IS NULL"
+    "  SELECT $1, 'payment_key expression returned NULL', '22004' FROM nps_eval e WHERE $12 AND e.payment_key IS NULL"
     "  RETURNING 1"
     ") SELECT (SELECT count(*) FROM svs), (SELECT count(*) FROM nullkeys)";
 
@@ -268,10 +270,10 @@ int64 run_set_path(Source *s, Relation rel, Oid owner, Oid extnsp) {
             elog(ERROR, "nps_billing: set evaluation failed");
     });
     dest->rDestroy(dest);
-    int64 ncand = 0;
+    int64 ncand = 0, nullkeys_seen = 0;
     Tuplestorestate *cands = NULL;
     if (scan) {
-        cands = set_scan_candidates(scan, cand_desc(), &ncand);
+        cands = set_scan_candidates(scan, cand_desc(), &ncand, &nullkeys_seen);
         set_scan_end(scan);
     }
     register_store("nps_eval", eval_desc(), evald);
@@ -280,19 +282,19 @@ int64 run_set_path(Source *s, Relation rel, Oid owner, Oid extnsp) {
     int64 surveys = 0, nullkeys = 0;
     as_owner(owner, extnsp, [&] {
         Oid t[] = {INT4OID, BOOLOID, BOOLOID, BOOLOID, NUMERICOID, FLOAT8OID, INTERVALOID, TEXTOID, INTERVALOID,
-                   INTERVALOID, BOOLOID};
+                   INTERVALOID, BOOLOID, BOOLOID};
         if (plan_set == NULL)
             plan_set = keep(SET_SQL, 10, t, CURSOR_OPT_CUSTOM_PLAN);
         if (plan_set_contact == NULL && s->contact)
             plan_set_contact = keep(SET_SQL_CONTACT, 11, t, CURSOR_OPT_CUSTOM_PLAN);
-        Datum a[11] = {Int32GetDatum(s->id),         BoolGetDatum(s->enabled),      BoolGetDatum(s->on_succeeded),
+        Datum a[12] = {Int32GetDatum(s->id),         BoolGetDatum(s->enabled),      BoolGetDatum(s->on_succeeded),
                        BoolGetDatum(s->on_failed),   s->min_amount,                 Float8GetDatum(s->sample_rate),
                        s->throttle,                  CStringGetTextDatum(s->channel), s->delay,
                        s->expires_after,             BoolGetDatum(s->needs_recipient)};
         int rc;
         if (cands) {
             if (plan_set_fast == NULL)
-                plan_set_fast = keep(SET_SQL_FAST, 10, t, CURSOR_OPT_CUSTOM_PLAN);
+                plan_set_fast = keep(SET_SQL_FAST, 12, t, CURSOR_OPT_CUSTOM_PLAN);
             if (plan_cand_recorded == NULL)
                 plan_cand_recorded = keep(CAND_RECORDED_SQL, 1, t, CURSOR_OPT_CUSTOM_PLAN);
             // One snapshot for the check and the statement: what the check saw is what it filters.
@@ -306,7 +308,10 @@ int64 run_set_path(Source *s, Relation rel, Oid owner, Oid extnsp) {
                 recorded = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
                 SPI_freetuptable(SPI_tuptable);
             }
-            rc = SPI_execute_snapshot(recorded ? plan_set : plan_set_fast, a, NULL, snap, InvalidSnapshot, false, true, 0);
+            a[10] = BoolGetDatum(!(s->direct && OidIsValid(s->oo_rel) && opt_out_is_empty(s->oo_rel)));
+            a[11] = BoolGetDatum(nullkeys_seen > 0);
+            rc = recorded ? SPI_execute_snapshot(plan_set, a, NULL, snap, InvalidSnapshot, false, true, 0)
+                          : SPI_execute_snapshot(plan_set_fast, a, NULL, snap, InvalidSnapshot, false, true, 0);
             UnregisterSnapshot(snap);
         } else {
             rc = SPI_execute_plan(s->contact ? plan_set_contact : plan_set, a, NULL, false, 0);

@@ -43,6 +43,7 @@ struct SetScan {
     uint64 kmask, nkeys;
     Cand **cb;  // customers, chained
     uint64 cmask, ncand;
+    int64 nullkeys;
     Datum zero;
 };
 
@@ -171,8 +172,10 @@ void scan_row(SetScan *sc, TupleTableSlot *slot) {
     slot_getsomeattrs(slot, 6);
     const Datum *v = slot->tts_values;
     const bool *isnull = slot->tts_isnull;
-    if (isnull[2])
-        return;  // a NULL key: a capture_error row, no event
+    if (isnull[2]) {
+        sc->nullkeys++;  // a capture_error row, no event
+        return;
+    }
     if (isnull[0] || isnull[5]) {
         give_up(sc);  // not what eval_sql returns
         return;
@@ -258,9 +261,10 @@ DestReceiver *set_scan_begin(const Source *s, DestReceiver *inner) {
     return &sc->pub;
 }
 
-Tuplestorestate *set_scan_candidates(DestReceiver *d, TupleDesc desc, int64 *n) {
+Tuplestorestate *set_scan_candidates(DestReceiver *d, TupleDesc desc, int64 *n, int64 *nullkeys) {
     SetScan *sc = reinterpret_cast<SetScan *>(d);
     *n = 0;
+    *nullkeys = sc->nullkeys;
     if (!sc->ok)
         return NULL;
     Cand **all = static_cast<Cand **>(MemoryContextAllocHuge(sc->cxt, (sc->ncand + 1) * sizeof(Cand *)));

@@ -130,9 +130,10 @@ int64 run_set_path(Source *s, Relation rel, Oid owner, Oid extnsp);
 // The scan of the evaluated rows (src/capture_set_scan.cpp): passes them on to inner and, while
 // the payment keys are distinct, collects each customer's candidate.
 DestReceiver *set_scan_begin(const Source *s, DestReceiver *inner);
-// The candidates (rows of desc: customer, payment_key, kind) in customer "C" order, *n of them;
-// NULL when the scan gave up (a repeated key, memory past maintenance_work_mem).
-Tuplestorestate *set_scan_candidates(DestReceiver *scan, TupleDesc desc, int64 *n);
+// The candidates (rows of desc: customer, payment_key, kind) in customer "C" order, *n of them,
+// and the NULL keys met; NULL when the scan gave up (a repeated key, memory past
+// maintenance_work_mem).
+Tuplestorestate *set_scan_candidates(DestReceiver *scan, TupleDesc desc, int64 *n, int64 *nullkeys);
 void set_scan_end(DestReceiver *scan);
 
 }  // namespace capture
