@@ -5,6 +5,9 @@
 extern "C" {
 #include "catalog/pg_type.h"
 #include "commands/async.h"
+#include "commands/sequence.h"
+#include "executor/tuptable.h"
+#include "utils/lsyscache.h"
 #include "executor/spi.h"
 #include "executor/tstoreReceiver.h"
 #include "utils/builtins.h"
@@ -71,73 +74,63 @@ const char *SET_SQL =
     "  RETURNING 1"
     ") SELECT (SELECT count(*) FROM svs), (SELECT count(*) FROM nullkeys)";
 
-// The same when the statement's payment keys are distinct (checked by the scan of the evaluated
-// rows, src/capture_set_scan.cpp) and none of the candidates is recorded yet: each customer's
-// candidate (nps_cand, in customer order) is the earliest row passing the row-level checks, so
-// only the customer-level checks are left and no sort of the statement's rows is needed.
-// $11: opt_out may have rows, $12: a NULL key was met (planned as constants: when false, the
-// per-row probe or the scan is left out; so is sample_point when the rate is 1: it is below 1).
-const char *SET_SQL_FAST =
-    "WITH fresh AS ("
-    "  SELECT e.*, CASE"
+// When the statement's payment keys are distinct (checked by the scan of the evaluated rows,
+// src/capture_set_scan.cpp) and none of the candidates is recorded yet, each customer's candidate
+// (nps_cand, in customer order) is the earliest row passing the row-level checks. Then the work
+// is four statements under one snapshot, each reading tuplestores whose row counts the planner
+// knows: grant the throttle to the candidates (FAST_GRANT_SQL), number the granted ones in C
+// (nps_granted: survey and event ids in customer order), insert the events (FAST_EVENTS_SQL: one
+// hash join of the statement's rows with nps_granted, no sort) and the surveys (FAST_SURVEYS_SQL).
+// No join is costed from a CTE's estimate: one such estimate (~1 candidate) once made the planner
+// loop over the statement's rows for each candidate.
+// $11: opt_out may have rows (planned as a constant: when false, no opt-out probe); sample_point
+// is left out when the rate is 1 (it is below 1).
+const char *FAST_RECORDED_SQL =
+    "SELECT EXISTS (SELECT 1 FROM nps_cand c JOIN nps_billing.payment_event pe"
+    "               ON pe.source_id = $1 AND pe.payment_key = c.payment_key AND pe.kind = c.kind)";
+
+// (the customer-level checks of the set statement; a throttled customer's row is not locked)
+const char *FAST_GRANT_SQL =
+    "INSERT INTO nps_billing.customer_contact AS cc (customer_id, last_survey_at)"
+    " SELECT c.customer, now() FROM nps_cand c WHERE CASE"
+    "   WHEN $11 AND EXISTS (SELECT 1 FROM nps_billing.opt_out o WHERE o.customer_id = c.customer) THEN false"
+    "   WHEN EXISTS (SELECT 1 FROM nps_billing.customer_contact x"
+    "                WHERE x.customer_id = c.customer AND x.last_survey_at >= now() - $7) THEN false"
+    "   ELSE true END"
+    " ORDER BY c.customer COLLATE \"C\""
+    " ON CONFLICT (customer_id) DO UPDATE SET last_survey_at = excluded.last_survey_at"
+    " WHERE cc.last_survey_at < now() - $7"
+    " RETURNING cc.customer_id";
+
+// A row that passes the row-level checks and has no survey lost to its customer's candidate, or
+// its customer is throttled: 'throttled', as COALESCE(skip, 'throttled') in SET_SQL.
+const char *FAST_EVENTS_SQL =
+    "INSERT INTO nps_billing.payment_event AS pe (id, source_id, payment_key, kind, customer_id, amount, currency,"
+    "                                             occurred_at, attributes, survey_id, skip_reason)"
+    " SELECT COALESCE(g.eid, nextval('nps_billing.payment_event_id_seq')), $1, e.payment_key, e.kind, e.customer,"
+    "        e.amount, e.currency, e.occurred_at, e.attributes, g.sid, CASE WHEN g.sid IS NULL THEN CASE"
     "    WHEN NOT $2 THEN 'disabled'"
     "    WHEN NOT CASE e.kind WHEN 'succeeded' THEN $3 ELSE $4 END THEN 'not_surveyed_kind'"
     "    WHEN e.customer IS NULL THEN 'no_customer'"
     "    WHEN $11 AND EXISTS (SELECT 1 FROM nps_billing.opt_out o WHERE o.customer_id = e.customer) THEN 'opted_out'"
     "    WHEN COALESCE(e.amount, 0) < $5 THEN 'below_min_amount'"
     "    WHEN $6 < 1 AND nps_billing.sample_point(e.customer, e.payment_key) >= $6 THEN 'sampled_out'"
-    "    WHEN EXISTS (SELECT 1 FROM nps_billing.customer_contact c"
-    "                 WHERE c.customer_id = e.customer AND c.last_survey_at >= now() - $7) THEN 'throttled'"
-    "  END AS skip"
-    "  FROM nps_eval e WHERE e.payment_key IS NOT NULL"
-    "  AND NOT EXISTS (SELECT 1 FROM nps_billing.payment_event pe"
-    "                  WHERE pe.source_id = $1 AND pe.payment_key = e.payment_key AND pe.kind = e.kind)"
-    "), cand AS ("
-    // (a CASE, not NOT EXISTS: an anti-join estimated from customer_contact's statistics can
-    // expect ~1 candidate, and the planner then loops over the statement's rows per candidate)
-    "  SELECT c.customer, c.payment_key, c.kind FROM nps_cand c WHERE CASE"
-    "    WHEN EXISTS (SELECT 1 FROM nps_billing.opt_out o WHERE o.customer_id = c.customer) THEN false"
-    "    WHEN EXISTS (SELECT 1 FROM nps_billing.customer_contact cc"
-    "                 WHERE cc.customer_id = c.customer AND cc.last_survey_at >= now() - $7) THEN false"
-    "    ELSE true END"
-    "), granted AS ("
-    "  INSERT INTO nps_billing.customer_contact AS cc (customer_id, last_survey_at)"
-    "  SELECT cand.customer, now() FROM cand ORDER BY cand.customer COLLATE \"C\""
-    "  ON CONFLICT (customer_id) DO UPDATE SET last_survey_at = excluded.last_survey_at"
-    "  WHERE cc.last_survey_at < now() - $7"
-    "  RETURNING cc.customer_id"
-    "), ids AS ("
-    "  SELECT w.customer, w.payment_key, w.kind, nextval('nps_billing.survey_id_seq') AS sid,"
-    "         nextval('nps_billing.payment_event_id_seq') AS eid FROM ("
-    "    SELECT cand.customer, cand.payment_key, cand.kind FROM cand"
-    "    WHERE cand.customer IN (SELECT g.customer_id FROM granted g) ORDER BY cand.customer COLLATE \"C\") w"
-    "), evs AS ("
-    "  INSERT INTO nps_billing.payment_event AS pe (id, source_id, payment_key, kind, customer_id, amount, currency,"
-    "                                               occurred_at, attributes, survey_id, skip_reason)"
-    "  SELECT COALESCE(i.eid, nextval('nps_billing.payment_event_id_seq')), $1, f.payment_key, f.kind, f.customer,"
-    "         f.amount, f.currency, f.occurred_at, f.attributes, i.sid,"
-    "         CASE WHEN i.sid IS NULL THEN COALESCE(f.skip, 'throttled') END"
-    // (DISTINCT ON: one row per customer, which the planner then knows: a hash join, no sort)
-    "  FROM fresh f LEFT JOIN (SELECT DISTINCT ON (ids.customer) * FROM ids) i"
-    "    ON i.customer = f.customer AND i.payment_key = f.payment_key AND i.kind = f.kind"
-    // The surveys from ids (their events' ids drawn there): evs returns nothing to scan.
-    "), svs AS ("
-    "  INSERT INTO nps_billing.survey (id, token, source_id, event_id, customer_id, channel, send_after, expires_at)"
-    "  SELECT i.sid, nps_billing.new_token(), $1, i.eid, i.customer, $8, now() + $9, now() + $9 + $10 FROM ids i"
-    "  RETURNING 1"
-    "), nullkeys AS ("
-    "  INSERT INTO nps_billing.capture_error (source_id, error, sqlstate)"
-    "  SELECT $1, 'payment_key expression returned NULL', '22004' FROM nps_eval e WHERE $12 AND e.payment_key IS NULL"
-    "  RETURNING 1"
-    ") SELECT (SELECT count(*) FROM svs), (SELECT count(*) FROM nullkeys)";
+    "    ELSE 'throttled' END END"
+    " FROM nps_eval e LEFT JOIN nps_granted g ON g.payment_key = e.payment_key AND g.kind = e.kind"
+    " WHERE e.payment_key IS NOT NULL"
+    "   AND NOT EXISTS (SELECT 1 FROM nps_billing.payment_event x"
+    "                   WHERE x.source_id = $1 AND x.payment_key = e.payment_key AND x.kind = e.kind)";
 
-// Whether a candidate of nps_cand is recorded already (then the general statement runs: the
-// customer's candidate is its earliest row not yet recorded).
-const char *CAND_RECORDED_SQL =
-    "SELECT EXISTS (SELECT 1 FROM nps_cand c JOIN nps_billing.payment_event pe"
-    "               ON pe.source_id = $1 AND pe.payment_key = c.payment_key AND pe.kind = c.kind)";
+const char *FAST_SURVEYS_SQL =
+    "INSERT INTO nps_billing.survey (id, token, source_id, event_id, customer_id, channel, send_after, expires_at)"
+    " SELECT g.sid, nps_billing.new_token(), $1, g.eid, g.customer, $8, now() + $9, now() + $9 + $10"
+    " FROM nps_granted g";
 
-SPIPlanPtr plan_set_fast, plan_cand_recorded;
+const char *NULL_KEYS_SQL =
+    "INSERT INTO nps_billing.capture_error (source_id, error, sqlstate)"
+    " SELECT $1, 'payment_key expression returned NULL', '22004' FROM generate_series(1, $2)";
+
+SPIPlanPtr plan_fast_recorded, plan_fast_grant, plan_fast_events, plan_fast_surveys, plan_null_keys;
 
 // The same for a source with contact expressions: the values as capture keeps them (cleaned), a
 // survey without the recipient its channel needs is skipped (no_recipient, when $11), and the
@@ -244,6 +237,150 @@ void register_store(const char *name, TupleDesc desc, Tuplestorestate *ts) {
         elog(ERROR, "nps_billing: could not register %s", name);
 }
 
+// nps_granted: the granted candidates with their survey and event ids.
+TupleDesc granted_desc() {
+    static TupleDesc desc = NULL;
+    if (desc == NULL) {
+        MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+        TupleDesc d = CreateTemplateTupleDesc(5);
+        TupleDescInitEntry(d, 1, "customer", TEXTOID, -1, 0);
+        TupleDescInitEntry(d, 2, "payment_key", TEXTOID, -1, 0);
+        TupleDescInitEntry(d, 3, "kind", TEXTOID, -1, 0);
+        TupleDescInitEntry(d, 4, "sid", INT8OID, -1, 0);
+        TupleDescInitEntry(d, 5, "eid", INT8OID, -1, 0);
+        MemoryContextSwitchTo(old);
+        desc = d;
+    }
+    return desc;
+}
+
+struct Bytes {
+    const char *p;
+    int len;
+};
+
+Bytes text_bytes(Datum d) {
+    struct varlena *t = pg_detoast_datum_packed(reinterpret_cast<struct varlena *>(DatumGetPointer(d)));
+    return Bytes{VARDATA_ANY(t), static_cast<int>(VARSIZE_ANY_EXHDR(t))};
+}
+
+// "C" order (text under COLLATE "C": bytes, then length).
+int bytes_cmp(const Bytes &a, const Bytes &b) {
+    int r = memcmp(a.p, b.p, Min(a.len, b.len));
+    return r != 0 ? r : (a.len > b.len) - (a.len < b.len);
+}
+
+int bytes_qsort_cmp(const void *a, const void *b) {
+    return bytes_cmp(*static_cast<const Bytes *>(a), *static_cast<const Bytes *>(b));
+}
+
+Oid sequence_oid(const char *name, Oid extnsp) {
+    Oid seq = get_relname_relid(name, extnsp);
+    if (!OidIsValid(seq))
+        elog(ERROR, "nps_billing: sequence %s is missing", name);
+    return seq;
+}
+
+// The candidates (nps_cand, customer order) whose customer is among the n granted ones of tt,
+// numbered in that order: a survey id, then its event's id, as SET_SQL numbers them.
+void number_granted(Tuplestorestate *cands, SPITupleTable *tt, uint64 n, Oid extnsp, Tuplestorestate *out) {
+    Bytes *g = static_cast<Bytes *>(palloc_extended((n + 1) * sizeof(Bytes), MCXT_ALLOC_HUGE));
+    uint64 ng = 0;
+    for (uint64 i = 0; i < n; i++) {
+        bool isnull;
+        Datum d = SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull);
+        if (!isnull)
+            g[ng++] = text_bytes(d);
+    }
+    qsort(g, ng, sizeof(Bytes), bytes_qsort_cmp);
+    Oid sseq = sequence_oid("survey_id_seq", extnsp), eseq = sequence_oid("payment_event_id_seq", extnsp);
+    TupleTableSlot *slot = MakeSingleTupleTableSlot(cand_desc(), &TTSOpsMinimalTuple);
+    tuplestore_select_read_pointer(cands, 0);
+    tuplestore_rescan(cands);
+    uint64 gi = 0;
+    while (gi < ng && tuplestore_gettupleslot(cands, true, false, slot)) {
+        slot_getallattrs(slot);
+        Bytes c = text_bytes(slot->tts_values[0]);
+        while (gi < ng && bytes_cmp(g[gi], c) < 0)
+            gi++;
+        if (gi == ng || bytes_cmp(g[gi], c) != 0)
+            continue;
+        Datum v[5] = {slot->tts_values[0], slot->tts_values[1], slot->tts_values[2],
+                      Int64GetDatum(nextval_internal(sseq, true)), Int64GetDatum(nextval_internal(eseq, true))};
+        bool nulls[5] = {false, false, false, false, false};
+        tuplestore_putvalues(out, granted_desc(), v, nulls);
+        gi++;
+    }
+    ExecDropSingleTupleTableSlot(slot);
+    pfree(g);
+}
+
+void read_counts(int64 *surveys, int64 *nullkeys) {
+    bool isnull;
+    *surveys = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+    *nullkeys = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+    SPI_freetuptable(SPI_tuptable);
+}
+
+// The fast path over nps_eval and nps_cand (see FAST_RECORDED_SQL), as the owner, all under one
+// snapshot: what the check saw recorded is what the event insert leaves out. A candidate
+// recorded before: the general statement.
+void run_fast(const Source *s, Datum *a, Oid *t, Tuplestorestate *cands, int64 ncand, int64 nullkeys_seen,
+              Oid extnsp, int64 *surveys, int64 *nullkeys) {
+    if (plan_fast_recorded == NULL)
+        plan_fast_recorded = keep(FAST_RECORDED_SQL, 1, t, CURSOR_OPT_CUSTOM_PLAN);
+    if (plan_fast_grant == NULL)
+        plan_fast_grant = keep(FAST_GRANT_SQL, 11, t, CURSOR_OPT_CUSTOM_PLAN);
+    if (plan_null_keys == NULL) {
+        Oid nt[] = {INT4OID, INT8OID};
+        plan_null_keys = keep(NULL_KEYS_SQL, 2, nt, CURSOR_OPT_CUSTOM_PLAN);
+    }
+    Snapshot snap = RegisterSnapshot(GetTransactionSnapshot());
+    auto run = [&](SPIPlanPtr p, Datum *args, int want) {
+        if (SPI_execute_snapshot(p, args, NULL, snap, InvalidSnapshot, false, true, 0) != want)
+            elog(ERROR, "nps_billing: set capture failed");
+    };
+    bool recorded = false;
+    if (ncand > 0) {
+        run(plan_fast_recorded, a, SPI_OK_SELECT);
+        bool isnull;
+        recorded = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+        SPI_freetuptable(SPI_tuptable);
+    }
+    if (recorded) {
+        run(plan_set, a, SPI_OK_SELECT);
+        read_counts(surveys, nullkeys);
+        UnregisterSnapshot(snap);
+        return;
+    }
+    a[10] = BoolGetDatum(!(s->direct && OidIsValid(s->oo_rel) && opt_out_is_empty(s->oo_rel)));
+    Tuplestorestate *granted = tuplestore_begin_heap(false, false, work_mem);
+    if (ncand > 0) {
+        run(plan_fast_grant, a, SPI_OK_INSERT_RETURNING);
+        number_granted(cands, SPI_tuptable, SPI_processed, extnsp, granted);
+        SPI_freetuptable(SPI_tuptable);
+    }
+    int64 ng = tuplestore_tuple_count(granted);
+    register_store("nps_granted", granted_desc(), granted);
+    // (prepared once nps_granted is registered: the parser needs it)
+    if (plan_fast_events == NULL)
+        plan_fast_events = keep(FAST_EVENTS_SQL, 11, t, CURSOR_OPT_CUSTOM_PLAN);
+    if (plan_fast_surveys == NULL)
+        plan_fast_surveys = keep(FAST_SURVEYS_SQL, 10, t, CURSOR_OPT_CUSTOM_PLAN);
+    run(plan_fast_events, a, SPI_OK_INSERT);
+    if (ng > 0)
+        run(plan_fast_surveys, a, SPI_OK_INSERT);
+    if (nullkeys_seen > 0) {
+        Datum na[2] = {a[0], Int64GetDatum(nullkeys_seen)};
+        run(plan_null_keys, na, SPI_OK_INSERT);
+    }
+    SPI_unregister_relation("nps_granted");
+    tuplestore_end(granted);
+    UnregisterSnapshot(snap);
+    *surveys = ng;
+    *nullkeys = nullkeys_seen;
+}
+
 }  // namespace
 
 // The set path: evaluate every row of the statement as the writer into a tuplestore, then one
@@ -282,46 +419,22 @@ int64 run_set_path(Source *s, Relation rel, Oid owner, Oid extnsp) {
     int64 surveys = 0, nullkeys = 0;
     as_owner(owner, extnsp, [&] {
         Oid t[] = {INT4OID, BOOLOID, BOOLOID, BOOLOID, NUMERICOID, FLOAT8OID, INTERVALOID, TEXTOID, INTERVALOID,
-                   INTERVALOID, BOOLOID, BOOLOID};
+                   INTERVALOID, BOOLOID};
         if (plan_set == NULL)
             plan_set = keep(SET_SQL, 10, t, CURSOR_OPT_CUSTOM_PLAN);
         if (plan_set_contact == NULL && s->contact)
             plan_set_contact = keep(SET_SQL_CONTACT, 11, t, CURSOR_OPT_CUSTOM_PLAN);
-        Datum a[12] = {Int32GetDatum(s->id),         BoolGetDatum(s->enabled),      BoolGetDatum(s->on_succeeded),
+        Datum a[11] = {Int32GetDatum(s->id),         BoolGetDatum(s->enabled),      BoolGetDatum(s->on_succeeded),
                        BoolGetDatum(s->on_failed),   s->min_amount,                 Float8GetDatum(s->sample_rate),
                        s->throttle,                  CStringGetTextDatum(s->channel), s->delay,
                        s->expires_after,             BoolGetDatum(s->needs_recipient)};
-        int rc;
         if (cands) {
-            if (plan_set_fast == NULL)
-                plan_set_fast = keep(SET_SQL_FAST, 12, t, CURSOR_OPT_CUSTOM_PLAN);
-            if (plan_cand_recorded == NULL)
-                plan_cand_recorded = keep(CAND_RECORDED_SQL, 1, t, CURSOR_OPT_CUSTOM_PLAN);
-            // One snapshot for the check and the statement: what the check saw is what it filters.
-            Snapshot snap = RegisterSnapshot(GetTransactionSnapshot());
-            bool recorded = false;
-            if (ncand > 0) {
-                if (SPI_execute_snapshot(plan_cand_recorded, a, NULL, snap, InvalidSnapshot, false, true, 0) !=
-                    SPI_OK_SELECT)
-                    elog(ERROR, "nps_billing: set capture check failed");
-                bool isnull;
-                recorded = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-                SPI_freetuptable(SPI_tuptable);
-            }
-            a[10] = BoolGetDatum(!(s->direct && OidIsValid(s->oo_rel) && opt_out_is_empty(s->oo_rel)));
-            a[11] = BoolGetDatum(nullkeys_seen > 0);
-            rc = recorded ? SPI_execute_snapshot(plan_set, a, NULL, snap, InvalidSnapshot, false, true, 0)
-                          : SPI_execute_snapshot(plan_set_fast, a, NULL, snap, InvalidSnapshot, false, true, 0);
-            UnregisterSnapshot(snap);
-        } else {
-            rc = SPI_execute_plan(s->contact ? plan_set_contact : plan_set, a, NULL, false, 0);
+            run_fast(s, a, t, cands, ncand, nullkeys_seen, extnsp, &surveys, &nullkeys);
+            return;
         }
-        if (rc != SPI_OK_SELECT)
+        if (SPI_execute_plan(s->contact ? plan_set_contact : plan_set, a, NULL, false, 0) != SPI_OK_SELECT)
             elog(ERROR, "nps_billing: set capture failed");
-        bool isnull;
-        surveys = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-        nullkeys = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-        SPI_freetuptable(SPI_tuptable);
+        read_counts(&surveys, &nullkeys);
     });
     SPI_unregister_relation("nps_eval");
     tuplestore_end(evald);

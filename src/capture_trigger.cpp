@@ -73,6 +73,7 @@ void capture_statement(Source *s, TriggerData *td, int64 n, Oid owner, Oid extns
             FreeErrorData(failed);
             SPI_unregister_relation("nps_eval");  // may still be registered (result ignored)
             SPI_unregister_relation("nps_cand");
+            SPI_unregister_relation("nps_granted");
             run_row_path(s, td->tg_relation, ts, owner, extnsp, TRIGGER_FIRED_BY_INSERT(td->tg_event), nested);
         }
     }
