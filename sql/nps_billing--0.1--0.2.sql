@@ -7288,3 +7288,12 @@ COMMENT ON FUNCTION @extschema@.claim_surveys(text, integer, interval) IS
 -- survey: room on each page for a claim and a report beside the original version, so both stay
 -- in place (HOT) with concurrent senders (pages written from now on; 40_schema.sql says why).
 ALTER TABLE @extschema@.survey SET (fillfactor = 34);
+
+-- ==== session 7: capture set path ====
+-- The ids of a set statement's events and surveys, read per row by its event insert (src/capture_set_ids.cpp).
+CREATE FUNCTION @extschema@._capture_set_id(payment_key text, kind text, which integer) RETURNS bigint
+  AS 'MODULE_PATHNAME', 'nps_capture_set_id' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION @extschema@._capture_set_id(text, text, integer) IS
+  'Internal: while the capture trigger inserts the events of a multi-row statement, whether a payment is recorded already (which = 0), its event id (1) or survey id (2); an error anywhere else';
+
+REVOKE ALL ON FUNCTION @extschema@._capture_set_id(text, text, integer) FROM PUBLIC;

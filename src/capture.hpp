@@ -159,6 +159,10 @@ ErrorData *in_subtransaction(F &&fn) {
         CurrentResourceOwner = oldowner;
     }
     PG_END_TRY();
+    // A cancel (or statement_timeout) is the writer's, not a capture failure: it ends the
+    // statement instead of being recorded or redone row by row.
+    if (ed != NULL && ed->sqlerrcode == ERRCODE_QUERY_CANCELED)
+        ReThrowError(ed);
     return ed;
 }
 

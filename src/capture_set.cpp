@@ -75,19 +75,25 @@ const char *SET_SQL =
     ") SELECT (SELECT count(*) FROM svs), (SELECT count(*) FROM nullkeys)";
 
 // When the statement's payment keys are distinct (checked by the scan of the evaluated rows,
-// src/capture_set_scan.cpp) and none of the candidates is recorded yet, each customer's candidate
-// (nps_cand, in customer order) is the earliest row passing the row-level checks. Then the work
-// is four statements under one snapshot, each reading tuplestores whose row counts the planner
-// knows: grant the throttle to the candidates (FAST_GRANT_SQL), number the granted ones in C
-// (nps_granted: survey and event ids in customer order), insert the events (FAST_EVENTS_SQL: one
-// hash join of the statement's rows with nps_granted, no sort) and the surveys (FAST_SURVEYS_SQL).
-// No join is costed from a CTE's estimate: one such estimate (~1 candidate) once made the planner
-// loop over the statement's rows for each candidate.
+// src/capture_set_scan.cpp), each customer's candidate (nps_cand, in customer order) is the
+// earliest row passing the row-level checks. Then the work is a few statements under one snapshot,
+// none of which joins the statement's rows with anything the planner must guess the size of:
+// - which of the statement's payments are recorded already (FAST_RECORDED_SQL, read only: an
+//   anti-join inside the event insert can be planned as a scan of payment_event per row, while
+//   the insert grows it); a recorded candidate: the general statement (the customer's candidate
+//   is then its earliest row not recorded);
+// - grant the throttle to the candidates (FAST_GRANT_SQL), number the granted ones in C (survey
+//   and event ids in customer order, src/capture_set_ids.cpp);
+// - insert the events (FAST_EVENTS_SQL: ids and "recorded" looked up per row in C, no join) and
+//   the surveys (FAST_SURVEYS_SQL, from nps_granted).
 // $11: opt_out may have rows (planned as a constant: when false, no opt-out probe); sample_point
-// is left out when the rate is 1 (it is below 1).
+// is left out when the rate is 1 (it is below 1). $12: some payments are recorded.
+// (At most FAST_RECORDED_MAX recorded payments, or the general statement: a reload of a whole batch.)
+const int64 FAST_RECORDED_MAX = 100000;
 const char *FAST_RECORDED_SQL =
-    "SELECT EXISTS (SELECT 1 FROM nps_cand c JOIN nps_billing.payment_event pe"
-    "               ON pe.source_id = $1 AND pe.payment_key = c.payment_key AND pe.kind = c.kind)";
+    "SELECT e.payment_key, e.kind FROM nps_eval e"
+    " WHERE EXISTS (SELECT 1 FROM nps_billing.payment_event pe"
+    "               WHERE pe.source_id = $1 AND pe.payment_key = e.payment_key AND pe.kind = e.kind)";
 
 // (the customer-level checks of the set statement; a throttled customer's row is not locked)
 const char *FAST_GRANT_SQL =
@@ -103,23 +109,25 @@ const char *FAST_GRANT_SQL =
     " RETURNING cc.customer_id";
 
 // A row that passes the row-level checks and has no survey lost to its customer's candidate, or
-// its customer is throttled: 'throttled', as COALESCE(skip, 'throttled') in SET_SQL.
+// its customer is throttled: 'throttled', as COALESCE(skip, 'throttled') in SET_SQL. The ids come
+// from _capture_set_id() (src/capture_set_ids.cpp), not a join: it is VOLATILE, so the subquery
+// stays as it is and calls it once per row and column.
 const char *FAST_EVENTS_SQL =
     "INSERT INTO nps_billing.payment_event AS pe (id, source_id, payment_key, kind, customer_id, amount, currency,"
     "                                             occurred_at, attributes, survey_id, skip_reason)"
-    " SELECT COALESCE(g.eid, nextval('nps_billing.payment_event_id_seq')), $1, e.payment_key, e.kind, e.customer,"
-    "        e.amount, e.currency, e.occurred_at, e.attributes, g.sid, CASE WHEN g.sid IS NULL THEN CASE"
+    " SELECT f.eid, $1, f.payment_key, f.kind, f.customer, f.amount, f.currency, f.occurred_at, f.attributes, f.sid,"
+    "        CASE WHEN f.sid IS NULL THEN CASE"
     "    WHEN NOT $2 THEN 'disabled'"
-    "    WHEN NOT CASE e.kind WHEN 'succeeded' THEN $3 ELSE $4 END THEN 'not_surveyed_kind'"
-    "    WHEN e.customer IS NULL THEN 'no_customer'"
-    "    WHEN $11 AND EXISTS (SELECT 1 FROM nps_billing.opt_out o WHERE o.customer_id = e.customer) THEN 'opted_out'"
-    "    WHEN COALESCE(e.amount, 0) < $5 THEN 'below_min_amount'"
-    "    WHEN $6 < 1 AND nps_billing.sample_point(e.customer, e.payment_key) >= $6 THEN 'sampled_out'"
+    "    WHEN NOT CASE f.kind WHEN 'succeeded' THEN $3 ELSE $4 END THEN 'not_surveyed_kind'"
+    "    WHEN f.customer IS NULL THEN 'no_customer'"
+    "    WHEN $11 AND EXISTS (SELECT 1 FROM nps_billing.opt_out o WHERE o.customer_id = f.customer) THEN 'opted_out'"
+    "    WHEN COALESCE(f.amount, 0) < $5 THEN 'below_min_amount'"
+    "    WHEN $6 < 1 AND nps_billing.sample_point(f.customer, f.payment_key) >= $6 THEN 'sampled_out'"
     "    ELSE 'throttled' END END"
-    " FROM nps_eval e LEFT JOIN nps_granted g ON g.payment_key = e.payment_key AND g.kind = e.kind"
-    " WHERE e.payment_key IS NOT NULL"
-    "   AND NOT EXISTS (SELECT 1 FROM nps_billing.payment_event x"
-    "                   WHERE x.source_id = $1 AND x.payment_key = e.payment_key AND x.kind = e.kind)";
+    " FROM (SELECT e.*, nps_billing._capture_set_id(e.payment_key, e.kind, 1) AS eid,"
+    "              nps_billing._capture_set_id(e.payment_key, e.kind, 2) AS sid"
+    "       FROM nps_eval e WHERE e.payment_key IS NOT NULL"
+    "       AND NOT ($12 AND nps_billing._capture_set_id(e.payment_key, e.kind, 0) IS NOT NULL)) f";
 
 const char *FAST_SURVEYS_SQL =
     "INSERT INTO nps_billing.survey (id, token, source_id, event_id, customer_id, channel, send_after, expires_at)"
@@ -283,7 +291,8 @@ Oid sequence_oid(const char *name, Oid extnsp) {
 
 // The candidates (nps_cand, customer order) whose customer is among the n granted ones of tt,
 // numbered in that order: a survey id, then its event's id, as SET_SQL numbers them.
-void number_granted(Tuplestorestate *cands, SPITupleTable *tt, uint64 n, Oid extnsp, Tuplestorestate *out) {
+void number_granted(Tuplestorestate *cands, SPITupleTable *tt, uint64 n, Oid eseq, Oid extnsp, Tuplestorestate *out,
+                    SetIds *ids) {
     Bytes *g = static_cast<Bytes *>(palloc_extended((n + 1) * sizeof(Bytes), MCXT_ALLOC_HUGE));
     uint64 ng = 0;
     for (uint64 i = 0; i < n; i++) {
@@ -293,7 +302,7 @@ void number_granted(Tuplestorestate *cands, SPITupleTable *tt, uint64 n, Oid ext
             g[ng++] = text_bytes(d);
     }
     qsort(g, ng, sizeof(Bytes), bytes_qsort_cmp);
-    Oid sseq = sequence_oid("survey_id_seq", extnsp), eseq = sequence_oid("payment_event_id_seq", extnsp);
+    Oid sseq = sequence_oid("survey_id_seq", extnsp);
     TupleTableSlot *slot = MakeSingleTupleTableSlot(cand_desc(), &TTSOpsMinimalTuple);
     tuplestore_select_read_pointer(cands, 0);
     tuplestore_rescan(cands);
@@ -305,10 +314,13 @@ void number_granted(Tuplestorestate *cands, SPITupleTable *tt, uint64 n, Oid ext
             gi++;
         if (gi == ng || bytes_cmp(g[gi], c) != 0)
             continue;
-        Datum v[5] = {slot->tts_values[0], slot->tts_values[1], slot->tts_values[2],
-                      Int64GetDatum(nextval_internal(sseq, true)), Int64GetDatum(nextval_internal(eseq, true))};
+        int64 sid = nextval_internal(sseq, true), eid = nextval_internal(eseq, true);
+        Datum v[5] = {slot->tts_values[0], slot->tts_values[1], slot->tts_values[2], Int64GetDatum(sid),
+                      Int64GetDatum(eid)};
         bool nulls[5] = {false, false, false, false, false};
         tuplestore_putvalues(out, granted_desc(), v, nulls);
+        Bytes k = text_bytes(slot->tts_values[1]), kind = text_bytes(slot->tts_values[2]);
+        set_ids_add(ids, k.p, k.len, kind.len > 0 && kind.p[0] == 'f', sid, eid, false);
         gi++;
     }
     ExecDropSingleTupleTableSlot(slot);
@@ -322,9 +334,23 @@ void read_counts(int64 *surveys, int64 *nullkeys) {
     SPI_freetuptable(SPI_tuptable);
 }
 
+// Whether a candidate (nps_cand) is among the recorded payments of ids.
+bool candidate_recorded(Tuplestorestate *cands, const SetIds *ids) {
+    TupleTableSlot *slot = MakeSingleTupleTableSlot(cand_desc(), &TTSOpsMinimalTuple);
+    tuplestore_select_read_pointer(cands, 0);
+    tuplestore_rescan(cands);
+    bool found = false;
+    while (!found && tuplestore_gettupleslot(cands, true, false, slot)) {
+        slot_getallattrs(slot);
+        Bytes k = text_bytes(slot->tts_values[1]), kind = text_bytes(slot->tts_values[2]);
+        found = set_ids_recorded(ids, k.p, k.len, kind.len > 0 && kind.p[0] == 'f');
+    }
+    ExecDropSingleTupleTableSlot(slot);
+    return found;
+}
+
 // The fast path over nps_eval and nps_cand (see FAST_RECORDED_SQL), as the owner, all under one
-// snapshot: what the check saw recorded is what the event insert leaves out. A candidate
-// recorded before: the general statement.
+// snapshot: what the check saw recorded is what the event insert leaves out.
 void run_fast(const Source *s, Datum *a, Oid *t, Tuplestorestate *cands, int64 ncand, int64 nullkeys_seen,
               Oid extnsp, int64 *surveys, int64 *nullkeys) {
     if (plan_fast_recorded == NULL)
@@ -335,44 +361,61 @@ void run_fast(const Source *s, Datum *a, Oid *t, Tuplestorestate *cands, int64 n
         Oid nt[] = {INT4OID, INT8OID};
         plan_null_keys = keep(NULL_KEYS_SQL, 2, nt, CURSOR_OPT_CUSTOM_PLAN);
     }
+    Oid eseq = sequence_oid("payment_event_id_seq", extnsp);
     Snapshot snap = RegisterSnapshot(GetTransactionSnapshot());
-    auto run = [&](SPIPlanPtr p, Datum *args, int want) {
-        if (SPI_execute_snapshot(p, args, NULL, snap, InvalidSnapshot, false, true, 0) != want)
+    auto run = [&](SPIPlanPtr p, Datum *args, int want, int64 limit) {
+        if (SPI_execute_snapshot(p, args, NULL, snap, InvalidSnapshot, false, true, limit) != want)
             elog(ERROR, "nps_billing: set capture failed");
     };
-    bool recorded = false;
-    if (ncand > 0) {
-        run(plan_fast_recorded, a, SPI_OK_SELECT);
-        bool isnull;
-        recorded = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-        SPI_freetuptable(SPI_tuptable);
+    run(plan_fast_recorded, a, SPI_OK_SELECT, FAST_RECORDED_MAX);
+    uint64 nrec = SPI_processed;
+    SetIds *ids = NULL;
+    if (nrec < static_cast<uint64>(FAST_RECORDED_MAX)) {
+        ids = set_ids_create(nrec + ncand, eseq);
+        for (uint64 i = 0; i < nrec; i++) {
+            bool n1, n2;
+            Bytes k = text_bytes(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &n1));
+            Bytes kind = text_bytes(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &n2));
+            set_ids_add(ids, k.p, k.len, kind.len > 0 && kind.p[0] == 'f', 0, 0, true);
+        }
     }
-    if (recorded) {
-        run(plan_set, a, SPI_OK_SELECT);
+    SPI_freetuptable(SPI_tuptable);
+    if (ids == NULL || (nrec > 0 && candidate_recorded(cands, ids))) {
+        run(plan_set, a, SPI_OK_SELECT, 0);
         read_counts(surveys, nullkeys);
         UnregisterSnapshot(snap);
         return;
     }
     a[10] = BoolGetDatum(!(s->direct && OidIsValid(s->oo_rel) && opt_out_is_empty(s->oo_rel)));
+    a[11] = BoolGetDatum(nrec > 0);
     Tuplestorestate *granted = tuplestore_begin_heap(false, false, work_mem);
     if (ncand > 0) {
-        run(plan_fast_grant, a, SPI_OK_INSERT_RETURNING);
-        number_granted(cands, SPI_tuptable, SPI_processed, extnsp, granted);
+        run(plan_fast_grant, a, SPI_OK_INSERT_RETURNING, 0);
+        number_granted(cands, SPI_tuptable, SPI_processed, eseq, extnsp, granted, ids);
         SPI_freetuptable(SPI_tuptable);
     }
     int64 ng = tuplestore_tuple_count(granted);
     register_store("nps_granted", granted_desc(), granted);
     // (prepared once nps_granted is registered: the parser needs it)
     if (plan_fast_events == NULL)
-        plan_fast_events = keep(FAST_EVENTS_SQL, 11, t, CURSOR_OPT_CUSTOM_PLAN);
+        plan_fast_events = keep(FAST_EVENTS_SQL, 12, t, CURSOR_OPT_CUSTOM_PLAN);
     if (plan_fast_surveys == NULL)
         plan_fast_surveys = keep(FAST_SURVEYS_SQL, 10, t, CURSOR_OPT_CUSTOM_PLAN);
-    run(plan_fast_events, a, SPI_OK_INSERT);
+    set_ids_push(ids);
+    PG_TRY();
+    {
+        run(plan_fast_events, a, SPI_OK_INSERT, 0);
+    }
+    PG_FINALLY();
+    {
+        set_ids_pop(ids);
+    }
+    PG_END_TRY();
     if (ng > 0)
-        run(plan_fast_surveys, a, SPI_OK_INSERT);
+        run(plan_fast_surveys, a, SPI_OK_INSERT, 0);
     if (nullkeys_seen > 0) {
         Datum na[2] = {a[0], Int64GetDatum(nullkeys_seen)};
-        run(plan_null_keys, na, SPI_OK_INSERT);
+        run(plan_null_keys, na, SPI_OK_INSERT, 0);
     }
     SPI_unregister_relation("nps_granted");
     tuplestore_end(granted);
@@ -419,12 +462,12 @@ int64 run_set_path(Source *s, Relation rel, Oid owner, Oid extnsp) {
     int64 surveys = 0, nullkeys = 0;
     as_owner(owner, extnsp, [&] {
         Oid t[] = {INT4OID, BOOLOID, BOOLOID, BOOLOID, NUMERICOID, FLOAT8OID, INTERVALOID, TEXTOID, INTERVALOID,
-                   INTERVALOID, BOOLOID};
+                   INTERVALOID, BOOLOID, BOOLOID};
         if (plan_set == NULL)
             plan_set = keep(SET_SQL, 10, t, CURSOR_OPT_CUSTOM_PLAN);
         if (plan_set_contact == NULL && s->contact)
             plan_set_contact = keep(SET_SQL_CONTACT, 11, t, CURSOR_OPT_CUSTOM_PLAN);
-        Datum a[11] = {Int32GetDatum(s->id),         BoolGetDatum(s->enabled),      BoolGetDatum(s->on_succeeded),
+        Datum a[12] = {Int32GetDatum(s->id),         BoolGetDatum(s->enabled),      BoolGetDatum(s->on_succeeded),
                        BoolGetDatum(s->on_failed),   s->min_amount,                 Float8GetDatum(s->sample_rate),
                        s->throttle,                  CStringGetTextDatum(s->channel), s->delay,
                        s->expires_after,             BoolGetDatum(s->needs_recipient)};

@@ -135,6 +135,14 @@ DestReceiver *set_scan_begin(const Source *s, DestReceiver *inner);
 // maintenance_work_mem).
 Tuplestorestate *set_scan_candidates(DestReceiver *scan, TupleDesc desc, int64 *n, int64 *nullkeys);
 void set_scan_end(DestReceiver *scan);
+// The set path's ids (src/capture_set_ids.cpp): the granted surveys' survey and event ids by
+// (payment key, kind), read by _capture_set_id() while pushed.
+struct SetIds;
+SetIds *set_ids_create(uint64 n, Oid event_seq);
+void set_ids_add(SetIds *t, const char *key, int klen, bool failed, int64 sid, int64 eid, bool recorded);
+bool set_ids_recorded(const SetIds *t, const char *key, int klen, bool failed);
+void set_ids_push(SetIds *t);
+void set_ids_pop(SetIds *t);
 
 }  // namespace capture
 }  // namespace nps

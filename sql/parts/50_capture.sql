@@ -69,6 +69,12 @@ CREATE FUNCTION @extschema@._clean_time_zone(value text) RETURNS text
 COMMENT ON FUNCTION @extschema@._clean_time_zone(text) IS
   'Internal: a time zone name as SET TIME ZONE accepts it, in its canonical spelling; NULL otherwise';
 
+-- The ids of a set statement's events and surveys, read per row by its event insert (src/capture_set_ids.cpp).
+CREATE FUNCTION @extschema@._capture_set_id(payment_key text, kind text, which integer) RETURNS bigint
+  AS 'MODULE_PATHNAME', 'nps_capture_set_id' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION @extschema@._capture_set_id(text, text, integer) IS
+  'Internal: while the capture trigger inserts the events of a multi-row statement, whether a payment is recorded already (which = 0), its event id (1) or survey id (2); an error anywhere else';
+
 CREATE FUNCTION @extschema@.untrack_payments(source regclass) RETURNS void
   AS 'MODULE_PATHNAME', 'nps_untrack_payments' LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION @extschema@.untrack_payments(regclass) IS

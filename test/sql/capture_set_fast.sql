@@ -66,9 +66,54 @@ INSERT INTO cap_set_a VALUES ('r1a', 'fs60', 5000, 'ok', '2025-03-01'), ('r1b', 
 SELECT payment_key, customer_id, surveyed, skip_reason FROM cap_set_events
 WHERE source = 'set_a' AND payment_key LIKE 'r%' ORDER BY payment_key COLLATE "C";
 
+-- payments recorded before that are no customer's candidate: the fast statement leaves them out
+-- and surveys the others, numbered in customer order (the rows come in the reverse order), the
+-- surveyed events' ids drawn with their surveys (before the statement's other events)
+UPDATE nps_billing.payment_source SET enabled = false WHERE name = 'set_a';
+INSERT INTO cap_set_a VALUES ('q1b', 'fs70', 5000, 'ok', '2025-04-09'), ('q3a', 'fs72', 500, 'ok', '2025-04-01');
+UPDATE nps_billing.payment_source SET enabled = true WHERE name = 'set_a';
+INSERT INTO cap_set_a VALUES ('q6a', 'fs76', 5000, 'ok', '2025-04-01'), ('q5a', 'fs75', 5000, 'ok', '2025-04-01'),
+  ('q4a', 'fs74', 5000, 'ok', '2025-04-01'), ('q3b', 'fs72', 5000, 'ok', '2025-04-02'), ('q3a', 'fs72', 500, 'ok', '2025-04-01'),
+  ('q2a', 'fs71', 5000, 'ok', '2025-04-01'), ('q1b', 'fs70', 5000, 'ok', '2025-04-09'), ('q1a', 'fs70', 5000, 'ok', '2025-04-01'),
+  ('q0a', NULL, 5000, 'ok', '2025-04-01');
+SELECT payment_key, customer_id, surveyed, skip_reason, count(*) OVER (PARTITION BY payment_key) AS events
+FROM cap_set_events WHERE source = 'set_a' AND payment_key LIKE 'q%' ORDER BY payment_key COLLATE "C";
+SELECT array_agg(s.customer_id ORDER BY s.id) = array_agg(s.customer_id ORDER BY s.customer_id COLLATE "C") AS in_customer_order,
+       bool_and(e.survey_id = s.id AND e.customer_id = s.customer_id) AS events_match
+FROM nps_billing.survey s JOIN nps_billing.payment_event e ON e.id = s.event_id WHERE s.customer_id LIKE 'fs7%';
+SELECT max(id) FILTER (WHERE survey_id IS NOT NULL) < min(id) FILTER (WHERE survey_id IS NULL AND skip_reason <> 'disabled')
+       AS surveyed_first
+FROM nps_billing.payment_event WHERE payment_key LIKE 'q%';
+-- the id lookup serves the capture trigger only
+\set VERBOSITY terse
+SELECT nps_billing._capture_set_id('q1a', 'succeeded', 1);
+\set VERBOSITY default
+
+-- a cancel (or statement_timeout) met while capturing ends the statement, on the set path and on
+-- the row path: it is not a capture error, and the rows are not redone one by one
+CREATE FUNCTION cap_cancel(c text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+  IF c = 'cancel' THEN
+    RAISE EXCEPTION 'canceling statement due to user request' USING ERRCODE = 'query_canceled';
+  END IF;
+  RETURN c;
+END $$;
+CREATE TABLE cap_set_c (LIKE cap_set_a);
+SELECT nps_billing.track_payments('cap_set_c', 'public.cap_cancel(cust)', 'ref', $$state = 'ok'$$, $$state = 'ko'$$,
+                                  name => 'set_c') > 0 AS tracked;
+\set VERBOSITY terse
+INSERT INTO cap_set_c SELECT 'c' || g, CASE WHEN g = 5 THEN 'cancel' ELSE 'fs80' END, 5000, 'ok', now()
+FROM generate_series(1, 20) g;
+INSERT INTO cap_set_c VALUES ('c1', 'cancel', 5000, 'ok', now());
+\set VERBOSITY default
+SELECT (SELECT count(*) FROM cap_set_c) AS payments,
+       (SELECT count(*) FROM nps_billing.capture_error c JOIN nps_billing.payment_source s ON s.id = c.source_id
+         WHERE s.name = 'set_c') AS capture_errors;
+
 \set QUIET on
 SELECT nps_billing.untrack_payments('cap_set_a');
 SELECT nps_billing.untrack_payments('cap_set_b');
+SELECT nps_billing.untrack_payments('cap_set_c');
 DELETE FROM nps_billing.capture_error WHERE source_id IN (SELECT id FROM nps_billing.payment_source WHERE name LIKE 'set\_%');
 DELETE FROM nps_billing.survey WHERE source_id IN (SELECT id FROM nps_billing.payment_source WHERE name LIKE 'set\_%');
 DELETE FROM nps_billing.payment_event WHERE source_id IN (SELECT id FROM nps_billing.payment_source WHERE name LIKE 'set\_%');
@@ -76,5 +121,6 @@ DELETE FROM nps_billing.customer_contact WHERE customer_id LIKE 'fs%';
 DELETE FROM nps_billing.opt_out WHERE customer_id LIKE 'fs%';
 DELETE FROM nps_billing.payment_source WHERE name LIKE 'set\_%';
 DROP VIEW cap_set_events;
-DROP TABLE cap_set_a, cap_set_b;
+DROP TABLE cap_set_a, cap_set_b, cap_set_c;
+DROP FUNCTION cap_cancel(text);
 \set QUIET off
