@@ -13,6 +13,7 @@ extern "C" {
 #include "nodes/pg_list.h"
 #include "utils/relcache.h"
 #include "utils/resowner.h"
+#include "utils/tuplestore.h"
 #include "nodes/parsenodes.h"
 #include "nodes/primnodes.h"
 #include "parser/parse_node.h"
@@ -131,6 +132,11 @@ void as_owner(Oid owner, Oid extnsp, F &&fn) {
     }
     PG_END_TRY();
 }
+
+// Tuplestores passed to SPI statements as named relations (src/capture_set.cpp): a descriptor
+// of n columns, and the tuplestore registered under name for the statements that follow.
+TupleDesc make_desc(int n, const char *const *names, const Oid *types);
+void register_store(const char *name, TupleDesc desc, Tuplestorestate *ts);
 
 // Runs fn in an internal subtransaction (PL/pgSQL's EXCEPTION-block pattern). NULL when fn
 // succeeded; otherwise the subtransaction is rolled back and its error returned, copied into the

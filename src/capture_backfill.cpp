@@ -69,13 +69,6 @@ const char *BACKFILL_SQL =
     ") SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM seeded),"
     "         (SELECT count(*) FROM nps_eval e WHERE e.payment_key IS NULL)";
 
-TupleDesc make_desc(int n, const char *const *names, const Oid *types) {
-    TupleDesc d = CreateTemplateTupleDesc(n);
-    for (int i = 0; i < n; i++)
-        TupleDescInitEntry(d, static_cast<AttrNumber>(i + 1), names[i], types[i], -1, 0);
-    return d;
-}
-
 // Runs a prepared SELECT into a new tuplestore.
 Tuplestorestate *select_into_store(SPIPlanPtr plan, ParamListInfo params) {
     Tuplestorestate *ts = tuplestore_begin_heap(false, false, work_mem);
@@ -90,18 +83,6 @@ Tuplestorestate *select_into_store(SPIPlanPtr plan, ParamListInfo params) {
         elog(ERROR, "nps_billing: backfill evaluation failed");
     dest->rDestroy(dest);
     return ts;
-}
-
-void register_store(const char *name, TupleDesc desc, Tuplestorestate *ts) {
-    EphemeralNamedRelation enr = static_cast<EphemeralNamedRelation>(palloc0(sizeof(EphemeralNamedRelationData)));
-    enr->md.name = pstrdup(name);
-    enr->md.reliddesc = InvalidOid;
-    enr->md.tupdesc = desc;
-    enr->md.enrtype = ENR_NAMED_TUPLESTORE;
-    enr->md.enrtuples = tuplestore_tuple_count(ts);
-    enr->reldata = ts;
-    if (SPI_register_relation(enr) != SPI_OK_REL_REGISTER)
-        elog(ERROR, "nps_billing: could not register %s", name);
 }
 
 // A SELECT of the caller's (no change of rights) into a tuplestore, with search_path = pg_catalog.

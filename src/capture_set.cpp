@@ -18,6 +18,26 @@ extern "C" {
 namespace nps {
 namespace capture {
 
+TupleDesc make_desc(int n, const char *const *names, const Oid *types) {
+    TupleDesc d = CreateTemplateTupleDesc(n);
+    for (int i = 0; i < n; i++)
+        TupleDescInitEntry(d, static_cast<AttrNumber>(i + 1), names[i], types[i], -1, 0);
+    return d;
+}
+
+void register_store(const char *name, TupleDesc desc, Tuplestorestate *ts) {
+    EphemeralNamedRelation enr = static_cast<EphemeralNamedRelation>(palloc0(sizeof(EphemeralNamedRelationData)));
+    enr->md.name = pstrdup(name);
+    enr->md.reliddesc = InvalidOid;
+    enr->md.tupdesc = desc;
+    enr->md.enrtype = ENR_NAMED_TUPLESTORE;
+    enr->md.enrtuples = tuplestore_tuple_count(ts);
+    enr->reldata = ts;
+    if (SPI_register_relation(enr) != SPI_OK_REL_REGISTER)
+        elog(ERROR, "nps_billing: could not register %s", name);
+}
+
+
 namespace {
 
 // The set statement over nps_eval (the evaluated rows of one statement). It needs nps_eval
@@ -197,69 +217,39 @@ const char *SET_SQL_CONTACT =
     "  RETURNING 1"
     ") SELECT (SELECT count(*) FROM svs), (SELECT count(*) FROM nullkeys)";
 
-TupleDesc eval_desc() {
-    static TupleDesc desc = NULL;
-    if (desc == NULL) {
+// A tuple descriptor of text-like columns, built once (TopMemoryContext).
+TupleDesc kept_desc(TupleDesc *slot, int n, const char *const *names, const Oid *types) {
+    if (*slot == NULL) {
         MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-        TupleDesc d = CreateTemplateTupleDesc(EVAL_NCOLS);
-        TupleDescInitEntry(d, 1, "kind", TEXTOID, -1, 0);
-        TupleDescInitEntry(d, 2, "customer", TEXTOID, -1, 0);
-        TupleDescInitEntry(d, 3, "payment_key", TEXTOID, -1, 0);
-        TupleDescInitEntry(d, 4, "amount", NUMERICOID, -1, 0);
-        TupleDescInitEntry(d, 5, "currency", TEXTOID, -1, 0);
-        TupleDescInitEntry(d, 6, "occurred_at", TIMESTAMPTZOID, -1, 0);
-        TupleDescInitEntry(d, 7, "attributes", JSONBOID, -1, 0);
-        TupleDescInitEntry(d, 8, "recipient", TEXTOID, -1, 0);
-        TupleDescInitEntry(d, 9, "locale", TEXTOID, -1, 0);
-        TupleDescInitEntry(d, 10, "time_zone", TEXTOID, -1, 0);
+        *slot = make_desc(n, names, types);
         MemoryContextSwitchTo(old);
-        desc = d;
     }
-    return desc;
+    return *slot;
+}
+
+TupleDesc eval_desc() {
+    static const char *const names[EVAL_NCOLS] = {"kind", "customer", "payment_key", "amount", "currency",
+                                                  "occurred_at", "attributes", "recipient", "locale", "time_zone"};
+    static const Oid types[EVAL_NCOLS] = {TEXTOID, TEXTOID, TEXTOID, NUMERICOID, TEXTOID,
+                                          TIMESTAMPTZOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID};
+    static TupleDesc desc = NULL;
+    return kept_desc(&desc, EVAL_NCOLS, names, types);
 }
 
 // nps_cand: a customer's candidate row (customer, payment_key, kind).
 TupleDesc cand_desc() {
+    static const char *const names[] = {"customer", "payment_key", "kind"};
+    static const Oid types[] = {TEXTOID, TEXTOID, TEXTOID};
     static TupleDesc desc = NULL;
-    if (desc == NULL) {
-        MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-        TupleDesc d = CreateTemplateTupleDesc(3);
-        TupleDescInitEntry(d, 1, "customer", TEXTOID, -1, 0);
-        TupleDescInitEntry(d, 2, "payment_key", TEXTOID, -1, 0);
-        TupleDescInitEntry(d, 3, "kind", TEXTOID, -1, 0);
-        MemoryContextSwitchTo(old);
-        desc = d;
-    }
-    return desc;
-}
-
-void register_store(const char *name, TupleDesc desc, Tuplestorestate *ts) {
-    EphemeralNamedRelation enr = static_cast<EphemeralNamedRelation>(palloc0(sizeof(EphemeralNamedRelationData)));
-    enr->md.name = const_cast<char *>(name);
-    enr->md.reliddesc = InvalidOid;
-    enr->md.tupdesc = desc;
-    enr->md.enrtype = ENR_NAMED_TUPLESTORE;
-    enr->md.enrtuples = tuplestore_tuple_count(ts);
-    enr->reldata = ts;
-    if (SPI_register_relation(enr) != SPI_OK_REL_REGISTER)
-        elog(ERROR, "nps_billing: could not register %s", name);
+    return kept_desc(&desc, 3, names, types);
 }
 
 // nps_granted: the granted candidates with their survey and event ids.
 TupleDesc granted_desc() {
+    static const char *const names[] = {"customer", "payment_key", "kind", "sid", "eid"};
+    static const Oid types[] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID};
     static TupleDesc desc = NULL;
-    if (desc == NULL) {
-        MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-        TupleDesc d = CreateTemplateTupleDesc(5);
-        TupleDescInitEntry(d, 1, "customer", TEXTOID, -1, 0);
-        TupleDescInitEntry(d, 2, "payment_key", TEXTOID, -1, 0);
-        TupleDescInitEntry(d, 3, "kind", TEXTOID, -1, 0);
-        TupleDescInitEntry(d, 4, "sid", INT8OID, -1, 0);
-        TupleDescInitEntry(d, 5, "eid", INT8OID, -1, 0);
-        MemoryContextSwitchTo(old);
-        desc = d;
-    }
-    return desc;
+    return kept_desc(&desc, 5, names, types);
 }
 
 struct Bytes {
