@@ -262,10 +262,8 @@ Bytes text_bytes(Datum d) {
     return Bytes{VARDATA_ANY(t), static_cast<int>(VARSIZE_ANY_EXHDR(t))};
 }
 
-// "C" order (text under COLLATE "C": bytes, then length).
 int bytes_cmp(const Bytes &a, const Bytes &b) {
-    int r = memcmp(a.p, b.p, Min(a.len, b.len));
-    return r != 0 ? r : (a.len > b.len) - (a.len < b.len);
+    return c_order(a.p, a.len, b.p, b.len);
 }
 
 int bytes_qsort_cmp(const void *a, const void *b) {
@@ -310,7 +308,7 @@ void number_granted(Tuplestorestate *cands, SPITupleTable *tt, uint64 n, Oid ese
         bool nulls[5] = {false, false, false, false, false};
         tuplestore_putvalues(out, granted_desc(), v, nulls);
         Bytes k = text_bytes(slot->tts_values[1]), kind = text_bytes(slot->tts_values[2]);
-        set_ids_add(ids, k.p, k.len, kind.len > 0 && kind.p[0] == 'f', sid, eid, false);
+        set_ids_add(ids, k.p, k.len, kind_is_failed(kind.p, kind.len), sid, eid, false);
         gi++;
     }
     ExecDropSingleTupleTableSlot(slot);
@@ -333,7 +331,7 @@ bool candidate_recorded(Tuplestorestate *cands, const SetIds *ids) {
     while (!found && tuplestore_gettupleslot(cands, true, false, slot)) {
         slot_getallattrs(slot);
         Bytes k = text_bytes(slot->tts_values[1]), kind = text_bytes(slot->tts_values[2]);
-        found = set_ids_recorded(ids, k.p, k.len, kind.len > 0 && kind.p[0] == 'f');
+        found = set_ids_recorded(ids, k.p, k.len, kind_is_failed(kind.p, kind.len));
     }
     ExecDropSingleTupleTableSlot(slot);
     return found;
@@ -366,7 +364,7 @@ void run_fast(const Source *s, Datum *a, Oid *t, Tuplestorestate *cands, int64 n
             bool n1, n2;
             Bytes k = text_bytes(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &n1));
             Bytes kind = text_bytes(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &n2));
-            set_ids_add(ids, k.p, k.len, kind.len > 0 && kind.p[0] == 'f', 0, 0, true);
+            set_ids_add(ids, k.p, k.len, kind_is_failed(kind.p, kind.len), 0, 0, true);
         }
     }
     SPI_freetuptable(SPI_tuptable);

@@ -7,7 +7,6 @@
 
 extern "C" {
 #include "commands/sequence.h"
-#include "common/hashfn.h"
 #include "utils/builtins.h"
 }
 
@@ -33,13 +32,8 @@ namespace {
 
 SetIds *current = NULL;
 
-uint64 key_hash(const char *key, int klen, bool failed) {
-    uint64 h = hash_bytes_extended(reinterpret_cast<const unsigned char *>(key), klen, failed ? 2 : 1);
-    return h != 0 ? h : 1;
-}
-
 const SetIds::Entry *find(const SetIds *t, const char *key, int klen, bool failed) {
-    uint64 h = key_hash(key, klen, failed);
+    uint64 h = payment_hash(key, klen, failed);
     for (uint64 j = h & t->mask; t->slots[j].h != 0; j = (j + 1) & t->mask) {
         const SetIds::Entry &e = t->slots[j];
         if (e.h == h && e.klen == klen && e.failed == failed && memcmp(e.key, key, klen) == 0)
@@ -65,7 +59,7 @@ SetIds *set_ids_create(uint64 n, Oid event_seq) {
 void set_ids_add(SetIds *t, const char *key, int klen, bool failed, int64 sid, int64 eid, bool recorded) {
     if ((t->n + 1) * 2 > t->mask + 1 || find(t, key, klen, failed) != NULL)
         elog(ERROR, "nps_billing: set capture ids out of order");
-    uint64 h = key_hash(key, klen, failed);
+    uint64 h = payment_hash(key, klen, failed);
     uint64 j = h & t->mask;
     while (t->slots[j].h != 0)
         j = (j + 1) & t->mask;
@@ -103,7 +97,7 @@ NPS_LEAF_FUNCTION(nps_capture_set_id) {
                         errmsg("_capture_set_id() is called only by the capture trigger")));
     text *key = PG_GETARG_TEXT_PP(0);
     text *kind = PG_GETARG_TEXT_PP(1);
-    bool failed = VARSIZE_ANY_EXHDR(kind) > 0 && VARDATA_ANY(kind)[0] == 'f';  // 'succeeded' / 'failed'
+    bool failed = kind_is_failed(VARDATA_ANY(kind), VARSIZE_ANY_EXHDR(kind));
     const SetIds::Entry *e = find(current, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), failed);
     int which = PG_GETARG_INT32(2);
     if (which == 0) {

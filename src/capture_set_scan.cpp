@@ -18,6 +18,21 @@ extern "C" {
 namespace nps {
 namespace capture {
 
+int c_order(const char *a, int alen, const char *b, int blen) {
+    int r = memcmp(a, b, Min(alen, blen));
+    return r != 0 ? r : (alen > blen) - (alen < blen);
+}
+
+bool kind_is_failed(const char *kind, int len) {
+    return len > 0 && kind[0] == 'f';  // 'succeeded' / 'failed'
+}
+
+uint64 payment_hash(const char *key, int klen, bool failed) {
+    uint64 h = hash_bytes_extended(reinterpret_cast<const unsigned char *>(key), klen, failed ? 2 : 1);
+    return h != 0 ? h : 1;  // 0 marks an empty slot
+}
+
+
 namespace {
 
 // A customer's candidate so far.
@@ -93,18 +108,13 @@ bool add_key(SetScan *sc, uint64 h) {
     return true;
 }
 
-// "C" order of two strings (text under COLLATE "C": bytes, then length).
-int c_cmp(const char *a, int alen, const char *b, int blen) {
-    int r = memcmp(a, b, Min(alen, blen));
-    return r != 0 ? r : (alen > blen) - (alen < blen);
-}
 
 // Whether (at, key, failed) comes before the candidate c: earliest, ties by key in "C" order
 // (then 'failed' before 'succeeded').
 bool earlier(TimestampTz at, const char *key, int klen, bool failed, const Cand *c) {
     if (at != c->at)
         return at < c->at;
-    int r = c_cmp(key, klen, c->key, c->klen);
+    int r = c_order(key, klen, c->key, c->klen);
     if (r != 0)
         return r < 0;
     return failed && !c->failed;
@@ -185,9 +195,8 @@ void scan_row(SetScan *sc, TupleTableSlot *slot) {
     const char *key = VARDATA_ANY(kt);
     int klen = VARSIZE_ANY_EXHDR(kt);
     struct varlena *kd = pg_detoast_datum_packed(reinterpret_cast<struct varlena *>(DatumGetPointer(v[0])));
-    bool failed = VARSIZE_ANY_EXHDR(kd) > 0 && VARDATA_ANY(kd)[0] == 'f';  // 'succeeded' / 'failed'
-    uint64 h = hash_bytes_extended(reinterpret_cast<const unsigned char *>(key), klen, failed ? 2 : 1);
-    if (!add_key(sc, h != 0 ? h : 1)) {
+    bool failed = kind_is_failed(VARDATA_ANY(kd), VARSIZE_ANY_EXHDR(kd));
+    if (!add_key(sc, payment_hash(key, klen, failed))) {
         if (sc->ok)
             give_up(sc);
     } else {
@@ -235,7 +244,7 @@ void scan_destroy(DestReceiver *) {}
 int cand_cmp(const void *a, const void *b) {
     const Cand *x = *static_cast<Cand *const *>(a);
     const Cand *y = *static_cast<Cand *const *>(b);
-    return c_cmp(x->cust, x->clen, y->cust, y->clen);
+    return c_order(x->cust, x->clen, y->cust, y->clen);
 }
 
 }  // namespace

@@ -135,6 +135,12 @@ DestReceiver *set_scan_begin(const Source *s, DestReceiver *inner);
 // maintenance_work_mem).
 Tuplestorestate *set_scan_candidates(DestReceiver *scan, TupleDesc desc, int64 *n, int64 *nullkeys);
 void set_scan_end(DestReceiver *scan);
+// A payment's identity in the set path (src/capture_set_scan.cpp): "C" order of two strings
+// (text under COLLATE "C": bytes, then length), whether a kind is 'failed', and the 64-bit
+// hash of (payment key, kind) the scan and the ids use (never 0).
+int c_order(const char *a, int alen, const char *b, int blen);
+bool kind_is_failed(const char *kind, int len);
+uint64 payment_hash(const char *key, int klen, bool failed);
 // The set path's ids (src/capture_set_ids.cpp): the granted surveys' survey and event ids by
 // (payment key, kind), read by _capture_set_id() while pushed.
 struct SetIds;
