@@ -94,6 +94,9 @@ cp_ref=$(grep . "$tmp/cpu_pay_ref" | median); cp_bare=$(grep . "$tmp/cpu_pay_bar
 plus() { awk -v a="$1" -v b="$cp_plain" 'BEGIN { printf "%.1f", a - b }'; }
 echo "# P6/P7 server CPU per payment (us, medians of 3): untracked $cp_plain, tracked $cp_tracked (+$(plus "$cp_tracked")), reference $cp_ref (+$(plus "$cp_ref")), bare-event trigger $cp_bare (+$(plus "$cp_bare"))" >&2
 m_plain=$(median <"$tmp/plain"); m_tracked=$(median <"$tmp/tracked"); m_ref=$(median <"$tmp/ref"); m_bare=$(median <"$tmp/bare")
+# P6's ceiling: a capture that only wrote the event row (the bare-event trigger) would reach
+# bare/untracked; P6 = P7a x that ceiling, so P6 >= 0.70 needs P7a >= 0.70 / ceiling.
+echo "# P6 ceiling: the bare-event trigger alone runs at $(ratio "$m_bare" "$m_plain") of the untracked rate, so P6 >= 0.70 needs P7a >= $(awk -v b="$m_bare" -v p="$m_plain" 'BEGIN { printf "%.3f", 0.70 * p / b }')" >&2
 echo "# P6/P7 tps medians: untracked $m_plain, tracked $m_tracked, reference $m_ref, bare-event trigger $m_bare (runs: $(tr '\n' ' ' <"$tmp/plain")| $(tr '\n' ' ' <"$tmp/tracked")| $(tr '\n' ' ' <"$tmp/ref")| $(tr '\n' ' ' <"$tmp/bare"))" >&2
 
 ins() { echo "INSERT INTO $1 (customer_id, amount_cents, currency, status) SELECT 'cus_' || (g % 50000), 1000 + g % 5000, 'usd', 'succeeded' FROM generate_series(1, $P8ROWS) g"; }
