@@ -183,7 +183,7 @@ SQL
   drain p9a
   psql -qAtX >>"$tmp/dups" -c "SELECT count(*) - count(DISTINCT id) FROM p9a_claims"
   psql -qAtX >>"$tmp/lost" -c "SELECT ($N - count(DISTINCT id)) + (SELECT count(*) FROM p9a_queue) FROM p9a_claims"
-  echo "run $r: ours $(tail -1 "$tmp/p9.rate")/s (WAL $(tail -1 "$tmp/p9.wal") B/msg), floor $(tail -1 "$tmp/p9f.rate")/s, bare $(tail -1 "$tmp/p9a.rate")/s (WAL $(tail -1 "$tmp/p9a.wal") B/msg)" >&2
+  echo "run $r: ours $(tail -1 "$tmp/p9.rate")/s (WAL $(tail -1 "$tmp/p9.wal") B/msg), floor $(tail -1 "$tmp/p9f.rate")/s (WAL $(tail -1 "$tmp/p9f.wal") B/msg), bare $(tail -1 "$tmp/p9a.rate")/s (WAL $(tail -1 "$tmp/p9a.wal") B/msg)" >&2
   r=$((r + 1))
 done
 ours=$(median <"$tmp/p9.rate")
@@ -200,7 +200,7 @@ row P9a "our drain vs the bare leased queue (${bare} messages/s), ratio" "$(rati
 echo "# P9a floor: our design's writes alone (see the top of this file) drain $floor surveys/s, $(ratio "$floor" "$bare") of the bare queue; our drain is $(ratio "$ours" "$floor") of that floor (per run: $(paste -d/ "$tmp/p9.rate" "$tmp/p9f.rate" "$tmp/p9a.rate" | tr '\n' ' '))"
 echo "# P9 storage per queued message (tables + indexes): survey + survey_queue $(cat "$tmp/p9.bytes") B, bare queue $(cat "$tmp/p9a.bytes") B"
 echo "# P9 storage per survey once sent and vacuumed (tables + indexes): $(cat "$tmp/p9.bytes_sent") B"
-echo "# P9 WAL per message, claim + report (median): survey $(median <"$tmp/p9.wal") B, bare queue $(median <"$tmp/p9a.wal") B"
+echo "# P9 WAL per message, claim + report (median): survey $(median <"$tmp/p9.wal") B, floor $(median <"$tmp/p9f.wal") B, bare queue $(median <"$tmp/p9a.wal") B"
 awk -v u0="${upd0:-0}" -v h0="${hot0:-0}" -v u1="${upd1:-0}" -v h1="${hot1:-0}" 'BEGIN {
   if (u1 > u0) printf "# P9 survey updates in the first drain: %d, HOT %d (%.0f%%)\n", u1 - u0, h1 - h0, 100 * (h1 - h0) / (u1 - u0) }'
 psql -qX >/dev/null <<'SQL'
